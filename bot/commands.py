@@ -1,0 +1,32 @@
+"""The command menu Telegram shows, in every supported language."""
+
+from __future__ import annotations
+
+from aiogram import Bot
+from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats
+
+from bot.i18n import LOCALES, N_, _
+
+PARTICIPANT_COMMANDS: list[tuple[str, str]] = [
+    ("start", N_("Start")),
+    ("my", N_("My webinars")),
+    ("language", N_("Language")),
+    ("paysupport", N_("Help with a payment")),
+    ("terms", N_("Terms of sale")),
+    ("help", N_("Help")),
+]
+
+
+def commands_for(locale: str, items: list[tuple[str, str]]) -> list[BotCommand]:
+    return [BotCommand(command=name, description=_(text, locale=locale)) for name, text in items]
+
+
+async def set_commands(bot: Bot) -> None:
+    """Register the menu for every language; Telegram picks one by the client's language."""
+    scope = BotCommandScopeAllPrivateChats()
+    await bot.set_my_commands(commands_for("en", PARTICIPANT_COMMANDS), scope=scope)
+    for locale in LOCALES:
+        language_code = locale.split("_")[0]
+        await bot.set_my_commands(
+            commands_for(locale, PARTICIPANT_COMMANDS), scope=scope, language_code=language_code
+        )

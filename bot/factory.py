@@ -1,0 +1,66 @@
+"""Factories: nothing here runs at import time, and everything built here is closed on shutdown."""
+
+from __future__ import annotations
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+
+from bot.clock import Clock, SystemClock
+from bot.context import AppContext
+from bot.i18n import Translator
+from bot.middlewares import DatabaseMiddleware, DeduplicateMiddleware, UserMiddleware
+from bot.settings import Settings
+from storage.database import create_engine, create_session_factory
+
+
+def create_bot(settings: Settings, token: str) -> Bot:
+    session = None
+    if not settings.uses_official_api:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return Bot(
+        token=token,
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )
+
+
+def create_fsm_storage(settings: Settings) -> BaseStorage:
+    """Wizard state: in memory for one process, in Redis when replicas share the work."""
+    if settings.redis_url:
+        from aiogram.fsm.storage.redis import RedisStorage
+
+        return RedisStorage.from_url(settings.redis_url)
+    return MemoryStorage()
+
+
+def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Dispatcher:
+    from handlers import get_routers
+    from handlers.errors import on_error
+
+    dispatcher = Dispatcher(storage=storage or MemoryStorage(), app=app)
+    dispatcher.update.outer_middleware(DatabaseMiddleware(app))
+    if app.settings.webhook_mode:
+        dispatcher.update.outer_middleware(DeduplicateMiddleware(app))
+    dispatcher.update.outer_middleware(UserMiddleware(app))
+    dispatcher.include_routers(*get_routers())
+    dispatcher.errors.register(on_error)
+    return dispatcher
+
+
+def create_app_context(
+    settings: Settings, *, clock: Clock | None = None, translator: Translator | None = None
+) -> tuple[AppContext, object]:
+    """Build the shared context and return it with the engine (the caller disposes of it)."""
+    engine = create_engine(settings.database_url)
+    app = AppContext(
+        settings=settings,
+        clock=clock or SystemClock(),
+        translator=translator or Translator(),
+        session_factory=create_session_factory(engine),
+    )
+    return app, engine

@@ -1,0 +1,74 @@
+"""Periodic jobs. APScheduler (3.x) is only the in-process clock that wakes them: it plans nothing
+itself and keeps no state, so any number of replicas can run the same jobs against one database.
+
+Each job is a plain async function of the :class:`AppContext` with a deterministic id, so
+re-registering on restart never doubles it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.context import AppContext
+from storage.repositories.users import ProcessedUpdateRepository
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[AppContext], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    id: str
+    func: Job
+    seconds: float
+
+
+async def prune_processed_updates(app: AppContext) -> int:
+    """Forget update ids older than Telegram's redelivery window (a day is plenty)."""
+    async with app.session_factory() as session:
+        removed = await ProcessedUpdateRepository(session).prune(
+            app.clock.now() - timedelta(days=1)
+        )
+        await session.commit()
+    return removed
+
+
+def job_specs(app: AppContext) -> list[JobSpec]:
+    specs = [JobSpec("prune-processed-updates", prune_processed_updates, 3600)]
+    for extra in app.extras.get("jobs", []):
+        specs.append(extra)
+    from bot.services import jobs_from_services
+
+    specs.extend(jobs_from_services())
+    return specs
+
+
+async def _run_safely(job: Job, app: AppContext, job_id: str) -> None:
+    try:
+        await job(app)
+    except Exception:
+        # A failing job must not stop the scheduler; the next wake-up tries again.
+        log.exception("job %s failed", job_id)
+
+
+def create_scheduler(app: AppContext) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for spec in job_specs(app):
+        scheduler.add_job(
+            _run_safely,
+            "interval",
+            seconds=spec.seconds,
+            args=(spec.func, app, spec.id),
+            id=spec.id,
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+    return scheduler

@@ -1,0 +1,92 @@
+"""Commands everyone has: /start without a payload, /help, /language, /cancel."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandStart, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
+
+from bot.i18n import LOCALES, _
+from bot.services import Services
+from handlers.keyboards import LanguageCallback, language_keyboard
+from storage.models import User
+
+router = Router(name=__name__)
+router.message.filter(F.chat.type == "private")
+
+
+@router.message(CommandStart(deep_link=False))
+async def start(message: Message, user: User) -> None:
+    """Greet a user who opened the bot without a webinar link."""
+    await message.answer(
+        _(
+            "Hello, {name}! I sell access to webinars.\n\n"
+            "Open a webinar's link to see it and pay right here in the chat. "
+            "/my shows the webinars you bought. /help lists everything I can do.",
+            name=user.first_name or user.full_name,
+        )
+    )
+
+
+@router.message(Command("help"))
+async def help_command(message: Message) -> None:
+    """List the commands."""
+    await message.answer(
+        _(
+            "<b>For participants</b>\n"
+            "/my: your webinars and their access\n"
+            "/language: the language of my replies to you\n"
+            "/paysupport: help with a payment\n"
+            "/terms: terms of sale\n\n"
+            "<b>For organizers</b>\n"
+            "/neworg: create an organization\n"
+            "/org: your organization's settings\n"
+            "/team: co-organizers\n"
+            "/newwebinar: create a webinar\n"
+            "/webinars: your webinars, their links and sales\n"
+            "/participants: who paid, with a CSV export\n"
+            "/broadcast: message every participant of a webinar\n"
+            "/cancel: leave the current step"
+        )
+    )
+
+
+@router.message(Command("language"))
+async def language_command(message: Message, user: User, locale: str) -> None:
+    """Offer the interface languages."""
+    await message.answer(_("Choose your language:"), reply_markup=language_keyboard(locale))
+
+
+@router.callback_query(LanguageCallback.filter(F.locale.in_(LOCALES)))
+async def language_chosen(
+    query: CallbackQuery, callback_data: LanguageCallback, user: User, services: Services
+) -> None:
+    """Store the chosen language and answer in it."""
+    await services.users.set_locale(user, callback_data.locale)
+    text = _("Done: I will talk to you in English.", locale=callback_data.locale)
+    await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_text(text)
+
+
+@router.message(Command("cancel"))
+async def cancel(message: Message, state: FSMContext) -> None:
+    """Leave any wizard."""
+    if await state.get_state() is None:
+        await message.answer(_("There is nothing to cancel."))
+        return
+    await state.clear()
+    await message.answer(_("Cancelled. Nothing was changed."))
+
+
+@router.callback_query()
+async def stale_button(query: CallbackQuery) -> None:
+    """A button from an old message, or data we do not know: say so instead of spinning."""
+    await query.answer(_("This button is no longer active."), show_alert=False)
+
+
+@router.message(StateFilter(None), F.text.startswith("/"))
+async def unknown_command(message: Message) -> None:
+    """An unknown command."""
+    await message.answer(_("I don't know this command. /help lists what I can do."))

@@ -1,0 +1,27 @@
+"""Last-resort error handling, registered on the Dispatcher so it sees every router's errors:
+log it, and tell the user something went wrong instead of leaving them in silence."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram.types import ErrorEvent
+
+from bot.i18n import _
+
+log = logging.getLogger(__name__)
+
+
+async def on_error(event: ErrorEvent) -> bool:
+    """Log the failure and apologise to the user, once."""
+    log.exception("update %s failed", event.update.update_id, exc_info=event.exception)
+    text = _("Sorry, something went wrong on my side. Please try again in a minute.")
+    update = event.update
+    try:
+        if update.message is not None:
+            await update.message.answer(text)
+        elif update.callback_query is not None:
+            await update.callback_query.answer(text, show_alert=True)
+    except Exception:  # the apology itself must never raise
+        log.warning("could not tell the user about the failure", exc_info=True)
+    return True

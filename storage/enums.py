@@ -1,0 +1,89 @@
+"""Closed sets of values stored as short strings (portable: no native ENUM types)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+
+
+class AccessMode(StrEnum):
+    PASSWORD = "password"  # room URL plus room password
+    LINKS = "links"  # one link per participant from an imported pool
+    GROUP = "group"  # a private Telegram group or channel, join requests approved per payer
+
+
+class WebinarStatus(StrEnum):
+    """Stored status. "sold out" and "finished" are derived from seats and time, never stored."""
+
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    CANCELLED = "cancelled"
+
+
+class PaymentMethod(StrEnum):
+    STARS = "stars"
+    STRIPE = "stripe"
+    YOOKASSA = "yookassa"
+
+
+class OrderStatus(StrEnum):
+    CREATED = "created"  # invoice sent, nothing held
+    HELD = "held"  # pre-checkout accepted, a seat is held until hold_expires_at
+    PAID = "paid"  # payment recorded, ticket issued
+    EXPIRED = "expired"  # hold lapsed without payment
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+
+
+class TicketStatus(StrEnum):
+    ACTIVE = "active"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+
+
+class PaymentStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    REFUND_PENDING = "refund_pending"
+    REFUNDED = "refunded"
+    REFUND_FAILED = "refund_failed"
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class RefundReason(StrEnum):
+    ORGANIZER = "organizer"  # /refund by an organizer
+    CANCELLED = "cancelled"  # the webinar was cancelled
+    DUPLICATE = "duplicate"  # a second charge for an order that was already paid
+    NO_SEAT = "no_seat"  # the hold lapsed and the webinar filled up meanwhile
+    TELEGRAM = "telegram"  # Telegram reported a refund we did not start
+
+
+class OutboxKind(StrEnum):
+    ACCESS = "access"  # the access message after payment (and again after a re-send)
+    REMINDER = "reminder"
+    NOTICE = "notice"  # one-off service messages: refunds, moved start, cancellations, alerts
+    BROADCAST = "broadcast"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"  # claimed by one worker under a lease
+    SENT = "sent"
+    BLOCKED = "blocked"  # the user blocked the bot (403)
+    FAILED = "failed"  # gave up after bounded retries
+    DROPPED = "dropped"  # no longer relevant: refunded, cancelled, or a reminder past the start
+
+
+class BroadcastStatus(StrEnum):
+    DRAFT = "draft"
+    SENDING = "sending"
+    DONE = "done"
+    CANCELLED = "cancelled"
