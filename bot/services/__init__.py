@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import AppContext
 
 if TYPE_CHECKING:
+    from bot.services.outbox import OutboxService
     from bot.services.users import UserService
 
 
@@ -31,6 +32,12 @@ class Services:
         from bot.services.users import UserService
 
         return UserService(self.session, self.app)
+
+    @cached_property
+    def outbox(self) -> OutboxService:
+        from bot.services.outbox import OutboxService
+
+        return OutboxService(self.session, self.app)
 
 
 def jobs_from_services() -> list:

@@ -1,0 +1,106 @@
+"""The outbox: every message that must reach a participant is first a row, then a send.
+
+Services plan deliveries with :meth:`OutboxService.enqueue` inside their own transaction, so a
+delivery exists if and only if the state change that caused it was committed. The dispatcher
+(a job) claims due rows, renders them with the renderer registered for their kind, sends them
+through the paced sender and marks each row once Telegram has answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aiogram.types import InlineKeyboardMarkup
+
+from bot.services.base import Service
+from storage.enums import OutboxKind
+from storage.models import OutboxMessage
+from storage.repositories.outbox import OutboxRepository
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One Telegram message to send. A row may render to several (text, then a calendar file)."""
+
+    text: str | None = None
+    reply_markup: InlineKeyboardMarkup | None = None
+    document: tuple[str, bytes] | None = None  # (filename, content), uploaded
+    document_file_id: str | None = None
+    photo_file_id: str | None = None
+    caption: str | None = None
+
+
+# Renders a claimed row into messages; ``None`` means "no longer relevant": the row is dropped.
+Renderer = Callable[["Services", OutboxMessage], Awaitable[list[Outgoing] | None]]
+
+
+class OutboxService(Service):
+    @property
+    def repo(self) -> OutboxRepository:
+        return OutboxRepository(self.session)
+
+    async def enqueue(
+        self,
+        kind: OutboxKind,
+        *,
+        dedupe_key: str,
+        chat_id: int,
+        due_at: datetime | None = None,
+        payload: dict[str, Any] | None = None,
+        org_id: int | None = None,
+        webinar_id: int | None = None,
+        ticket_id: int | None = None,
+        broadcast_id: int | None = None,
+    ) -> bool:
+        """Plan a delivery in the caller's transaction (no commit here). Idempotent by key."""
+        now = self.clock.now()
+        return await self.repo.enqueue(
+            kind=kind,
+            dedupe_key=dedupe_key,
+            chat_id=chat_id,
+            due_at=due_at or now,
+            now=now,
+            payload=payload,
+            org_id=org_id,
+            webinar_id=webinar_id,
+            ticket_id=ticket_id,
+            broadcast_id=broadcast_id,
+        )
+
+    async def notice(
+        self,
+        *,
+        dedupe_key: str,
+        chat_id: int,
+        text: str,
+        org_id: int | None = None,
+        webinar_id: int | None = None,
+        ticket_id: int | None = None,
+    ) -> bool:
+        """Plan a one-off text message, already rendered in the recipient's language."""
+        return await self.enqueue(
+            OutboxKind.NOTICE,
+            dedupe_key=dedupe_key,
+            chat_id=chat_id,
+            payload={"text": text},
+            org_id=org_id,
+            webinar_id=webinar_id,
+            ticket_id=ticket_id,
+        )
+
+
+async def render_notice(_services: Services, row: OutboxMessage) -> list[Outgoing] | None:
+    text = row.payload.get("text")
+    return [Outgoing(text=text)] if text else None
+
+
+def renderers() -> dict[OutboxKind, Renderer]:
+    """The renderer of each outbox kind. Features register theirs here, explicitly."""
+    registry: dict[OutboxKind, Renderer] = {OutboxKind.NOTICE: render_notice}
+    return registry
