@@ -38,6 +38,7 @@ class BotApplication:
         translator: Translator | None = None,
         run_scheduler: bool = True,
         migrate: bool = True,
+        engine: AsyncEngine | None = None,
     ) -> None:
         self.settings = settings
         self.token = require_token(settings)
@@ -45,6 +46,7 @@ class BotApplication:
         self._translator = translator
         self.run_scheduler = run_scheduler
         self.migrate = migrate
+        self._shared_engine = engine
         self.app: AppContext
         self.engine: AsyncEngine
         self.bot: Bot
@@ -55,10 +57,12 @@ class BotApplication:
 
     async def setup(self) -> None:
         """Build everything and migrate; does not start receiving updates."""
-        self.app, engine = create_app_context(
-            self.settings, clock=self._clock, translator=self._translator
+        self.app, self.engine = create_app_context(
+            self.settings,
+            clock=self._clock,
+            translator=self._translator,
+            engine=self._shared_engine,
         )
-        self.engine = engine  # type: ignore[assignment]
         if self.migrate:
             await upgrade(self.engine)
         self.bot = create_bot(self.settings, self.token)
@@ -127,7 +131,8 @@ class BotApplication:
             self.scheduler = None
         await self.dispatcher.storage.close()
         await self.bot.session.close()
-        await self.engine.dispose()
+        if self._shared_engine is None:
+            await self.engine.dispose()
 
 
 async def _healthz(_request: web.Request) -> web.Response:

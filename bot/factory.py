@@ -9,6 +9,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.clock import Clock, SystemClock
 from bot.context import AppContext
@@ -53,10 +54,14 @@ def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Di
 
 
 def create_app_context(
-    settings: Settings, *, clock: Clock | None = None, translator: Translator | None = None
-) -> tuple[AppContext, object]:
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    translator: Translator | None = None,
+    engine: AsyncEngine | None = None,
+) -> tuple[AppContext, AsyncEngine]:
     """Build the shared context and return it with the engine (the caller disposes of it)."""
-    engine = create_engine(settings.database_url)
+    engine = engine or create_engine(settings.database_url)
     app = AppContext(
         settings=settings,
         clock=clock or SystemClock(),

@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
@@ -25,6 +26,10 @@ from bot.i18n import Translator
 from bot.settings import Settings
 from storage.database import create_engine, create_session_factory
 from storage.models import Base
+
+if TYPE_CHECKING:
+    from bot.application import BotApplication
+    from bot.sandbox import SandboxServer
 
 BACKEND = os.environ.get("TEST_DATABASE", "sqlite").lower()
 POSTGRES_URL = os.environ.get(
@@ -154,3 +159,44 @@ def app_context(
     )
     with translator.context():
         yield app
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[SandboxServer]:
+    """The project's sandbox Bot API server on a free port, with our bot registered."""
+    from bot.sandbox import SandboxServer
+
+    server = SandboxServer()
+    await server.start()
+    server.add_bot(token=TEST_TOKEN, username="webinarpass_bot", first_name="WebinarPass")
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def bot_app(
+    sandbox: SandboxServer,
+    settings: Settings,
+    clock: FakeClock,
+    translator: Translator,
+    engine: AsyncEngine,
+) -> AsyncIterator[BotApplication]:
+    """The real bot (Dispatcher, middlewares, routers) polling the sandbox, on the test's database.
+
+    It shares the test's engine. On SQLite that engine has a single connection: a test must end
+    its own transaction (commit or close its session) before it waits for the bot to act.
+    """
+    from bot.application import BotApplication
+
+    application = BotApplication(
+        settings.model_copy(update={"telegram_api_url": sandbox.url}),
+        clock=clock,
+        translator=translator,
+        run_scheduler=False,
+        migrate=False,
+        engine=engine,
+    )
+    await application.setup()
+    await application.start_polling()
+    yield application
+    await application.stop()
