@@ -21,6 +21,8 @@ from bot.context import AppContext
 from bot.factory import create_app_context, create_bot, create_dispatcher, create_fsm_storage
 from bot.i18n import Translator
 from bot.jobs import create_scheduler
+from bot.services.dispatcher import OutboxDispatcher
+from bot.services.sender import PacedSender
 from bot.settings import Settings, require_token
 from storage.migrate import upgrade
 
@@ -69,6 +71,15 @@ class BotApplication:
         me = await self.bot.get_me()
         self.app.bot = self.bot
         self.app.bot_username = me.username or self.app.bot_username
+        self.app.dispatcher = OutboxDispatcher(
+            self.app,
+            PacedSender(
+                self.bot,
+                rate_per_s=self.settings.send_rate_per_s,
+                chat_interval_s=1.0 / self.settings.send_rate_per_chat_s,
+            ),
+            batch_size=self.settings.outbox_batch_size,
+        )
         self.dispatcher = create_dispatcher(self.app, create_fsm_storage(self.settings))
         with self.app.translator.context():
             await set_commands(self.bot)
@@ -129,6 +140,8 @@ class BotApplication:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
+        if self.app.dispatcher is not None:
+            await self.app.dispatcher.idle()
         await self.dispatcher.storage.close()
         await self.bot.session.close()
         if self._shared_engine is None:

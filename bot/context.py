@@ -14,6 +14,8 @@ from bot.settings import Settings
 if TYPE_CHECKING:
     from aiogram import Bot
 
+    from bot.services.dispatcher import OutboxDispatcher
+
 
 @dataclass
 class AppContext:
@@ -23,4 +25,5 @@ class AppContext:
     session_factory: async_sessionmaker[AsyncSession]
     bot: Bot | None = None
     bot_username: str = "webinarpass_bot"
+    dispatcher: OutboxDispatcher | None = None
     extras: dict[str, Any] = field(default_factory=dict)

@@ -39,14 +39,13 @@ async def prune_processed_updates(app: AppContext) -> int:
     return removed
 
 
-def job_specs(app: AppContext) -> list[JobSpec]:
-    specs = [JobSpec("prune-processed-updates", prune_processed_updates, 3600)]
-    for extra in app.extras.get("jobs", []):
-        specs.append(extra)
-    from bot.services import jobs_from_services
+def job_specs() -> list[JobSpec]:
+    from bot.services.dispatcher import dispatch_outbox
 
-    specs.extend(jobs_from_services())
-    return specs
+    return [
+        JobSpec("outbox-dispatch", dispatch_outbox, 1.0),
+        JobSpec("prune-processed-updates", prune_processed_updates, 3600),
+    ]
 
 
 async def _run_safely(job: Job, app: AppContext, job_id: str) -> None:
@@ -59,7 +58,7 @@ async def _run_safely(job: Job, app: AppContext, job_id: str) -> None:
 
 def create_scheduler(app: AppContext) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for spec in job_specs(app):
+    for spec in job_specs():
         scheduler.add_job(
             _run_safely,
             "interval",

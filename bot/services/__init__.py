@@ -17,6 +17,7 @@ from bot.context import AppContext
 
 if TYPE_CHECKING:
     from bot.services.outbox import OutboxService
+    from bot.services.reminders import ReminderService
     from bot.services.users import UserService
 
 
@@ -39,7 +40,8 @@ class Services:
 
         return OutboxService(self.session, self.app)
 
+    @cached_property
+    def reminders(self) -> ReminderService:
+        from bot.services.reminders import ReminderService
 
-def jobs_from_services() -> list:
-    """Periodic jobs that services contribute (outbox dispatch, hold expiry, ...)."""
-    return []
+        return ReminderService(self.session, self.app)

@@ -1,0 +1,117 @@
+"""The paced sender: the one way bulk and background messages leave the bot.
+
+Telegram allows about 30 messages a second overall and one a second per chat. The sender waits
+for both budgets before each call, honours ``429 retry_after`` by waiting and sending the same
+message again (never dropping it), and leaves every other error to its caller to classify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramRetryAfter
+from aiogram.types import BufferedInputFile, Message
+from aiolimiter import AsyncLimiter
+
+from bot.services.outbox import Outgoing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SenderStats:
+    sent: int = 0
+    retry_after: int = 0  # 429 answers received
+
+
+class PerChatPacer:
+    """At most one message per ``interval`` seconds to each chat, remembered for recent chats."""
+
+    def __init__(self, interval: float, remember: int = 50_000) -> None:
+        self.interval = interval
+        self.remember = remember
+        self._next_slot: OrderedDict[int, float] = OrderedDict()
+
+    async def wait(self, chat_id: int) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next_slot.get(chat_id, 0.0))
+        self._next_slot[chat_id] = slot + self.interval
+        self._next_slot.move_to_end(chat_id)
+        while len(self._next_slot) > self.remember:
+            self._next_slot.popitem(last=False)
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    def push_back(self, chat_id: int, seconds: float) -> None:
+        self._next_slot[chat_id] = max(
+            self._next_slot.get(chat_id, 0.0), time.monotonic() + seconds
+        )
+
+
+class PacedSender:
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        rate_per_s: float = 28.0,
+        chat_interval_s: float = 1.0,
+        max_retry_after_s: float = 3600.0,
+    ) -> None:
+        self.bot = bot
+        self.global_limiter = AsyncLimiter(max(rate_per_s, 1.0), 1.0)
+        self.chats = PerChatPacer(chat_interval_s)
+        self.max_retry_after_s = max_retry_after_s
+        self.stats = SenderStats()
+        self._paused_until = 0.0  # a 429 on any chat pauses everyone: Telegram's limit is global
+
+    async def send(self, chat_id: int, message: Outgoing) -> Message:
+        """Send one message, waiting for the pace and through any number of 429s."""
+        while True:
+            await self.chats.wait(chat_id)
+            pause = self._paused_until - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            await self.global_limiter.acquire()
+            try:
+                result = await self._call(chat_id, message)
+            except TelegramRetryAfter as error:
+                self.stats.retry_after += 1
+                wait = min(float(error.retry_after), self.max_retry_after_s)
+                log.info("429 for chat %s: waiting %.1f s before sending again", chat_id, wait)
+                self._paused_until = max(self._paused_until, time.monotonic() + wait)
+                self.chats.push_back(chat_id, wait)
+                continue
+            self.stats.sent += 1
+            return result
+
+    async def _call(self, chat_id: int, message: Outgoing) -> Message:
+        if message.document is not None:
+            filename, content = message.document
+            return await self.bot.send_document(
+                chat_id,
+                BufferedInputFile(content, filename=filename),
+                caption=message.caption,
+                reply_markup=message.reply_markup,
+            )
+        if message.document_file_id is not None:
+            return await self.bot.send_document(
+                chat_id,
+                message.document_file_id,
+                caption=message.caption,
+                reply_markup=message.reply_markup,
+            )
+        if message.photo_file_id is not None:
+            return await self.bot.send_photo(
+                chat_id,
+                message.photo_file_id,
+                caption=message.caption,
+                reply_markup=message.reply_markup,
+            )
+        return await self.bot.send_message(
+            chat_id, message.text or "", reply_markup=message.reply_markup
+        )
