@@ -15,6 +15,7 @@ Only binds to 127.0.0.1 on a free port.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -84,7 +85,8 @@ class FakeYooKassa:
     State is public for assertions: ``payments`` and ``refunds`` by id (the JSON objects
     the API returns) and ``requests`` (every request, in order). ``refund_status`` sets
     the status new refunds get ("succeeded" or "pending"). :meth:`fail_next` makes the
-    next request fail with a given HTTP status, to test outages.
+    next request fail with a given HTTP status and ``delay`` slows every answer, to test
+    outages and timeouts.
     """
 
     def __init__(self, shop_id: str = "123456", secret_key: str = "test_secret_key") -> None:
@@ -94,6 +96,7 @@ class FakeYooKassa:
         self.refunds: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self.refund_status = "succeeded"
+        self.delay = 0.0  # seconds to wait before answering, to test client timeouts
         self._failures: list[tuple[int, str]] = []
         self._idempotency: dict[tuple[str, str], _Stored] = {}
         self._runner: web.AppRunner | None = None
@@ -117,7 +120,7 @@ class FakeYooKassa:
         app.router.add_get("/v3/payments/{id}", self._get_payment)
         app.router.add_post("/v3/refunds", self._create_refund)
         app.router.add_get("/v3/refunds/{id}", self._get_refund)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -172,6 +175,8 @@ class FakeYooKassa:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode("utf-8", "replace")
+        if self.delay:
+            await asyncio.sleep(self.delay)
         try:
             if self._failures:
                 status, code = self._failures.pop(0)
@@ -179,7 +184,6 @@ class FakeYooKassa:
             self._check_auth(request)
             if not isinstance(body, dict | None):
                 raise _ApiError(400, "invalid_request", "Request body must be a JSON object")
-            request["json"] = body or {}
             response = await handler(request)
         except _ApiError as exc:
             response = web.json_response(exc.body(), status=exc.status)
@@ -227,7 +231,8 @@ class FakeYooKassa:
     async def _idempotent(self, request: web.Request, create: Any) -> web.Response:
         """Run ``create(body)`` once per key; a repeat returns the stored answer."""
         key = self._idempotence_key(request)
-        body = request["json"]
+        # The middleware already read (and aiohttp cached) the body and checked it is JSON.
+        body = json.loads(await request.read() or b"{}")
         slot = (request.path, key)
         stored = self._idempotency.get(slot)
         if stored is not None:
