@@ -920,7 +920,10 @@ class _WebhookWorker:
             ) as response:
                 if not 200 <= response.status < 300:
                     return f"Wrong response from the webhook: {response.status} {response.reason}"
-                reply = await _read_webhook_reply(response)
+                try:
+                    reply = await _read_webhook_reply(response)
+                except (aiohttp.ClientError, ValueError):
+                    reply = None  # the update was accepted; an unreadable reply is ignored
         except TimeoutError:
             return "Read timeout expired"
         except aiohttp.ClientConnectorError:
@@ -1419,7 +1422,9 @@ class SandboxServer:
         return self._url
 
     async def start(self) -> None:
-        """Bind and start serving."""
+        """Bind and start serving (again, after :meth:`stop`, on the same port if one was bound)."""
+        for bot in self._bots.values():
+            bot.updates.closed = False
         app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
         app.router.add_route("*", "/bot{token}/{method}", self._handle_api)
         app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
@@ -1442,8 +1447,6 @@ class SandboxServer:
         for worker in list(self._webhooks.values()):
             await worker.stop()
         self._webhooks.clear()
-        for query in self._queries.values():
-            query.future.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -1641,17 +1644,22 @@ class SandboxServer:
 
     async def _handle_api(self, request: web.Request) -> web.Response:
         self.stats.requests += 1
-        bot = self._bots.get(request.match_info["token"])
-        if bot is None:
-            return _respond(ApiError(401, "Unauthorized").payload(), 401)
-        spec = _METHODS.get(request.match_info["method"].lower())
-        if spec is None:
-            return _respond(ApiError(404, "Not Found").payload(), 404)
+        token = request.match_info["token"]
+        method = request.match_info["method"]
+        bot = self._bots.get(token)
+        spec = _METHODS.get(method.lower())
         try:
-            raw, files = await _read_params(request)
-        except web.HTTPRequestEntityTooLarge:
-            return _respond(ApiError(413, "Request Entity Too Large").payload(), 413)
+            if bot is None:
+                raise ApiError(401, "Unauthorized")
+            if spec is None:
+                raise ApiError(404, "Not Found")
+            try:
+                raw, files = await _read_params(request)
+            except web.HTTPRequestEntityTooLarge:
+                raise ApiError(413, "Request Entity Too Large") from None
         except ApiError as error:
+            self.stats.errors += 1
+            self._record(spec.name if spec else method, token, {}, {}, None, error)
             return _respond(error.payload(), error.code)
         status, body = await self._call(bot, spec, raw, files)
         return _respond(body, status)
@@ -1676,7 +1684,7 @@ class SandboxServer:
             self.stats.errors += 1
             if error.code == 429:
                 self.stats.rate_limited += 1
-            self._record(spec.name, bot, raw, files, None, error)
+            self._record(spec.name, bot.token, raw, files, None, error)
             if spec.rate_limited:
                 self._log_failed_send(bot, spec.name, raw, error)
             return error.code, error.payload()
@@ -1685,9 +1693,9 @@ class SandboxServer:
             log.exception("sandbox failed on %s", spec.name)
             self.internal_errors.append(exc)
             error = ApiError(500, "Internal Server Error")
-            self._record(spec.name, bot, raw, files, None, error)
+            self._record(spec.name, bot.token, raw, files, None, error)
             return 500, error.payload()
-        self._record(spec.name, bot, raw, files, result, None)
+        self._record(spec.name, bot.token, raw, files, result, None)
         return 200, {"ok": True, "result": result}
 
     async def _execute_webhook_reply(
@@ -1708,7 +1716,7 @@ class SandboxServer:
     def _record(
         self,
         method: str,
-        bot: SimBot,
+        token: str,
         raw: dict[str, Any],
         files: dict[str, Upload],
         result: Any,
@@ -1719,12 +1727,12 @@ class SandboxServer:
             if files:
                 params = {**raw, **{key: upload.describe() for key, upload in files.items()}}
             if error is None:
-                record = CallRecord(method, params, bot.token, time.time(), True, result)
+                record = CallRecord(method, params, token, time.time(), True, result)
             else:
                 record = CallRecord(
                     method,
                     params,
-                    bot.token,
+                    token,
                     time.time(),
                     False,
                     None,
