@@ -20,6 +20,7 @@ __all__ = [
     "RefundRequest",
     "RefundResult",
     "Refunder",
+    "check_method",
     "format_amount",
     "from_decimal",
     "normalize_currency",
