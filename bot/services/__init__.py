@@ -16,9 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import AppContext
 
 if TYPE_CHECKING:
+    from bot.services.links import LinkService
+    from bot.services.organizations import OrganizationService
     from bot.services.outbox import OutboxService
+    from bot.services.participants import ParticipantService
     from bot.services.reminders import ReminderService
     from bot.services.users import UserService
+    from bot.services.webinars import WebinarService
 
 
 class Services:
@@ -33,6 +37,30 @@ class Services:
         from bot.services.users import UserService
 
         return UserService(self.session, self.app)
+
+    @cached_property
+    def organizations(self) -> OrganizationService:
+        from bot.services.organizations import OrganizationService
+
+        return OrganizationService(self.session, self.app)
+
+    @cached_property
+    def webinars(self) -> WebinarService:
+        from bot.services.webinars import WebinarService
+
+        return WebinarService(self.session, self.app)
+
+    @cached_property
+    def links(self) -> LinkService:
+        from bot.services.links import LinkService
+
+        return LinkService(self.session, self.app)
+
+    @cached_property
+    def participants(self) -> ParticipantService:
+        from bot.services.participants import ParticipantService
+
+        return ParticipantService(self.session, self.app)
 
     @cached_property
     def outbox(self) -> OutboxService:

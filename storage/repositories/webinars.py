@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import and_, func, select
+
+from storage.enums import OrderStatus, PaymentStatus, TicketStatus
+from storage.models import AccessLink, Order, Payment, Ticket, User, Webinar
+from storage.repositories.base import Repository
+
+# Money the organizer keeps: refunded (or being refunded) payments are not revenue.
+KEPT = (PaymentStatus.SUCCEEDED, PaymentStatus.REFUND_FAILED)
+
+
+class WebinarRepository(Repository):
+    async def add(self, webinar: Webinar) -> Webinar:
+        self.session.add(webinar)
+        await self.session.flush()
+        return webinar
+
+    async def in_org(self, org_id: int, webinar_id: int) -> Webinar | None:
+        """The webinar only if it belongs to ``org_id``: the one way handlers reach a webinar."""
+        return await self.session.scalar(
+            select(Webinar).where(Webinar.id == webinar_id, Webinar.org_id == org_id)
+        )
+
+    async def for_org(self, org_id: int) -> list[Webinar]:
+        rows = await self.session.scalars(
+            select(Webinar).where(Webinar.org_id == org_id).order_by(Webinar.starts_at.desc())
+        )
+        return list(rows)
+
+    async def sold(self, webinar_ids: Iterable[int]) -> dict[int, int]:
+        """Active tickets per webinar."""
+        ids = list(webinar_ids)
+        if not ids:
+            return {}
+        rows = await self.session.execute(
+            select(Ticket.webinar_id, func.count())
+            .where(Ticket.webinar_id.in_(ids), Ticket.status == TicketStatus.ACTIVE)
+            .group_by(Ticket.webinar_id)
+        )
+        return {webinar_id: int(count) for webinar_id, count in rows}
+
+    async def held(self, webinar_ids: Iterable[int], now: datetime) -> dict[int, int]:
+        """Seats held by live checkouts per webinar."""
+        ids = list(webinar_ids)
+        if not ids:
+            return {}
+        rows = await self.session.execute(
+            select(Order.webinar_id, func.count())
+            .where(
+                Order.webinar_id.in_(ids),
+                Order.status == OrderStatus.HELD,
+                Order.hold_expires_at > now,
+            )
+            .group_by(Order.webinar_id)
+        )
+        return {webinar_id: int(count) for webinar_id, count in rows}
+
+    async def revenue(self, webinar_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+        """Kept payments per webinar and currency, in minor units."""
+        ids = list(webinar_ids)
+        if not ids:
+            return {}
+        rows = await self.session.execute(
+            select(Order.webinar_id, Payment.currency, func.sum(Payment.amount_minor))
+            .join(Order, Order.id == Payment.order_id)
+            .where(
+                Order.webinar_id.in_(ids),
+                Payment.status.in_(KEPT),
+                Payment.is_duplicate.is_(False),
+            )
+            .group_by(Order.webinar_id, Payment.currency)
+        )
+        revenue: dict[int, dict[str, int]] = {}
+        for webinar_id, currency, amount in rows:
+            revenue.setdefault(webinar_id, {})[currency] = int(amount or 0)
+        return revenue
+
+    async def active_tickets(self, webinar_id: int) -> list[Ticket]:
+        rows = await self.session.scalars(
+            select(Ticket)
+            .where(Ticket.webinar_id == webinar_id, Ticket.status == TicketStatus.ACTIVE)
+            .order_by(Ticket.id)
+        )
+        return list(rows)
+
+    async def waiting_for_link(self, webinar_id: int) -> int:
+        """Active tickets that have no link yet (the pool ran dry when they paid)."""
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(Ticket)
+            .outerjoin(AccessLink, AccessLink.ticket_id == Ticket.id)
+            .where(
+                Ticket.webinar_id == webinar_id,
+                Ticket.status == TicketStatus.ACTIVE,
+                AccessLink.id.is_(None),
+            )
+        )
+        return int(count or 0)
+
+    async def participants(
+        self, webinar_id: int
+    ) -> list[tuple[Ticket, User, Order | None, Payment | None]]:
+        """Every ticket with its holder and, for paid tickets, the order and its kept payment."""
+        rows = await self.session.execute(
+            select(Ticket, User, Order, Payment)
+            .join(User, User.id == Ticket.user_id)
+            .outerjoin(Order, Order.id == Ticket.order_id)
+            .outerjoin(
+                Payment,
+                and_(Payment.order_id == Order.id, Payment.is_duplicate.is_(False)),
+            )
+            .where(Ticket.webinar_id == webinar_id)
+            .order_by(Ticket.created_at, Ticket.id)
+        )
+        return [(ticket, user, order, payment) for ticket, user, order, payment in rows]
