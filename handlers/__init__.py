@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+
 from aiogram import Router
 
 
 def get_routers() -> list[Router]:
-    """All routers in the order they are matched: specific ones first, catch-alls last."""
+    """Fresh copies of all routers, in the order they are matched: specific ones first.
+
+    Modules declare their routers once, the aiogram way; a router can belong to one Dispatcher
+    only, so each Dispatcher (tests, demo and benchmarks build several per process) gets copies.
+    """
+    return [copy.deepcopy(router) for router in _module_routers()]
+
+
+def _module_routers() -> list[Router]:
     from handlers import common
 
     return [common.router]

@@ -1,0 +1,69 @@
+"""The commands everyone has, end to end: the real Dispatcher against the sandbox Bot API."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.application import BotApplication
+from bot.sandbox import SandboxServer
+from storage.models import User
+
+
+async def test_start_greets_in_the_client_language(
+    sandbox: SandboxServer, bot_app: BotApplication
+) -> None:
+    ana = sandbox.user(3001, first_name="Ana", language_code="pt-br")
+    await ana.start()
+    reply = await ana.next_message()
+    assert "Olá, Ana!" in reply.text
+
+
+async def test_unsupported_client_language_falls_back_to_english(
+    sandbox: SandboxServer, bot_app: BotApplication
+) -> None:
+    hans = sandbox.user(3002, first_name="Hans", language_code="de")
+    await hans.start()
+    assert "Hello, Hans!" in (await hans.next_message()).text
+
+
+async def test_language_choice_is_stored_and_used(
+    sandbox: SandboxServer,
+    bot_app: BotApplication,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    lena = sandbox.user(3003, first_name="Lena", language_code="en")
+    await lena.command("/language")
+    menu = await lena.next_message()
+    assert "Русский" in menu.button_texts
+    await lena.press(menu, text="Русский")
+    confirmation = await lena.next_message()
+    assert confirmation.text == "Готово: буду говорить с вами по-русски."
+    await lena.command("/help")
+    assert "Организаторам" in (await lena.next_message()).text
+    async with session_factory() as session:
+        stored = await session.scalar(select(User).where(User.id == 3003))
+    assert stored is not None
+    assert stored.locale == "ru"
+
+
+async def test_unknown_command_is_answered(sandbox: SandboxServer, bot_app: BotApplication) -> None:
+    kim = sandbox.user(3004, first_name="Kim", language_code="es")
+    await kim.command("/frobnicate")
+    assert "No conozco este comando" in (await kim.next_message()).text
+
+
+async def test_cancel_without_a_wizard_says_so(
+    sandbox: SandboxServer, bot_app: BotApplication
+) -> None:
+    it = sandbox.user(3005, first_name="Gio", language_code="it")
+    await it.command("/cancel")
+    assert (await it.next_message()).text == "Non c'è nulla da annullare."
+
+
+async def test_command_menu_is_registered_in_every_language(
+    sandbox: SandboxServer, bot_app: BotApplication
+) -> None:
+    calls = sandbox.calls_of("setMyCommands")
+    languages = {call.params.get("language_code") for call in calls}
+    assert {None, "en", "ru", "it", "pt", "es"} <= languages
