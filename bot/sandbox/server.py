@@ -458,7 +458,8 @@ class BotMessage:
     def inline_keyboard(self) -> list[list[dict[str, Any]]]:
         """Rows of inline buttons (empty if none)."""
         if self.markup and "inline_keyboard" in self.markup:
-            return self.markup["inline_keyboard"]
+            rows: list[list[dict[str, Any]]] = self.markup["inline_keyboard"]
+            return rows
         return []
 
     @property
@@ -1141,7 +1142,7 @@ async def _read_params(request: web.Request) -> tuple[dict[str, Any], dict[str, 
         for key, value in form.items():
             if isinstance(value, web.FileField):
                 files[key] = Upload(value.filename, value.file.read(), value.content_type)
-            else:
+            elif isinstance(value, str):
                 raw[key] = _coerce(key, value)
     return raw, files
 
@@ -1177,8 +1178,8 @@ def html_plain_text(text: str) -> str:
         match = _HTML_TAG_RE.match(text, start)
         offset = _byte_offset(text, start)
         if match is None:
-            name = re.match(r"</?([^\s<>]*)", text[start:])
-            tag = name.group(1) if name else ""
+            bad = re.match(r"</?([^\s<>]*)", text[start:])
+            tag = bad.group(1) if bad else ""
             raise _entities_error(f'Unsupported start tag "{tag}" at byte offset {offset}')
         closing, name, attributes = match.groups()
         name = name.lower()
@@ -1692,9 +1693,9 @@ class SandboxServer:
             # A sandbox bug must not look like a Telegram answer; keep it for tests to see.
             log.exception("sandbox failed on %s", spec.name)
             self.internal_errors.append(exc)
-            error = ApiError(500, "Internal Server Error")
-            self._record(spec.name, bot.token, raw, files, None, error)
-            return 500, error.payload()
+            internal = ApiError(500, "Internal Server Error")
+            self._record(spec.name, bot.token, raw, files, None, internal)
+            return 500, internal.payload()
         self._record(spec.name, bot.token, raw, files, result, None)
         return 200, {"ok": True, "result": result}
 

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from bot.sandbox.transcript import format_amount
 
 if TYPE_CHECKING:
-    from bot.sandbox.server import BotMessage, SandboxServer, SimBot, UserProfile
+    from bot.sandbox.server import (
+        BotMessage,
+        Charge,
+        InvoiceInfo,
+        SandboxServer,
+        SimBot,
+        UserProfile,
+    )
 
 __all__ = ["CallbackAnswer", "PaymentResult", "SimUser"]
 
@@ -341,7 +348,7 @@ class SimUser:
         )
         return charge.result(None)
 
-    def _order_info(self, info: Any, email: str | None) -> dict[str, Any]:
+    def _order_info(self, info: InvoiceInfo, email: str | None) -> dict[str, Any]:
         order: dict[str, Any] = {}
         if info.need_name:
             order["name"] = self.first_name
@@ -352,8 +359,8 @@ class SimUser:
         return order
 
     def _complete_payment(
-        self, info: Any, order_info: dict[str, Any], provider_charge_id: str | None
-    ) -> Any:
+        self, info: InvoiceInfo, order_info: dict[str, Any], provider_charge_id: str | None
+    ) -> Charge:
         charge = self._server._new_charge(self.bot, self, info, order_info, provider_charge_id)
         chat = self._server._payment_chat(self, info)
         message = self._server._new_user_message(

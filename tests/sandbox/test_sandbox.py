@@ -562,24 +562,31 @@ async def test_payment_refused_and_timeout(
 async def test_invoice_validation(server: SandboxServer, bot: Bot) -> None:
     alice = await started_user(server, bot)
     two_prices = [LabeledPrice(label="a", amount=1), LabeledPrice(label="b", amount=2)]
-    common = {"title": "T", "description": "D", "payload": "p"}
-    with pytest.raises(TelegramBadRequest, match="STARS_INVOICE_INVALID"):
-        await bot.send_invoice(alice.id, currency="XTR", prices=two_prices, **common)
-    with pytest.raises(TelegramBadRequest, match="STARS_INVOICE_INVALID"):
-        await bot.send_invoice(
-            alice.id, currency="XTR", prices=two_prices[:1], provider_token="tok", **common
+
+    async def invoice(
+        currency: str, prices: list[LabeledPrice], provider_token: str | None = None
+    ) -> Message:
+        return await bot.send_invoice(
+            alice.id,
+            title="T",
+            description="D",
+            payload="p",
+            currency=currency,
+            prices=prices,
+            provider_token=provider_token,
         )
+
+    with pytest.raises(TelegramBadRequest, match="STARS_INVOICE_INVALID"):
+        await invoice("XTR", two_prices)
+    with pytest.raises(TelegramBadRequest, match="STARS_INVOICE_INVALID"):
+        await invoice("XTR", two_prices[:1], provider_token="tok")
     with pytest.raises(TelegramBadRequest, match="PAYMENT_PROVIDER_INVALID"):
-        await bot.send_invoice(alice.id, currency="RUB", prices=two_prices, **common)
+        await invoice("RUB", two_prices)
     with pytest.raises(TelegramBadRequest, match="CURRENCY_TOTAL_AMOUNT_INVALID"):
-        await bot.send_invoice(
-            alice.id, currency="XTR", prices=[LabeledPrice(label="a", amount=0)], **common
-        )
+        await invoice("XTR", [LabeledPrice(label="a", amount=0)])
     with pytest.raises(TelegramBadRequest, match="CURRENCY_INVALID"):
-        await bot.send_invoice(alice.id, currency="ZZZ", prices=two_prices, **common)
-    rub = await bot.send_invoice(
-        alice.id, currency="RUB", prices=two_prices, provider_token="381764678:TEST", **common
-    )
+        await invoice("ZZZ", two_prices, provider_token="tok")
+    rub = await invoice("RUB", two_prices, provider_token="381764678:TEST")
     assert rub.invoice is not None
     assert rub.invoice.total_amount == 3
 
