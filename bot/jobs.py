@@ -41,9 +41,11 @@ async def prune_processed_updates(app: AppContext) -> int:
 
 def job_specs() -> list[JobSpec]:
     from bot.services.dispatcher import dispatch_outbox
+    from bot.services.sales import sales_maintenance
 
     return [
         JobSpec("outbox-dispatch", dispatch_outbox, 1.0),
+        JobSpec("sales-maintenance", sales_maintenance, 60),
         JobSpec("prune-processed-updates", prune_processed_updates, 3600),
     ]
 

@@ -17,6 +17,7 @@ def get_routers() -> list[Router]:
 
 
 def _module_routers() -> list[Router]:
-    from handlers import common
+    from handlers import common, my, participant, payments, refunds
 
-    return [common.router]
+    sales = [participant.router, payments.router, my.router, refunds.router]
+    return [*sales, common.router]

@@ -16,11 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import AppContext
 
 if TYPE_CHECKING:
+    from bot.services.access import AccessService
     from bot.services.links import LinkService
     from bot.services.organizations import OrganizationService
     from bot.services.outbox import OutboxService
     from bot.services.participants import ParticipantService
+    from bot.services.refunds import RefundService
     from bot.services.reminders import ReminderService
+    from bot.services.sales import SalesService
     from bot.services.users import UserService
     from bot.services.webinars import WebinarService
 
@@ -73,3 +76,21 @@ class Services:
         from bot.services.reminders import ReminderService
 
         return ReminderService(self.session, self.app)
+
+    @cached_property
+    def sales(self) -> SalesService:
+        from bot.services.sales import SalesService
+
+        return SalesService(self.session, self.app)
+
+    @cached_property
+    def access(self) -> AccessService:
+        from bot.services.access import AccessService
+
+        return AccessService(self.session, self.app)
+
+    @cached_property
+    def refunds(self) -> RefundService:
+        from bot.services.refunds import RefundService
+
+        return RefundService(self.session, self.app)

@@ -102,5 +102,8 @@ async def render_notice(_services: Services, row: OutboxMessage) -> list[Outgoin
 
 def renderers() -> dict[OutboxKind, Renderer]:
     """The renderer of each outbox kind. Features register theirs here, explicitly."""
+    from bot.services.access import render_access
+
     registry: dict[OutboxKind, Renderer] = {OutboxKind.NOTICE: render_notice}
+    registry[OutboxKind.ACCESS] = render_access
     return registry

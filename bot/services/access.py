@@ -1,0 +1,344 @@
+"""Access to a webinar: the access message (outbox kind ACCESS), its calendar file, the link pool
+waiting list, and group-mode invite links and join requests.
+
+The access message is rendered when the dispatcher sends it, from the ticket's current state:
+a ticket refunded before its access went out renders to nothing and the row is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from icalendar import Calendar, Event
+from sqlalchemy.exc import IntegrityError
+
+from bot.formatting import escape, local_datetime
+from bot.i18n import _, _n
+from bot.services.base import Service
+from bot.services.outbox import OutboxService, Outgoing
+from storage.enums import AccessMode, OutboxKind, TicketStatus
+from storage.models import AccessLink, Organization, OutboxMessage, Ticket, Webinar
+from storage.repositories.sales import SalesRepository
+from storage.repositories.users import UserRepository
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+INVITE_NAME_MAX = 32  # Telegram's limit for an invite link's name
+
+
+def access_key(ticket_id: int) -> str:
+    return f"access:{ticket_id}"
+
+
+@dataclass
+class TicketAccess:
+    """One ticket with everything needed to show its access."""
+
+    ticket: Ticket
+    webinar: Webinar
+    org: Organization
+    link: AccessLink | None
+
+
+class AccessService(Service):
+    @property
+    def repo(self) -> SalesRepository:
+        return SalesRepository(self.session)
+
+    # -- planning (in the caller's transaction) ------------------------------------------------
+
+    async def enqueue(self, ticket: Ticket, webinar: Webinar) -> bool:
+        """Plan the ticket's access message; once per ticket, whatever happens."""
+        return await OutboxService(self.session, self.app).enqueue(
+            OutboxKind.ACCESS,
+            dedupe_key=access_key(ticket.id),
+            chat_id=ticket.user_id,
+            ticket_id=ticket.id,
+            webinar_id=webinar.id,
+            org_id=webinar.org_id,
+        )
+
+    async def tell_waiting(self, ticket: Ticket, webinar: Webinar, org: Organization) -> None:
+        """The pool is empty: tell the buyer the link follows, and alert the organizers."""
+        outbox = OutboxService(self.session, self.app)
+        await outbox.notice(
+            dedupe_key=f"waiting:{ticket.id}",
+            chat_id=ticket.user_id,
+            text=_(
+                "✅ Payment received: your ticket for «{title}» is confirmed. "
+                "Your personal link will follow shortly: the organizers are adding links "
+                "right now.",
+                locale=org.language,
+                title=escape(webinar.title),
+            ),
+            org_id=org.id,
+            webinar_id=webinar.id,
+            ticket_id=ticket.id,
+        )
+        await self.alert_pool_empty(webinar)
+
+    async def alert_pool_empty(self, webinar: Webinar) -> None:
+        """One alert per organizer each time the pool runs dry (not one per waiting buyer)."""
+        outbox = OutboxService(self.session, self.app)
+        generation = await self.repo.count_links(webinar.id)
+        member_ids = await self.repo.member_ids(webinar.org_id)
+        users = await UserRepository(self.session).by_ids(member_ids)
+        for member_id in member_ids:
+            locale = self._organizer_locale(users.get(member_id))
+            await outbox.notice(
+                dedupe_key=f"pool-empty:{webinar.id}:{generation}:{member_id}",
+                chat_id=member_id,
+                text=_(
+                    "⚠️ «{title}» has no free participant links left, and paid participants "
+                    "are waiting for one. Import more links: everyone waiting gets theirs at once.",
+                    locale=locale,
+                    title=escape(webinar.title),
+                ),
+                org_id=webinar.org_id,
+                webinar_id=webinar.id,
+            )
+
+    def _organizer_locale(self, user: object) -> str:
+        from bot.services.users import UserService
+
+        return UserService(self.session, self.app).locale_of(user)  # type: ignore[arg-type]
+
+    # -- the link pool -------------------------------------------------------------------------
+
+    async def assign_waiting(self, webinar_id: int) -> int:
+        """Give free links to tickets waiting for one and plan their access; returns how many.
+
+        Called after links are imported (commits, then wakes the dispatcher).
+        """
+        webinar = await self.repo.webinar(webinar_id)
+        if webinar is None or webinar.access_mode != AccessMode.LINKS:
+            await self.session.commit()
+            return 0
+        now = self.clock.now()
+        assigned = 0
+        waiting = await self.repo.tickets_waiting_for_link(webinar.id)
+        for ticket in waiting:
+            link = await self.repo.take_link(webinar.id, ticket.id, now)
+            if link is None:
+                break
+            await self.enqueue(ticket, webinar)
+            assigned += 1
+        if assigned < len(waiting):
+            await self.alert_pool_empty(webinar)
+        await self.session.commit()
+        if self.app.dispatcher is not None and assigned:
+            self.app.dispatcher.kick()
+        return assigned
+
+    # -- group mode ----------------------------------------------------------------------------
+
+    async def group_invite(self, ticket: Ticket, webinar: Webinar) -> AccessLink | None:
+        """The ticket's own join-request link to the webinar's group, created on first need.
+
+        Stored as the ticket's access link, so it is shown again by /my and revoked on refund.
+        Needs a network call: the caller must not hold a transaction it cares about.
+        """
+        link = await self.repo.link_of(ticket.id)
+        if link is not None or webinar.group_chat_id is None or self.app.bot is None:
+            return link
+        await self.session.commit()  # never hold the database across a network call
+        invite = await self.app.bot.create_chat_invite_link(
+            chat_id=webinar.group_chat_id,
+            name=f"ticket {ticket.id}"[:INVITE_NAME_MAX],
+            creates_join_request=True,
+        )
+        link = AccessLink(
+            webinar_id=webinar.id,
+            url=invite.invite_link,
+            label=invite.name,
+            ticket_id=ticket.id,
+            assigned_at=self.clock.now(),
+            created_at=self.clock.now(),
+        )
+        try:
+            await self.repo.add(link)
+            await self.session.commit()
+        except IntegrityError:
+            # Another worker made one for this ticket meanwhile: keep theirs, drop ours.
+            await self.session.rollback()
+            await self._revoke_invite(webinar, invite.invite_link)
+            link = await self.repo.link_of(ticket.id)
+            await self.session.commit()
+        return link
+
+    async def _revoke_invite(self, webinar: Webinar, url: str) -> None:
+        if self.app.bot is None or webinar.group_chat_id is None:
+            return
+        try:
+            await self.app.bot.revoke_chat_invite_link(webinar.group_chat_id, url)
+        except Exception:
+            log.warning("could not revoke invite link of webinar %s", webinar.id, exc_info=True)
+
+    async def may_join(self, chat_id: int, user_id: int) -> bool:
+        """A join request is approved only for a holder of an active ticket of that group."""
+        allowed = await self.repo.has_active_ticket_in_group(chat_id, user_id)
+        await self.session.commit()
+        return allowed
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def my_tickets(self, user_id: int) -> list[TicketAccess]:
+        """The user's active tickets with their access; group invites are created if missing."""
+        rows = await self.repo.user_tickets(user_id)
+        links = await self.repo.links_of([ticket.id for ticket, _w, _o in rows])
+        result = [
+            TicketAccess(ticket, webinar, org, links.get(ticket.id))
+            for ticket, webinar, org in rows
+        ]
+        await self.session.commit()
+        for item in result:
+            if item.webinar.access_mode == AccessMode.GROUP and item.link is None:
+                try:
+                    item.link = await self.group_invite(item.ticket, item.webinar)
+                except Exception:
+                    log.warning("no invite link for ticket %s yet", item.ticket.id, exc_info=True)
+        return result
+
+    async def ticket_access(self, ticket_id: int) -> TicketAccess | None:
+        ticket = await self.repo.ticket(ticket_id)
+        if ticket is None or ticket.status != TicketStatus.ACTIVE:
+            return None
+        webinar = await self.repo.webinar(ticket.webinar_id)
+        assert webinar is not None
+        org = await self.repo.org(webinar.org_id)
+        assert org is not None
+        link = await self.repo.link_of(ticket.id)
+        return TicketAccess(ticket, webinar, org, link)
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def access_text(self, item: TicketAccess) -> str:
+        """The access details of one ticket, in the organization's language."""
+        webinar, org, link = item.webinar, item.org, item.link
+        lang = org.language
+        lines = [
+            _("🎟 <b>{title}</b>", locale=lang, title=escape(webinar.title)),
+            _n(
+                "🗓 {starts}, {n} minute",
+                "🗓 {starts}, {n} minutes",
+                webinar.duration_minutes,
+                locale=lang,
+                starts=local_datetime(webinar.starts_at, org.timezone, lang),
+            ),
+        ]
+        mode = webinar.access_mode
+        if mode == AccessMode.PASSWORD:
+            if webinar.room_url:
+                lines.append(_("🔗 Room link: {url}", locale=lang, url=escape(webinar.room_url)))
+            if webinar.room_password:
+                lines.append(
+                    _(
+                        "🔑 Room password: <code>{password}</code>",
+                        locale=lang,
+                        password=escape(webinar.room_password),
+                    )
+                )
+        elif mode == AccessMode.LINKS:
+            if link is not None and link.revoked_at is None:
+                lines.append(
+                    _(
+                        "🔗 Your personal link: {url}\nIt is for you alone: please don't share it.",
+                        locale=lang,
+                        url=escape(link.url),
+                    )
+                )
+            else:
+                lines.append(
+                    _(
+                        "⏳ Your personal link will follow shortly: the organizers are adding "
+                        "links.",
+                        locale=lang,
+                    )
+                )
+        elif link is not None and link.revoked_at is None:
+            lines.append(
+                _(
+                    "👥 Join the participants' group: {url}\n"
+                    "Telegram asks to approve your request: I approve it at once.",
+                    locale=lang,
+                    url=escape(link.url),
+                )
+            )
+        else:
+            lines.append(
+                _("👥 Your invitation to the participants' group follows shortly.", locale=lang)
+            )
+        return "\n".join(lines)
+
+    def access_url(self, item: TicketAccess) -> str | None:
+        if item.webinar.access_mode == AccessMode.PASSWORD:
+            return item.webinar.room_url
+        if item.link is not None and item.link.revoked_at is None:
+            return item.link.url
+        return None
+
+    def calendar(self, item: TicketAccess) -> bytes:
+        """An .ics file with one event; re-sent files update it (same UID, higher SEQUENCE)."""
+        webinar, org = item.webinar, item.org
+        calendar = Calendar()
+        calendar.add("prodid", "-//webinarpass//webinarpass//EN")
+        calendar.add("version", "2.0")
+        calendar.add("method", "PUBLISH")
+        event = Event()
+        event.add("uid", f"webinar-{webinar.id}-ticket-{item.ticket.id}@webinarpass")
+        event.add("dtstamp", self.clock.now())
+        event.add("dtstart", webinar.starts_at)
+        event.add("dtend", webinar.starts_at + timedelta(minutes=webinar.duration_minutes))
+        event.add("sequence", max(webinar.schedule_version - 1, 0))
+        event.add("summary", webinar.title)
+        event.add("organizer", f"mailto:{org.contact_email}", parameters={"cn": org.name})
+        url = self.access_url(item)
+        if url:
+            event.add("url", url)
+            event.add("location", url)
+        description = [webinar.description or "", org.name]
+        if url:
+            description.append(url)
+        if webinar.access_mode == AccessMode.PASSWORD and webinar.room_password:
+            description.append(
+                _("Password: {password}", locale=org.language, password=webinar.room_password)
+            )
+        event.add("description", "\n\n".join(part for part in description if part))
+        calendar.add_component(event)
+        return calendar.to_ical()
+
+    async def render(self, row: OutboxMessage) -> list[Outgoing] | None:
+        """Render an ACCESS row: the access text, then the calendar file."""
+        if row.ticket_id is None:
+            return None
+        item = await self.ticket_access(row.ticket_id)
+        if item is None:
+            return None  # refunded or cancelled meanwhile: nothing to deliver
+        if item.webinar.access_mode == AccessMode.GROUP and item.link is None:
+            item.link = await self.group_invite(item.ticket, item.webinar)
+        if item.webinar.access_mode == AccessMode.LINKS and item.link is None:
+            return None  # no link yet: assign_waiting plans the access when one arrives
+        lang = item.org.language
+        text = "\n\n".join(
+            [
+                _("Here is your access:", locale=lang),
+                self.access_text(item),
+            ]
+        )
+        filename = f"webinar-{item.webinar.id}.ics"
+        caption = _("Add the webinar to your calendar.", locale=lang)
+        return [
+            Outgoing(text=text),
+            Outgoing(document=(filename, self.calendar(item)), caption=caption),
+        ]
+
+
+async def render_access(services: Services, row: OutboxMessage) -> list[Outgoing] | None:
+    """The outbox renderer of :attr:`OutboxKind.ACCESS`."""
+    return await services.access.render(row)

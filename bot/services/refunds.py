@@ -1,0 +1,559 @@
+"""Refunds: by an organizer (/refund), for a cancelled webinar, automatic (duplicate charge, no
+seat), and those Telegram reports itself (``refunded_payment``).
+
+A refund is written ``pending`` (with a stable idempotency key) and committed *before* the
+provider is called, outside any transaction; the answer is then recorded as ``succeeded`` or
+``failed``. Only a succeeded refund revokes the ticket. A failed one leaves the ticket active,
+the payment ``refund_failed`` and the reason in the refund row; calling again retries with the
+same key, so the provider never pays twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from bot.formatting import escape, local_datetime, money
+from bot.i18n import _
+from bot.services.base import Service
+from bot.services.outbox import OutboxService
+from bot.services.sales import AUTOMATIC_REASONS, refund_key
+from payments.base import ErrorCode, Refunder, RefundRequest, RefundResult
+from payments.base import PaymentMethod as ProviderMethod
+from storage.enums import (
+    AccessMode,
+    OrderStatus,
+    OutboxKind,
+    PaymentMethod,
+    PaymentStatus,
+    RefundReason,
+    RefundStatus,
+    TicketStatus,
+    WebinarStatus,
+)
+from storage.models import Order, Organization, Payment, Refund, Ticket, Webinar
+from storage.repositories.outbox import OutboxRepository
+from storage.repositories.sales import SalesRepository
+from storage.repositories.users import UserRepository
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = timedelta(minutes=2)  # a refund pending this long was interrupted by a crash
+RETRY_WINDOW = timedelta(days=2)  # automatic retries stop after this; organizers are alerted
+
+
+class RefundStatusCode(StrEnum):
+    REFUNDED = "refunded"  # money back (or on its way), ticket revoked
+    ALREADY_REFUNDED = "already_refunded"  # nothing to do: refunded before
+    FAILED = "failed"  # the provider refused or was unreachable; ticket still active
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"  # the requester is not an organizer of the ticket's organization
+    NOT_ACTIVE = "not_active"  # the ticket was cancelled without a payment to refund
+
+
+@dataclass
+class RefundOutcome:
+    status: RefundStatusCode
+    ticket: Ticket | None = None
+    webinar: Webinar | None = None
+    org: Organization | None = None
+    payment: Payment | None = None
+    error_code: str | None = None
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (RefundStatusCode.REFUNDED, RefundStatusCode.ALREADY_REFUNDED)
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_code == ErrorCode.NETWORK_ERROR
+
+
+@dataclass
+class TicketPreview:
+    """What the organizer confirms before a refund."""
+
+    ticket: Ticket
+    webinar: Webinar
+    org: Organization
+    payment: Payment | None
+    buyer_name: str
+
+
+@dataclass
+class WebinarRefundSummary:
+    refunded: int = 0
+    failed: int = 0
+    already: int = 0
+    failures: list[RefundOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+class RefundService(Service):
+    @property
+    def repo(self) -> SalesRepository:
+        return SalesRepository(self.session)
+
+    # -- organizer refunds ---------------------------------------------------------------------
+
+    async def preview(self, ticket_id: int, *, requested_by: int) -> RefundOutcome | TicketPreview:
+        """The ticket to confirm, or why it cannot be refunded (not found, not yours, done)."""
+        checked = await self._checked_ticket(ticket_id, requested_by)
+        if isinstance(checked, RefundOutcome):
+            await self.session.commit()
+            return checked
+        ticket, webinar, org = checked
+        payment = await self.repo.ticket_payment(ticket.order_id) if ticket.order_id else None
+        buyer = await UserRepository(self.session).get(ticket.user_id)
+        await self.session.commit()
+        return TicketPreview(
+            ticket, webinar, org, payment, buyer.full_name if buyer else str(ticket.user_id)
+        )
+
+    async def _checked_ticket(
+        self, ticket_id: int, requested_by: int | None
+    ) -> RefundOutcome | tuple[Ticket, Webinar, Organization]:
+        ticket = await self.repo.ticket(ticket_id)
+        if ticket is None:
+            return RefundOutcome(RefundStatusCode.NOT_FOUND)
+        webinar = await self.repo.webinar(ticket.webinar_id)
+        assert webinar is not None
+        org = await self.repo.org(webinar.org_id)
+        assert org is not None
+        if requested_by is not None and not await self.repo.is_member(org.id, requested_by):
+            # Same answer as for a ticket that does not exist: ids of other organizations'
+            # tickets are not confirmed to strangers.
+            return RefundOutcome(RefundStatusCode.NOT_FOUND)
+        if ticket.status != TicketStatus.ACTIVE:
+            status = (
+                RefundStatusCode.ALREADY_REFUNDED
+                if ticket.status == TicketStatus.REFUNDED
+                else RefundStatusCode.NOT_ACTIVE
+            )
+            return RefundOutcome(status, ticket=ticket, webinar=webinar, org=org)
+        return ticket, webinar, org
+
+    async def refund_ticket(
+        self,
+        ticket_id: int,
+        *,
+        requested_by: int | None,
+        reason: RefundReason = RefundReason.ORGANIZER,
+    ) -> RefundOutcome:
+        """Refund a ticket's payment and revoke it. ``requested_by`` must be an organizer of the
+        ticket's organization (``None``: the bot itself, e.g. a cancellation already checked)."""
+        checked = await self._checked_ticket(ticket_id, requested_by)
+        if isinstance(checked, RefundOutcome):
+            await self.session.commit()
+            return checked
+        ticket, webinar, org = checked
+        payment = await self.repo.ticket_payment(ticket.order_id) if ticket.order_id else None
+        if payment is None:
+            # A free ticket: nothing to pay back, only the seat to free.
+            now = self.clock.now()
+            await self._revoke(ticket, webinar, org, reason, None, now)
+            await self.session.commit()
+            self._kick()
+            await self._leave_group(ticket, webinar)
+            return RefundOutcome(RefundStatusCode.REFUNDED, ticket, webinar, org)
+        await self.session.commit()
+        return await self.refund_payment(payment.id, reason=reason, requested_by=requested_by)
+
+    async def refund_webinar(
+        self, webinar_id: int, *, requested_by: int | None
+    ) -> WebinarRefundSummary:
+        """Cancel a webinar (if not yet) and refund every active ticket, telling everyone.
+
+        Safe to call again: only tickets still active are refunded, so a second call retries
+        exactly the refunds that failed.
+        """
+        summary = WebinarRefundSummary()
+        webinar = await self.repo.webinar(webinar_id, lock=True)
+        if webinar is None or (
+            requested_by is not None and not await self.repo.is_member(webinar.org_id, requested_by)
+        ):
+            await self.session.rollback()
+            return summary
+        now = self.clock.now()
+        if webinar.status != WebinarStatus.CANCELLED:
+            # New sales stop before the first refund: pre-checkout refuses a cancelled webinar.
+            webinar.status = WebinarStatus.CANCELLED
+            webinar.cancelled_at = now
+            webinar.updated_at = now
+        await OutboxRepository(self.session).drop_open(
+            reason="webinar cancelled",
+            kinds=[OutboxKind.REMINDER, OutboxKind.ACCESS],
+            webinar_id=webinar.id,
+        )
+        tickets = await self.repo.active_tickets(webinar.id)
+        await self.session.commit()
+        for ticket in tickets:
+            outcome = await self.refund_ticket(
+                ticket.id, requested_by=None, reason=RefundReason.CANCELLED
+            )
+            if outcome.status == RefundStatusCode.REFUNDED:
+                summary.refunded += 1
+            elif outcome.ok:
+                summary.already += 1
+            else:
+                summary.failed += 1
+                summary.failures.append(outcome)
+        return summary
+
+    # -- the refund of one payment -------------------------------------------------------------
+
+    async def refund_payment(
+        self,
+        payment_id: int,
+        *,
+        reason: RefundReason | None = None,
+        requested_by: int | None = None,
+    ) -> RefundOutcome:
+        """Refund one payment through its provider; see the module docstring for the states."""
+        now = self.clock.now()
+        payment = await self.repo.payment(payment_id, lock=True)
+        if payment is None:
+            await self.session.rollback()
+            return RefundOutcome(RefundStatusCode.NOT_FOUND)
+        if payment.status == PaymentStatus.REFUNDED:
+            await self.session.commit()
+            return RefundOutcome(RefundStatusCode.ALREADY_REFUNDED, payment=payment)
+        refund = await self.repo.refund_of(payment.id)
+        if refund is None:
+            refund = Refund(
+                payment_id=payment.id,
+                reason=reason or RefundReason.ORGANIZER,
+                idempotency_key=refund_key(payment.id),
+                created_at=now,
+            )
+            self.session.add(refund)
+        elif reason is not None:
+            refund.reason = reason
+        refund.status = RefundStatus.PENDING
+        refund.requested_by = requested_by if requested_by is not None else refund.requested_by
+        refund.error_code = None
+        refund.detail = None
+        payment.status = PaymentStatus.REFUND_PENDING
+        request = RefundRequest(
+            method=ProviderMethod(payment.method),
+            user_id=payment.user_id,
+            telegram_payment_charge_id=payment.telegram_payment_charge_id,
+            provider_payment_charge_id=payment.provider_payment_charge_id,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            idempotency_key=refund.idempotency_key,
+            reason=str(refund.reason),
+        )
+        await self.session.commit()  # pending is on record before any money moves
+
+        result = await self._call_provider(PaymentMethod(payment.method), request)
+
+        return await self._record_result(payment.id, result)
+
+    async def _call_provider(self, method: PaymentMethod, request: RefundRequest) -> RefundResult:
+        override = self.app.extras.get("refunders")
+        if override is not None:
+            return await override.refund(request)
+        refunder, close = self._build_refunder(method)
+        if refunder is None:
+            return RefundResult(
+                ok=False,
+                error_code=ErrorCode.NOT_CONFIGURED,
+                detail=f"refunds of {method.value} payments are not configured",
+            )
+        try:
+            return await refunder.refund(request)
+        except Exception as exc:  # a refunder bug must leave a failed refund, not a pending one
+            log.exception("refunder for %s raised", method.value)
+            return RefundResult(
+                ok=False, error_code=ErrorCode.PROVIDER_ERROR, detail=f"{type(exc).__name__}"
+            )
+        finally:
+            if close:
+                await refunder.aclose()  # type: ignore[attr-defined]
+
+    def _build_refunder(self, method: PaymentMethod) -> tuple[Refunder | None, bool]:
+        settings = self.settings
+        if method == PaymentMethod.STARS:
+            if self.app.bot is None:
+                return None, False
+            from payments.stars import StarsRefunder
+
+            return StarsRefunder(self.app.bot), False
+        if method == PaymentMethod.STRIPE:
+            if settings.stripe_api_key is None:
+                return None, False
+            from payments.stripe_refunds import StripeRefunder
+
+            return (
+                StripeRefunder(
+                    settings.stripe_api_key.get_secret_value(), settings.stripe_api_base
+                ),
+                True,
+            )
+        if settings.yookassa_shop_id is None or settings.yookassa_secret_key is None:
+            return None, False
+        from payments.yookassa_refunds import YooKassaRefunder
+
+        return (
+            YooKassaRefunder(
+                settings.yookassa_shop_id,
+                settings.yookassa_secret_key.get_secret_value(),
+                settings.yookassa_api_url,
+            ),
+            False,
+        )
+
+    async def _record_result(self, payment_id: int, result: RefundResult) -> RefundOutcome:
+        now = self.clock.now()
+        payment = await self.repo.payment(payment_id, lock=True)
+        refund = await self.repo.refund_of(payment_id)
+        assert payment is not None
+        assert refund is not None
+        if payment.status == PaymentStatus.REFUNDED:
+            # Telegram's refunded_payment for this very refund overtook us: already applied.
+            await self.session.commit()
+            return RefundOutcome(RefundStatusCode.ALREADY_REFUNDED, payment=payment)
+        outcome = RefundOutcome(RefundStatusCode.REFUNDED, payment=payment)
+        refund.completed_at = now
+        refund.error_code = result.error_code
+        refund.detail = result.detail
+        if result.ok:
+            refund.status = RefundStatus.SUCCEEDED
+            refund.provider_refund_id = result.provider_refund_id
+            outcome = await self._apply_refunded(payment, RefundReason(refund.reason), now)
+        else:
+            refund.status = RefundStatus.FAILED
+            payment.status = PaymentStatus.REFUND_FAILED
+            outcome.status = RefundStatusCode.FAILED
+            outcome.error_code, outcome.detail = result.error_code, result.detail
+            log.warning(
+                "refund of payment %s failed: %s %s", payment.id, result.error_code, result.detail
+            )
+            if refund.reason in AUTOMATIC_REASONS and not result.retryable:
+                await self._alert_failed_refund(payment, result.detail or str(result.error_code))
+            order = await self.session.get_one(Order, payment.order_id)
+            webinar = await self.repo.webinar(order.webinar_id)
+            ticket = await self.repo.ticket_of_order(order.id)
+            outcome.webinar, outcome.ticket = webinar, ticket
+            outcome.org = await self.repo.org(webinar.org_id) if webinar else None
+        await self.session.commit()
+        self._kick()
+        if outcome.status == RefundStatusCode.REFUNDED and outcome.ticket and outcome.webinar:
+            await self._leave_group(outcome.ticket, outcome.webinar)
+        return outcome
+
+    async def _apply_refunded(
+        self, payment: Payment, reason: RefundReason, now: datetime
+    ) -> RefundOutcome:
+        """The money is back: close the payment, and revoke the ticket it bought (if any)."""
+        payment.status = PaymentStatus.REFUNDED
+        payment.refunded_at = now
+        order = await self.session.get_one(Order, payment.order_id)
+        webinar = await self.repo.webinar(order.webinar_id)
+        assert webinar is not None
+        org = await self.repo.org(webinar.org_id)
+        assert org is not None
+        outcome = RefundOutcome(
+            RefundStatusCode.REFUNDED, webinar=webinar, org=org, payment=payment
+        )
+        if payment.is_duplicate:
+            return outcome  # the ticket was bought by another payment and stays valid
+        order.status = OrderStatus.REFUNDED
+        order.hold_expires_at = None
+        order.updated_at = now
+        ticket = await self.repo.ticket_of_order(order.id)
+        if ticket is not None and ticket.status == TicketStatus.ACTIVE:
+            await self._revoke(ticket, webinar, org, reason, payment, now)
+        outcome.ticket = ticket
+        return outcome
+
+    async def _revoke(
+        self,
+        ticket: Ticket,
+        webinar: Webinar,
+        org: Organization,
+        reason: RefundReason,
+        payment: Payment | None,
+        now: datetime,
+    ) -> None:
+        """Revoke the ticket: seat freed, link revoked (never reissued), deliveries dropped."""
+        ticket.status = TicketStatus.REFUNDED if payment is not None else TicketStatus.CANCELLED
+        ticket.revoked_at = now
+        await self.repo.revoke_link_of(ticket.id, now)
+        await OutboxRepository(self.session).drop_open(
+            reason=f"ticket revoked: {reason}",
+            kinds=[OutboxKind.REMINDER, OutboxKind.ACCESS],
+            ticket_id=ticket.id,
+        )
+        text = self._revocation_text(webinar, org, reason, payment)
+        if text is not None:
+            await OutboxService(self.session, self.app).notice(
+                dedupe_key=f"revoked:{ticket.id}",
+                chat_id=ticket.user_id,
+                text=text,
+                org_id=org.id,
+                webinar_id=webinar.id,
+                ticket_id=ticket.id,
+            )
+
+    def _revocation_text(
+        self, webinar: Webinar, org: Organization, reason: RefundReason, payment: Payment | None
+    ) -> str | None:
+        lang = org.language
+        title = escape(webinar.title)
+        amount = money(payment.amount_minor, payment.currency, lang) if payment else None
+        if reason == RefundReason.CANCELLED:
+            starts = local_datetime(webinar.starts_at, org.timezone, lang)
+            if amount is None:
+                return _(
+                    "❌ «{title}» ({starts}) has been cancelled by the organizer. "
+                    "Sorry for the inconvenience.",
+                    locale=lang,
+                    title=title,
+                    starts=starts,
+                )
+            return _(
+                "❌ «{title}» ({starts}) has been cancelled by the organizer. "
+                "Your payment of {amount} has been refunded.",
+                locale=lang,
+                title=title,
+                starts=starts,
+                amount=amount,
+            )
+        if reason == RefundReason.TELEGRAM:
+            return _(
+                "Your payment for «{title}» was refunded, so your ticket is no longer valid.",
+                locale=lang,
+                title=title,
+            )
+        if amount is None:
+            return _(
+                "Your ticket for «{title}» was cancelled by the organizer.",
+                locale=lang,
+                title=title,
+            )
+        return _(
+            "💸 The organizer refunded your ticket for «{title}»: {amount} is on its way back "
+            "to you. Your access is no longer valid.",
+            locale=lang,
+            title=title,
+            amount=amount,
+        )
+
+    async def _alert_failed_refund(self, payment: Payment, detail: str) -> None:
+        order = await self.session.get_one(Order, payment.order_id)
+        webinar = await self.repo.webinar(order.webinar_id)
+        if webinar is None:
+            return
+        outbox = OutboxService(self.session, self.app)
+        from bot.services.users import UserService
+
+        users = UserService(self.session, self.app)
+        member_ids = await self.repo.member_ids(webinar.org_id)
+        members = await users.repo.by_ids(member_ids)
+        for member_id in member_ids:
+            locale = users.locale_of(members.get(member_id))
+            await outbox.notice(
+                dedupe_key=f"refund-failed:{payment.id}:{member_id}",
+                chat_id=member_id,
+                text=_(
+                    "⚠️ An automatic refund failed: payment {payment} of {amount} by user "
+                    "{user} for «{title}». Please refund it from the payment provider's "
+                    "dashboard. Reason: {detail}",
+                    locale=locale,
+                    payment=payment.id,
+                    amount=money(payment.amount_minor, payment.currency, locale),
+                    user=payment.user_id,
+                    title=escape(webinar.title),
+                    detail=escape(detail),
+                ),
+                org_id=webinar.org_id,
+                webinar_id=webinar.id,
+            )
+
+    # -- refunds made outside the bot ----------------------------------------------------------
+
+    async def record_telegram_refund(
+        self, *, user_id: int, telegram_charge_id: str
+    ) -> RefundOutcome:
+        """Telegram says a payment was refunded (``refunded_payment``): record it, once."""
+        now = self.clock.now()
+        payment = await self.repo.payment_by_charge(telegram_charge_id)
+        if payment is not None:
+            payment = await self.repo.payment(payment.id, lock=True)
+        if payment is None or payment.user_id != user_id:
+            log.warning("refunded_payment for unknown charge %s", telegram_charge_id)
+            await self.session.rollback()
+            return RefundOutcome(RefundStatusCode.NOT_FOUND)
+        if payment.status == PaymentStatus.REFUNDED:
+            await self.session.commit()
+            return RefundOutcome(RefundStatusCode.ALREADY_REFUNDED, payment=payment)
+        refund = await self.repo.refund_of(payment.id)
+        if refund is None:
+            refund = Refund(
+                payment_id=payment.id,
+                reason=RefundReason.TELEGRAM,
+                idempotency_key=refund_key(payment.id),
+                created_at=now,
+            )
+            self.session.add(refund)
+        refund.status = RefundStatus.SUCCEEDED
+        refund.completed_at = now
+        refund.error_code = None
+        outcome = await self._apply_refunded(payment, RefundReason(refund.reason), now)
+        await self.session.commit()
+        self._kick()
+        if outcome.ticket is not None and outcome.webinar is not None:
+            await self._leave_group(outcome.ticket, outcome.webinar)
+        return outcome
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    async def retry_stuck(self) -> int:
+        """Retry automatic refunds interrupted by a crash or a network failure."""
+        now = self.clock.now()
+        payment_ids = await self.repo.refunds_to_retry(
+            stale_before=now - RETRY_AFTER, since=now - RETRY_WINDOW
+        )
+        await self.session.commit()
+        done = 0
+        for payment_id in payment_ids:
+            outcome = await self.refund_payment(payment_id)
+            done += outcome.ok
+        return done
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        if self.app.dispatcher is not None:
+            self.app.dispatcher.kick()
+
+    async def _leave_group(self, ticket: Ticket, webinar: Webinar) -> None:
+        """Group mode: revoke the ticket's invite link and remove the user from the group."""
+        if webinar.access_mode != AccessMode.GROUP or webinar.group_chat_id is None:
+            return
+        bot = self.app.bot
+        if bot is None:
+            return
+        link = await self.repo.link_of(ticket.id)
+        await self.session.commit()
+        calls: list[Any] = []
+        if link is not None:
+            calls.append(bot.revoke_chat_invite_link(webinar.group_chat_id, link.url))
+        calls.append(bot.ban_chat_member(webinar.group_chat_id, ticket.user_id))
+        calls.append(
+            bot.unban_chat_member(webinar.group_chat_id, ticket.user_id, only_if_banned=True)
+        )
+        for call in calls:
+            try:
+                await call
+            except Exception:
+                log.warning("group clean-up for ticket %s failed", ticket.id, exc_info=True)

@@ -1,0 +1,163 @@
+"""The buyer's side: a webinar's deep link shows its card, a button sends the invoice; join
+requests to a webinar's group are approved for ticket holders only."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot, F, Router
+from aiogram.filters import CommandObject, CommandStart
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import CallbackQuery, ChatJoinRequest, InlineKeyboardMarkup, Message
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.context import AppContext
+from bot.formatting import escape, local_datetime, money
+from bot.i18n import _, _n
+from bot.services import Services
+from bot.services.sales import Offer, PaymentResult, Price, SaleState
+from storage.enums import PaymentMethod
+
+router = Router(name=__name__)
+router.message.filter(F.chat.type == "private")
+log = logging.getLogger(__name__)
+
+DEEP_LINK_PREFIX = "w_"
+FREE = "free"
+
+
+class BuyCallback(CallbackData, prefix="buy"):
+    webinar_id: int
+    method: str  # a PaymentMethod value, or "free"
+
+
+def method_label(price: Price, lang: str) -> str:
+    amount = money(price.amount_minor, price.currency, lang)
+    if price.method == PaymentMethod.STARS:
+        return _("⭐ Pay with Telegram Stars: {amount}", locale=lang, amount=amount)
+    if price.method == PaymentMethod.STRIPE:
+        return _("💳 Pay by card: {amount}", locale=lang, amount=amount)
+    return _("💳 Pay with YooKassa: {amount}", locale=lang, amount=amount)
+
+
+def price_line(price: Price, lang: str) -> str:
+    amount = money(price.amount_minor, price.currency, lang)
+    if price.method == PaymentMethod.STARS:
+        return _("⭐ Telegram Stars: {amount}", locale=lang, amount=amount)
+    if price.method == PaymentMethod.STRIPE:
+        return _("💳 Card: {amount}", locale=lang, amount=amount)
+    return _("💳 YooKassa: {amount}", locale=lang, amount=amount)
+
+
+def render_card(offer: Offer) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The webinar card, in the organization's language, with one button per method."""
+    webinar, org = offer.webinar, offer.org
+    lang = org.language
+    lines = [f"<b>{escape(webinar.title)}</b>"]
+    if webinar.description:
+        lines.append(escape(webinar.description))
+    lines.append("")
+    lines.append(
+        _("🗓 {starts}", locale=lang, starts=local_datetime(webinar.starts_at, org.timezone, lang))
+    )
+    lines.append(
+        _n(
+            "⏱ Duration: {n} minute",
+            "⏱ Duration: {n} minutes",
+            webinar.duration_minutes,
+            locale=lang,
+        )
+    )
+    lines.append(_("👤 Organizer: {name}", locale=lang, name=escape(org.name)))
+    if webinar.is_free:
+        lines.append(_("🎁 Free", locale=lang))
+    elif offer.prices:
+        lines.append(_("Price:", locale=lang))
+        lines.extend(price_line(price, lang) for price in offer.prices)
+    if offer.seats_left is not None and offer.state == SaleState.ON_SALE:
+        lines.append(_n("🎟 {n} seat left", "🎟 {n} seats left", offer.seats_left, locale=lang))
+
+    status = {
+        SaleState.SOLD_OUT: _("😔 Sold out: all seats are taken.", locale=lang),
+        SaleState.STARTED: _("This webinar has already started: sales are closed.", locale=lang),
+        SaleState.CANCELLED: _("This webinar has been cancelled.", locale=lang),
+        SaleState.NOT_ON_SALE: _("This webinar is not on sale yet.", locale=lang),
+    }
+    builder = InlineKeyboardBuilder()
+    if offer.own_ticket is not None:
+        lines += ["", _("✅ You have a ticket. /my shows your access.", locale=lang)]
+    elif offer.state != SaleState.ON_SALE:
+        lines += ["", status[offer.state]]
+    elif webinar.is_free:
+        builder.button(
+            text=_("🎟 Get a free ticket", locale=lang),
+            callback_data=BuyCallback(webinar_id=webinar.id, method=FREE),
+        )
+    elif not offer.prices:
+        lines += ["", _("Payments for this webinar are not open yet.", locale=lang)]
+    else:
+        for price in offer.prices:
+            builder.button(
+                text=method_label(price, lang),
+                callback_data=BuyCallback(webinar_id=webinar.id, method=price.method.value),
+            )
+    builder.adjust(1)
+    markup = builder.as_markup() if builder.buttons else None
+    return "\n".join(lines), markup
+
+
+@router.message(CommandStart(deep_link=True, magic=F.args.startswith(DEEP_LINK_PREFIX)))
+async def webinar_card(message: Message, command: CommandObject, services: Services) -> None:
+    """Show the card of the webinar behind a ``t.me/<bot>?start=w_<code>`` link."""
+    code = (command.args or "")[len(DEEP_LINK_PREFIX) :]
+    assert message.from_user is not None
+    offer = await services.sales.offer(code, message.from_user.id) if code else None
+    if offer is None:
+        await message.answer(
+            _("I could not find this webinar. Please check the link with the organizer.")
+        )
+        return
+    text, markup = render_card(offer)
+    await message.answer(text, reply_markup=markup)
+
+
+@router.callback_query(
+    BuyCallback.filter(F.method.in_([*(method.value for method in PaymentMethod), FREE]))
+)
+async def buy(
+    query: CallbackQuery, callback_data: BuyCallback, services: Services, bot: Bot, app: AppContext
+) -> None:
+    """Send the invoice of the chosen payment method (or issue a free ticket)."""
+    user_id = query.from_user.id
+    if callback_data.method == FREE:
+        outcome = await services.sales.register_free(user_id, callback_data.webinar_id)
+        refusal = outcome.extra.get("refusal")
+        if refusal:
+            await query.answer(refusal, show_alert=True)
+            return
+        await query.answer()
+        if outcome.result == PaymentResult.REPLAY and outcome.org is not None:
+            await bot.send_message(
+                user_id,
+                _("✅ You have a ticket. /my shows your access.", locale=outcome.org.language),
+            )
+        if app.dispatcher is not None:
+            app.dispatcher.kick()
+        return
+    result = await services.sales.create_invoice(
+        user_id, callback_data.webinar_id, PaymentMethod(callback_data.method)
+    )
+    if result.invoice is None:
+        await query.answer(result.refusal, show_alert=True)
+        return
+    await query.answer()
+    await bot.send_invoice(**result.invoice)
+
+
+@router.chat_join_request()
+async def join_request(request: ChatJoinRequest, services: Services) -> None:
+    """Approve ticket holders' requests to join a webinar's group; decline everyone else."""
+    if await services.access.may_join(request.chat.id, request.from_user.id):
+        await request.approve()
+    else:
+        await request.decline()

@@ -1,0 +1,88 @@
+"""Telegram's payment updates: pre-checkout queries, successful payments, refunded payments."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import F, Router
+from aiogram.types import Message, PreCheckoutQuery
+
+from bot.context import AppContext
+from bot.formatting import escape
+from bot.i18n import _
+from bot.services import Services
+from bot.services.sales import PaymentResult
+
+router = Router(name=__name__)
+log = logging.getLogger(__name__)
+
+
+@router.pre_checkout_query()
+async def pre_checkout(query: PreCheckoutQuery, services: Services) -> None:
+    """Accept the checkout only if the order is valid and a seat could be held."""
+    try:
+        answer = await services.sales.pre_checkout(
+            user_id=query.from_user.id,
+            payload=query.invoice_payload,
+            total_amount=query.total_amount,
+            currency=query.currency,
+        )
+    except Exception:
+        # Telegram waits 10 seconds for an answer: a failure must still answer, and refuse.
+        log.exception("pre-checkout of %s failed", query.id)
+        await query.answer(
+            ok=False, error_message=_("Sorry, something went wrong. Please try again.")
+        )
+        return
+    await query.answer(ok=answer.ok, error_message=answer.error_message)
+
+
+@router.message(F.successful_payment)
+async def successful_payment(message: Message, services: Services, app: AppContext) -> None:
+    """Record the payment and issue the ticket; the access message follows from the outbox."""
+    payment = message.successful_payment
+    assert payment is not None
+    assert message.from_user is not None
+    outcome = await services.sales.complete_payment(
+        user_id=message.from_user.id,
+        payload=payment.invoice_payload,
+        total_amount=payment.total_amount,
+        currency=payment.currency,
+        telegram_charge_id=payment.telegram_payment_charge_id,
+        provider_charge_id=payment.provider_payment_charge_id,
+    )
+    if outcome.result == PaymentResult.ISSUED:
+        assert outcome.org is not None
+        assert outcome.webinar is not None
+        await message.answer(
+            _(
+                "✅ Payment received: your ticket for «{title}» is confirmed. "
+                "Your access follows in the next message.",
+                locale=outcome.org.language,
+                title=escape(outcome.webinar.title),
+            )
+        )
+    elif outcome.result == PaymentResult.UNKNOWN_ORDER:
+        await message.answer(
+            _(
+                "I received your payment but could not match it to an order. "
+                "Please write to /paysupport: you will get your ticket or your money back."
+            )
+        )
+    # Waiting for a link and automatic refunds are told through the outbox (written in the
+    # payment's transaction); a replayed update changes nothing and says nothing.
+    if app.dispatcher is not None:
+        app.dispatcher.kick()
+
+
+@router.message(F.refunded_payment)
+async def refunded_payment(message: Message, services: Services, app: AppContext) -> None:
+    """Telegram refunded a payment (support, or our own refund echoed): record it once."""
+    refund = message.refunded_payment
+    assert refund is not None
+    assert message.from_user is not None
+    await services.refunds.record_telegram_refund(
+        user_id=message.from_user.id, telegram_charge_id=refund.telegram_payment_charge_id
+    )
+    if app.dispatcher is not None:
+        app.dispatcher.kick()

@@ -1,0 +1,362 @@
+"""Reads and writes of the selling path: orders, seat holds, payments, tickets, links, refunds.
+
+Row locks are taken only on PostgreSQL (``FOR UPDATE``); SQLite has one writer and every
+transaction starts with ``BEGIN IMMEDIATE`` (see ``storage.database``), so it needs none.
+Lock order, everywhere: order, then webinar, then payment. Keeping one order rules out deadlocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from storage.enums import (
+    OrderStatus,
+    PaymentMethod,
+    PaymentStatus,
+    RefundReason,
+    RefundStatus,
+    Role,
+    TicketStatus,
+)
+from storage.models import (
+    AccessLink,
+    Order,
+    Organization,
+    OrgMember,
+    Payment,
+    Refund,
+    Ticket,
+    Webinar,
+)
+from storage.repositories.base import Repository
+
+OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
+
+
+class SalesRepository(Repository):
+    @property
+    def locks(self) -> bool:
+        return self.dialect == "postgresql"
+
+    # -- webinars and organizations ------------------------------------------------------------
+
+    async def webinar(self, webinar_id: int, *, lock: bool = False) -> Webinar | None:
+        statement = select(Webinar).where(Webinar.id == webinar_id)
+        if lock and self.locks:
+            statement = statement.with_for_update()
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def webinar_by_code(self, code: str) -> Webinar | None:
+        return (await self.session.scalars(select(Webinar).where(Webinar.code == code))).first()
+
+    async def webinar_by_group(self, chat_id: int) -> list[Webinar]:
+        rows = await self.session.scalars(select(Webinar).where(Webinar.group_chat_id == chat_id))
+        return list(rows)
+
+    async def org(self, org_id: int) -> Organization | None:
+        return await self.session.get(Organization, org_id)
+
+    async def is_member(self, org_id: int, user_id: int) -> bool:
+        found = await self.session.scalar(
+            select(OrgMember.id).where(OrgMember.org_id == org_id, OrgMember.user_id == user_id)
+        )
+        return found is not None
+
+    async def member_ids(self, org_id: int) -> list[int]:
+        rows = await self.session.scalars(
+            select(OrgMember.user_id)
+            .where(OrgMember.org_id == org_id)
+            .order_by(OrgMember.role != Role.OWNER, OrgMember.id)
+        )
+        return list(rows)
+
+    # -- seats ---------------------------------------------------------------------------------
+
+    async def seats_taken(
+        self, webinar_id: int, now: datetime, *, exclude_order_id: int | None = None
+    ) -> int:
+        """Active tickets plus live holds (orders held and not yet expired)."""
+        tickets = select(func.count(Ticket.id)).where(
+            Ticket.webinar_id == webinar_id, Ticket.status == TicketStatus.ACTIVE
+        )
+        holds = select(func.count(Order.id)).where(
+            Order.webinar_id == webinar_id,
+            Order.status == OrderStatus.HELD,
+            Order.hold_expires_at > now,
+        )
+        if exclude_order_id is not None:
+            holds = holds.where(Order.id != exclude_order_id)
+        row = await self.session.execute(select(tickets.scalar_subquery(), holds.scalar_subquery()))
+        taken_tickets, taken_holds = row.one()
+        return int(taken_tickets) + int(taken_holds)
+
+    async def expire_holds(self, now: datetime) -> int:
+        result = await self.session.execute(
+            update(Order)
+            .where(Order.status == OrderStatus.HELD, Order.hold_expires_at <= now)
+            .values(status=OrderStatus.EXPIRED, updated_at=now)
+        )
+        return int(result.rowcount or 0)
+
+    # -- orders --------------------------------------------------------------------------------
+
+    async def order_by_token(self, token: str, *, lock: bool = False) -> Order | None:
+        statement = select(Order).where(Order.token == token)
+        if lock and self.locks:
+            statement = statement.with_for_update()
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def open_order(
+        self, *, webinar_id: int, user_id: int, method: PaymentMethod, amount: int, currency: str
+    ) -> Order | None:
+        """An unpaid order for the same purchase, reused so repeated presses add no rows."""
+        return (
+            await self.session.scalars(
+                select(Order)
+                .where(
+                    Order.webinar_id == webinar_id,
+                    Order.user_id == user_id,
+                    Order.method == method,
+                    Order.amount_minor == amount,
+                    Order.currency == currency,
+                    Order.status.in_(OPEN_ORDER_STATUSES),
+                )
+                .order_by(Order.id.desc())
+                .limit(1)
+            )
+        ).first()
+
+    async def add(self, *objects: object) -> None:
+        self.session.add_all(objects)
+        await self.session.flush()
+
+    # -- payments ------------------------------------------------------------------------------
+
+    async def insert_payment(
+        self,
+        *,
+        order_id: int,
+        user_id: int,
+        method: PaymentMethod,
+        telegram_charge_id: str,
+        provider_charge_id: str | None,
+        amount_minor: int,
+        currency: str,
+        now: datetime,
+    ) -> int | None:
+        """Record a charge once; ``None`` when this charge id was recorded before (a replay)."""
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        statement = (
+            insert(Payment)
+            .values(
+                order_id=order_id,
+                user_id=user_id,
+                method=method,
+                telegram_payment_charge_id=telegram_charge_id,
+                provider_payment_charge_id=provider_charge_id,
+                amount_minor=amount_minor,
+                currency=currency,
+                status=PaymentStatus.SUCCEEDED,
+                is_duplicate=False,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["telegram_payment_charge_id"])
+            .returning(Payment.id)
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def payment(self, payment_id: int, *, lock: bool = False) -> Payment | None:
+        statement = select(Payment).where(Payment.id == payment_id)
+        if lock and self.locks:
+            statement = statement.with_for_update()
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def payment_by_charge(self, telegram_charge_id: str) -> Payment | None:
+        return (
+            await self.session.scalars(
+                select(Payment).where(Payment.telegram_payment_charge_id == telegram_charge_id)
+            )
+        ).one_or_none()
+
+    async def ticket_payment(self, order_id: int) -> Payment | None:
+        """The payment that bought an order's ticket (not a duplicate charge)."""
+        return (
+            await self.session.scalars(
+                select(Payment)
+                .where(Payment.order_id == order_id, Payment.is_duplicate.is_(False))
+                .order_by(Payment.id)
+                .limit(1)
+            )
+        ).first()
+
+    # -- refunds -------------------------------------------------------------------------------
+
+    async def refund_of(self, payment_id: int) -> Refund | None:
+        return (
+            await self.session.scalars(
+                select(Refund).where(Refund.payment_id == payment_id).order_by(Refund.id).limit(1)
+            )
+        ).first()
+
+    async def refunds_to_retry(self, *, stale_before: datetime, since: datetime) -> list[int]:
+        """Payments whose refund is stuck: pending since a crash, or failed on the network."""
+        rows = await self.session.scalars(
+            select(Refund.payment_id).where(
+                Refund.created_at >= since,
+                (
+                    (Refund.status == RefundStatus.PENDING)
+                    & (func.coalesce(Refund.completed_at, Refund.created_at) < stale_before)
+                )
+                | (
+                    (Refund.status == RefundStatus.FAILED)
+                    & (Refund.error_code == "network_error")
+                    & (Refund.reason != RefundReason.ORGANIZER)
+                ),
+            )
+        )
+        return list(rows)
+
+    # -- tickets -------------------------------------------------------------------------------
+
+    async def ticket(self, ticket_id: int) -> Ticket | None:
+        return await self.session.get(Ticket, ticket_id)
+
+    async def ticket_of_order(self, order_id: int) -> Ticket | None:
+        return (
+            await self.session.scalars(select(Ticket).where(Ticket.order_id == order_id))
+        ).one_or_none()
+
+    async def active_ticket(self, webinar_id: int, user_id: int) -> Ticket | None:
+        return (
+            await self.session.scalars(
+                select(Ticket).where(
+                    Ticket.webinar_id == webinar_id,
+                    Ticket.user_id == user_id,
+                    Ticket.status == TicketStatus.ACTIVE,
+                )
+            )
+        ).first()
+
+    async def active_tickets(self, webinar_id: int) -> list[Ticket]:
+        rows = await self.session.scalars(
+            select(Ticket)
+            .where(Ticket.webinar_id == webinar_id, Ticket.status == TicketStatus.ACTIVE)
+            .order_by(Ticket.id)
+        )
+        return list(rows)
+
+    async def user_tickets(self, user_id: int) -> list[tuple[Ticket, Webinar, Organization]]:
+        rows = await self.session.execute(
+            select(Ticket, Webinar, Organization)
+            .join(Webinar, Webinar.id == Ticket.webinar_id)
+            .join(Organization, Organization.id == Webinar.org_id)
+            .where(Ticket.user_id == user_id, Ticket.status == TicketStatus.ACTIVE)
+            .order_by(Webinar.starts_at, Ticket.id)
+        )
+        return [(ticket, webinar, org) for ticket, webinar, org in rows.tuples()]
+
+    async def latest_org_of_buyer(self, user_id: int) -> Organization | None:
+        """The organization of the user's most recent order (paid or not)."""
+        return (
+            await self.session.scalars(
+                select(Organization)
+                .join(Webinar, Webinar.org_id == Organization.id)
+                .join(Order, Order.webinar_id == Webinar.id)
+                .where(Order.user_id == user_id)
+                .order_by(Order.id.desc())
+                .limit(1)
+            )
+        ).first()
+
+    async def tickets_waiting_for_link(self, webinar_id: int) -> list[Ticket]:
+        has_link = select(AccessLink.id).where(AccessLink.ticket_id == Ticket.id).exists()
+        rows = await self.session.scalars(
+            select(Ticket)
+            .where(
+                Ticket.webinar_id == webinar_id,
+                Ticket.status == TicketStatus.ACTIVE,
+                ~has_link,
+            )
+            .order_by(Ticket.id)
+        )
+        return list(rows)
+
+    # -- links ---------------------------------------------------------------------------------
+
+    async def take_link(self, webinar_id: int, ticket_id: int, now: datetime) -> AccessLink | None:
+        """Give the ticket one free link of the pool, atomically; ``None`` if the pool is empty.
+
+        One statement: the sub-select picks a free row (skipping rows another transaction is
+        taking, on PostgreSQL) and the update re-checks it is still free.
+        """
+        free = (
+            select(AccessLink.id)
+            .where(
+                AccessLink.webinar_id == webinar_id,
+                AccessLink.ticket_id.is_(None),
+                AccessLink.revoked_at.is_(None),
+            )
+            .order_by(AccessLink.id)
+            .limit(1)
+        )
+        if self.locks:
+            free = free.with_for_update(skip_locked=True)
+        statement = (
+            update(AccessLink)
+            .where(AccessLink.id == free.scalar_subquery(), AccessLink.ticket_id.is_(None))
+            .values(ticket_id=ticket_id, assigned_at=now)
+            .returning(AccessLink.id)
+            .execution_options(synchronize_session=False)
+        )
+        link_id = (await self.session.execute(statement)).scalar_one_or_none()
+        if link_id is None:
+            return None
+        return await self.session.get(AccessLink, link_id, populate_existing=True)
+
+    async def link_of(self, ticket_id: int) -> AccessLink | None:
+        return (
+            await self.session.scalars(select(AccessLink).where(AccessLink.ticket_id == ticket_id))
+        ).one_or_none()
+
+    async def links_of(self, ticket_ids: Sequence[int]) -> dict[int, AccessLink]:
+        if not ticket_ids:
+            return {}
+        rows = await self.session.scalars(
+            select(AccessLink).where(AccessLink.ticket_id.in_(list(ticket_ids)))
+        )
+        return {link.ticket_id: link for link in rows if link.ticket_id is not None}
+
+    async def count_links(self, webinar_id: int) -> int:
+        return int(
+            await self.session.scalar(
+                select(func.count(AccessLink.id)).where(AccessLink.webinar_id == webinar_id)
+            )
+            or 0
+        )
+
+    async def revoke_link_of(self, ticket_id: int, now: datetime) -> AccessLink | None:
+        link = await self.link_of(ticket_id)
+        if link is not None and link.revoked_at is None:
+            link.revoked_at = now
+            await self.session.flush()
+        return link
+
+    async def has_active_ticket_in_group(self, chat_id: int, user_id: int) -> bool:
+        found = await self.session.scalar(
+            select(Ticket.id)
+            .join(Webinar, Webinar.id == Ticket.webinar_id)
+            .where(
+                and_(
+                    Webinar.group_chat_id == chat_id,
+                    Ticket.user_id == user_id,
+                    Ticket.status == TicketStatus.ACTIVE,
+                )
+            )
+            .limit(1)
+        )
+        return found is not None
