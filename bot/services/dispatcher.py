@@ -5,23 +5,26 @@ PostgreSQL, so replicas never claim the same row; SQLite has one writer). A work
 leaves its lease to expire and the row is claimed again: nothing is lost, and the only possible
 duplicate is the one message in flight at the crash. Multi-part rows (text, then a calendar
 file) record each part as sent, so a retry resumes after the last part that went out.
+
+Leases and long 429s: a batch can take longer than any fixed lease (Telegram may answer
+``retry_after`` of minutes, and the sender waits it out rather than drop the message). Instead of
+sizing leases for the worst case, which would also delay recovery after a real crash by as much,
+the worker renews the lease of the rows it still holds every ``lease / 4`` while the batch runs:
+a live worker never loses a row, a dead one stops renewing and its rows come back after one short
+lease. Every write to a claimed row is fenced by the claim's ``attempts`` value, and a row whose
+renewal failed (the worker stalled past its lease and another one took the row) is abandoned
+before its next send, so a stalled worker cannot send again or overwrite the new owner's result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from aiogram.exceptions import (
-    TelegramBadRequest,
-    TelegramForbiddenError,
-    TelegramNetworkError,
-    TelegramServerError,
-)
-from sqlalchemy import or_, select, update
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 
 from bot.context import AppContext
 from bot.services import Services
@@ -29,11 +32,30 @@ from bot.services.outbox import renderers
 from bot.services.sender import PacedSender
 from storage.enums import OutboxStatus
 from storage.models import OutboxMessage
+from storage.repositories.outbox import Claim, OutboxRepository
 
 log = logging.getLogger(__name__)
 
+# Waits before retrying a failed send (network, 5xx, unexpected errors), then it is recorded as
+# failed. 400 Bad Request is not retried: the same request gets the same answer.
 BACKOFF_SECONDS = (5, 30, 120, 600, 1800)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
+# A row claimed this many times never got an answer recorded: its worker keeps dying on it.
+MAX_CLAIMS = MAX_ATTEMPTS + 4
+DEFAULT_LEASE = timedelta(minutes=2)
+
+
+class Drop(Exception):
+    """Raised by a renderer when a row is no longer relevant: the row is marked dropped.
+
+    ``stale`` marks the drops organizers should hear about: a reminder due while the bot was down
+    whose moment has passed.
+    """
+
+    def __init__(self, reason: str, *, stale: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stale = stale
 
 
 @dataclass
@@ -43,14 +65,30 @@ class DispatchStats:
     blocked: int = 0
     failed: int = 0
     dropped: int = 0
+    stale: int = 0  # dropped because their moment had passed (reminders after downtime)
     retried: int = 0
-    by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    lost: int = 0  # leases lost to another worker: nothing written, nothing sent after
+    by_kind: Counter[str] = field(default_factory=Counter)
+    drop_reasons: Counter[str] = field(default_factory=Counter)
+    broadcasts: set[int] = field(default_factory=set)
 
     def add(self, other: DispatchStats) -> None:
-        for name in ("claimed", "sent", "blocked", "failed", "dropped", "retried"):
+        for name in ("claimed", "sent", "blocked", "failed", "dropped", "stale", "retried", "lost"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for kind, count in other.by_kind.items():
-            self.by_kind[kind] += count
+        self.by_kind.update(other.by_kind)
+        self.drop_reasons.update(other.drop_reasons)
+        self.broadcasts |= other.broadcasts
+
+
+class _Held:
+    """The rows of the running batch this worker still holds, for the lease keeper."""
+
+    def __init__(self, claims: list[Claim]) -> None:
+        self.claims = {claim.id: claim for claim in claims}
+        self.lost: set[int] = set()
+
+    def done(self, claim: Claim) -> None:
+        self.claims.pop(claim.id, None)
 
 
 class OutboxDispatcher:
@@ -60,12 +98,16 @@ class OutboxDispatcher:
         sender: PacedSender,
         *,
         batch_size: int = 100,
-        lease: timedelta = timedelta(minutes=10),
+        lease: timedelta = DEFAULT_LEASE,
+        renew_every_s: float | None = None,
     ) -> None:
         self.app = app
         self.sender = sender
         self.batch_size = batch_size
         self.lease = lease
+        # Real seconds; the lease is in the app clock's time, which is real time in production.
+        self.renew_every_s = renew_every_s or max(1.0, lease.total_seconds() / 4)
+        self.totals = DispatchStats()
         self._renderers = renderers()
         self._again = False
         self._task: asyncio.Task[None] | None = None
@@ -82,6 +124,7 @@ class OutboxDispatcher:
             try:
                 while (await self.run_once()).claimed:
                     pass
+                await self._finish_broadcasts(set(), final_only=True)
             except Exception:
                 log.exception("outbox dispatch failed; the next tick retries")
 
@@ -90,124 +133,194 @@ class OutboxDispatcher:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 
-    async def claim(self) -> list[int]:
+    async def run_until_idle(self, max_batches: int = 1_000_000) -> DispatchStats:
+        """Deliver everything due now, batch after batch (tests, benchmarks, the CLI)."""
+        total = DispatchStats()
+        for _ in range(max_batches):
+            stats = await self.run_once()
+            total.add(stats)
+            if not stats.claimed:
+                break
+        return total
+
+    async def claim(self) -> list[Claim]:
         now = self.app.clock.now()
         async with self.app.session_factory() as session:
-            due = (
-                select(OutboxMessage.id)
-                .where(
-                    or_(
-                        (OutboxMessage.status == OutboxStatus.PENDING)
-                        & (OutboxMessage.due_at <= now),
-                        (OutboxMessage.status == OutboxStatus.SENDING)
-                        & (OutboxMessage.lease_until < now),
-                    )
-                )
-                .order_by(OutboxMessage.due_at, OutboxMessage.id)
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True)
+            claims = await OutboxRepository(session).claim_due(
+                now=now, lease_until=now + self.lease, limit=self.batch_size
             )
-            claimed = await session.scalars(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(due.scalar_subquery()))
-                .values(
-                    status=OutboxStatus.SENDING,
-                    lease_until=now + self.lease,
-                    attempts=OutboxMessage.attempts + 1,
-                )
-                .returning(OutboxMessage.id)
-                .execution_options(synchronize_session=False)
-            )
-            ids = sorted(claimed.all())
             await session.commit()
-        return ids
+        return claims
 
     async def run_once(self) -> DispatchStats:
         """Claim one batch and deliver it; chats in parallel, each chat's rows in order."""
-        ids = await self.claim()
-        stats = DispatchStats(claimed=len(ids))
-        if not ids:
+        claims = await self.claim()
+        stats = DispatchStats(claimed=len(claims))
+        if not claims:
             return stats
-        async with self.app.session_factory() as session:
-            rows = (
-                await session.execute(
-                    select(OutboxMessage.id, OutboxMessage.chat_id)
-                    .where(OutboxMessage.id.in_(ids))
-                    .order_by(OutboxMessage.due_at, OutboxMessage.id)
-                )
-            ).all()
-        by_chat: dict[int, list[int]] = defaultdict(list)
-        for row_id, chat_id in rows:
-            by_chat[chat_id].append(row_id)
-        results = await asyncio.gather(
-            *(self._deliver_chat(chat_rows) for chat_rows in by_chat.values())
-        )
+        held = _Held(claims)
+        keeper = asyncio.create_task(self._keep_leases(held))
+        try:
+            by_chat: dict[int, list[Claim]] = defaultdict(list)
+            for claim in claims:
+                by_chat[claim.chat_id].append(claim)
+            results = await asyncio.gather(
+                *(self._deliver_chat(chat_claims, held) for chat_claims in by_chat.values())
+            )
+        finally:
+            keeper.cancel()
         for result in results:
             stats.add(result)
+        self.totals.add(stats)
+        if stats.stale:
+            log.warning("dropped %d reminder(s) whose moment passed while undelivered", stats.stale)
+        if stats.broadcasts:
+            await self._finish_broadcasts(stats.broadcasts)
         return stats
 
-    async def _deliver_chat(self, row_ids: list[int]) -> DispatchStats:
-        stats = DispatchStats()
-        for row_id in row_ids:
+    async def _keep_leases(self, held: _Held) -> None:
+        while held.claims:
+            await asyncio.sleep(self.renew_every_s)
+            claims = list(held.claims.values())
+            if not claims:
+                return
             try:
-                await self._deliver(row_id, stats)
+                now = self.app.clock.now()
+                async with self.app.session_factory() as session:
+                    kept = await OutboxRepository(session).renew(
+                        claims, lease_until=now + self.lease
+                    )
+                    await session.commit()
             except Exception:
-                log.exception("outbox row %s could not be processed", row_id)
+                log.exception("could not renew outbox leases; trying again")
+                continue
+            for claim in claims:
+                if claim.id not in kept and claim.id in held.claims:
+                    held.lost.add(claim.id)
+
+    async def _deliver_chat(self, claims: list[Claim], held: _Held) -> DispatchStats:
+        stats = DispatchStats()
+        for claim in claims:
+            try:
+                await self._deliver(claim, held, stats)
+            except Exception:
+                log.exception("outbox row %s could not be processed", claim.id)
+            finally:
+                held.done(claim)
         return stats
 
-    async def _deliver(self, row_id: int, stats: DispatchStats) -> None:
+    async def _deliver(self, claim: Claim, held: _Held, stats: DispatchStats) -> None:
         async with self.app.session_factory() as session:
             services = Services(session, self.app)
-            row = await session.get(OutboxMessage, row_id)
-            if row is None or row.status != OutboxStatus.SENDING:
+            repo = OutboxRepository(session)
+            row = await session.get(OutboxMessage, claim.id)
+            if row is None or row.status != OutboxStatus.SENDING or row.attempts != claim.attempts:
+                stats.lost += 1
                 return
-            renderer = self._renderers.get(row.kind)
-            with self.app.translator.context():
-                parts = await renderer(services, row) if renderer else None
-            if not parts:
-                self._finish(row, OutboxStatus.DROPPED, "nothing to send")
-                stats.dropped += 1
+            if claim.broadcast_id is not None:
+                stats.broadcasts.add(claim.broadcast_id)
+            if claim.attempts > MAX_CLAIMS:
+                await self._settle(repo, claim, stats, OutboxStatus.FAILED, "claimed too often")
                 await session.commit()
                 return
+            try:
+                with self.app.translator.context():
+                    renderer = self._renderers.get(row.kind)
+                    parts = await renderer(services, row) if renderer else None
+                if not parts:
+                    raise Drop("nothing to send")
+            except Drop as drop:
+                await session.rollback()
+                await self._settle(repo, claim, stats, OutboxStatus.DROPPED, drop.reason)
+                stats.drop_reasons[drop.reason] += 1
+                stats.stale += drop.stale
+                await session.commit()
+                return
+            except Exception as error:
+                log.exception("outbox row %s could not be rendered", claim.id)
+                await session.rollback()
+                await self._retry_later(repo, claim, repr(error), stats)
+                await session.commit()
+                return
+            payload = dict(row.payload or {})
             await session.commit()  # end the read transaction before the network calls
-            start = int(row.payload.get("parts_sent", 0))
+            start = int(payload.get("parts_sent", 0))
             try:
                 for index in range(start, len(parts)):
-                    await self.sender.send(row.chat_id, parts[index])
-                    row.payload = {**row.payload, "parts_sent": index + 1}
-                    await session.commit()
+                    if claim.id in held.lost:
+                        stats.lost += 1
+                        log.warning("outbox row %s was taken over; not sending it", claim.id)
+                        return
+                    await self.sender.send(claim.chat_id, parts[index])
+                    if index + 1 < len(parts):
+                        payload["parts_sent"] = index + 1
+                        await repo.settle(claim, payload=payload)
+                        await session.commit()
             except TelegramForbiddenError as error:
-                self._finish(row, OutboxStatus.BLOCKED, error.message)
-                await services.users.repo.mark_blocked(row.chat_id, self.app.clock.now())
-                stats.blocked += 1
+                await self._settle(repo, claim, stats, OutboxStatus.BLOCKED, error.message)
+                await services.users.repo.mark_blocked(claim.chat_id, self.app.clock.now())
             except TelegramBadRequest as error:
-                self._finish(row, OutboxStatus.FAILED, error.message)
-                stats.failed += 1
-            except (TelegramNetworkError, TelegramServerError, TimeoutError, OSError) as error:
-                self._retry_later(row, str(error), stats)
+                await self._settle(repo, claim, stats, OutboxStatus.FAILED, error.message)
+            except Exception as error:
+                # Network errors, 5xx, anything unexpected: try again later, a bounded number of
+                # times. (429 never gets here: the sender waits it out and sends again.)
+                await self._retry_later(repo, claim, f"{type(error).__name__}: {error}", stats)
             else:
-                self._finish(row, OutboxStatus.SENT, None)
-                row.sent_at = self.app.clock.now()
-                stats.sent += 1
-                stats.by_kind[row.kind] += 1
+                await self._settle(
+                    repo, claim, stats, OutboxStatus.SENT, None, sent_at=self.app.clock.now()
+                )
+                stats.by_kind[str(row.kind)] += 1
             await session.commit()
 
-    def _finish(self, row: OutboxMessage, status: OutboxStatus, error: str | None) -> None:
-        row.status = status
-        row.lease_until = None
-        row.last_error = error
-
-    def _retry_later(self, row: OutboxMessage, error: str, stats: DispatchStats) -> None:
-        if row.attempts >= MAX_ATTEMPTS:
-            self._finish(row, OutboxStatus.FAILED, error)
-            stats.failed += 1
+    async def _settle(
+        self,
+        repo: OutboxRepository,
+        claim: Claim,
+        stats: DispatchStats,
+        status: OutboxStatus,
+        error: str | None,
+        **extra: object,
+    ) -> None:
+        settled = await repo.settle(
+            claim, status=status, lease_until=None, last_error=error, **extra
+        )
+        if not settled:
+            stats.lost += 1
+            log.warning("outbox row %s was taken over before it was marked %s", claim.id, status)
             return
-        delay = BACKOFF_SECONDS[min(row.attempts, len(BACKOFF_SECONDS)) - 1]
-        row.status = OutboxStatus.PENDING
-        row.lease_until = None
-        row.last_error = error
-        row.due_at = self.app.clock.now() + timedelta(seconds=delay)
-        stats.retried += 1
+        counter = {
+            OutboxStatus.SENT: "sent",
+            OutboxStatus.BLOCKED: "blocked",
+            OutboxStatus.FAILED: "failed",
+            OutboxStatus.DROPPED: "dropped",
+        }[status]
+        setattr(stats, counter, getattr(stats, counter) + 1)
+
+    async def _retry_later(
+        self, repo: OutboxRepository, claim: Claim, error: str, stats: DispatchStats
+    ) -> None:
+        if claim.attempts >= MAX_ATTEMPTS:
+            await self._settle(repo, claim, stats, OutboxStatus.FAILED, error)
+            return
+        delay = BACKOFF_SECONDS[min(claim.attempts, len(BACKOFF_SECONDS)) - 1]
+        if await repo.settle(
+            claim,
+            status=OutboxStatus.PENDING,
+            lease_until=None,
+            last_error=error,
+            due_at=self.app.clock.now() + timedelta(seconds=delay),
+        ):
+            stats.retried += 1
+        else:
+            stats.lost += 1
+
+    async def _finish_broadcasts(self, touched: set[int], *, final_only: bool = False) -> None:
+        from bot.services.broadcasts import BroadcastProgress
+
+        try:
+            await BroadcastProgress.of(self.app).update(self.sender, touched, final_only=final_only)
+        except Exception:
+            log.exception("broadcast progress could not be shown; the next batch tries again")
 
 
 async def dispatch_outbox(app: AppContext) -> None:

@@ -11,16 +11,19 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramRetryAfter
-from aiogram.types import BufferedInputFile, Message
+from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
 from aiolimiter import AsyncLimiter
 
 from bot.services.outbox import Outgoing
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,14 +74,36 @@ class PacedSender:
 
     async def send(self, chat_id: int, message: Outgoing) -> Message:
         """Send one message, waiting for the pace and through any number of 429s."""
+        return await self._paced(chat_id, lambda: self._call(chat_id, message))
+
+    async def edit_text(
+        self,
+        chat_id: int,
+        message_id: int,
+        text: str,
+        reply_markup: InlineKeyboardMarkup | None = None,
+    ) -> None:
+        """Edit a message the bot sent (a progress report), paced like a send.
+
+        "Message is not modified" is not an error here: the text is already what we want.
+        """
+        try:
+            await self._paced(
+                chat_id,
+                lambda: self.bot.edit_message_text(
+                    text=text, chat_id=chat_id, message_id=message_id, reply_markup=reply_markup
+                ),
+            )
+        except TelegramBadRequest as error:
+            if "not modified" not in error.message.lower():
+                raise
+
+    async def _paced(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         while True:
             await self.chats.wait(chat_id)
-            pause = self._paused_until - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            await self.global_limiter.acquire()
+            await self._global_slot()
             try:
-                result = await self._call(chat_id, message)
+                result = await call()
             except TelegramRetryAfter as error:
                 self.stats.retry_after += 1
                 wait = min(float(error.retry_after), self.max_retry_after_s)
@@ -88,6 +113,18 @@ class PacedSender:
                 continue
             self.stats.sent += 1
             return result
+
+    async def _global_slot(self) -> None:
+        """Wait out any 429 pause, then take a token of the global rate."""
+        while True:
+            pause = self._paused_until - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                continue
+            await self.global_limiter.acquire()
+            # A 429 may have arrived while this call queued for the token: honour it too.
+            if self._paused_until <= time.monotonic():
+                return
 
     async def _call(self, chat_id: int, message: Outgoing) -> Message:
         if message.document is not None:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -13,6 +14,20 @@ from storage.models import OutboxMessage
 from storage.repositories.base import Repository
 
 OPEN_STATUSES = (OutboxStatus.PENDING, OutboxStatus.SENDING)
+ENQUEUE_CHUNK = 500  # rows per multi-row INSERT: well under every driver's parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One row a worker holds. ``attempts`` (bumped by every claim) is the fencing token: a worker
+    whose lease expired and was claimed again can no longer renew or mark the row."""
+
+    id: int
+    chat_id: int
+    attempts: int
+    due_at: datetime
+    kind: OutboxKind
+    broadcast_id: int | None
 
 
 class OutboxRepository(Repository):
@@ -60,8 +75,12 @@ class OutboxRepository(Repository):
         kinds: Iterable[OutboxKind],
         ticket_id: int | None = None,
         webinar_id: int | None = None,
+        key_prefix: str | None = None,
     ) -> int:
-        """Drop deliveries that are no longer relevant (refunded ticket, cancelled webinar)."""
+        """Drop deliveries that are no longer relevant (refunded ticket, cancelled webinar).
+
+        Only pending rows: a row in flight is re-checked by its renderer just before it is sent.
+        """
         if ticket_id is None and webinar_id is None:
             msg = "drop_open needs a ticket_id or a webinar_id"
             raise ValueError(msg)
@@ -73,7 +92,125 @@ class OutboxRepository(Repository):
             statement = statement.where(OutboxMessage.ticket_id == ticket_id)
         if webinar_id is not None:
             statement = statement.where(OutboxMessage.webinar_id == webinar_id)
+        if key_prefix is not None:
+            statement = statement.where(
+                OutboxMessage.dedupe_key.startswith(key_prefix, autoescape=True)
+            )
         result = await self.session.execute(
-            statement.values(status=OutboxStatus.DROPPED, last_error=reason)
+            statement.values(status=OutboxStatus.DROPPED, last_error=reason).execution_options(
+                synchronize_session=False
+            )
         )
         return int(result.rowcount or 0)
+
+    async def enqueue_many(self, rows: Sequence[dict[str, Any]], *, now: datetime) -> int:
+        """Plan many deliveries at once (each a dict of :meth:`enqueue`'s keywords but ``now``);
+        idempotent by ``dedupe_key``. Returns how many were new."""
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        planned = 0
+        for start in range(0, len(rows), ENQUEUE_CHUNK):
+            values = [
+                {
+                    "org_id": None,
+                    "webinar_id": None,
+                    "ticket_id": None,
+                    "broadcast_id": None,
+                    **row,
+                    "payload": row.get("payload") or {},
+                    "status": OutboxStatus.PENDING,
+                    "attempts": 0,
+                    "created_at": now,
+                }
+                for row in rows[start : start + ENQUEUE_CHUNK]
+            ]
+            statement = (
+                insert(OutboxMessage)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            )
+            result = await self.session.execute(statement)
+            planned += int(result.rowcount or 0)
+        return planned
+
+    async def claim_due(self, *, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:
+        """Move up to ``limit`` due rows to ``sending`` under a lease, in one statement.
+
+        Due means pending and due, or sending with an expired lease (its worker died). On
+        PostgreSQL the inner ``FOR UPDATE SKIP LOCKED`` lets concurrent workers take disjoint
+        rows without waiting on each other; a row another worker changed meanwhile is re-checked
+        by PostgreSQL against the WHERE clause and skipped. SQLite ignores the lock clause: its
+        engine has one writer (``BEGIN IMMEDIATE``), which makes the statement just as atomic.
+        """
+        due = (
+            select(OutboxMessage.id)
+            .where(
+                or_(
+                    (OutboxMessage.status == OutboxStatus.PENDING) & (OutboxMessage.due_at <= now),
+                    (OutboxMessage.status == OutboxStatus.SENDING)
+                    & (OutboxMessage.lease_until < now),
+                )
+            )
+            .order_by(OutboxMessage.due_at, OutboxMessage.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(due.scalar_subquery()))
+            .values(
+                status=OutboxStatus.SENDING,
+                lease_until=lease_until,
+                attempts=OutboxMessage.attempts + 1,
+            )
+            .returning(
+                OutboxMessage.id,
+                OutboxMessage.chat_id,
+                OutboxMessage.attempts,
+                OutboxMessage.due_at,
+                OutboxMessage.kind,
+                OutboxMessage.broadcast_id,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        claims = [Claim(*row) for row in result.all()]
+        claims.sort(key=lambda claim: (claim.due_at, claim.id))
+        return claims
+
+    async def renew(self, claims: Iterable[Claim], *, lease_until: datetime) -> set[int]:
+        """Extend the lease of rows this worker still holds; returns the ids it still holds."""
+        keys = [(claim.id, claim.attempts) for claim in claims]
+        if not keys:
+            return set()
+        result = await self.session.execute(
+            update(OutboxMessage)
+            .where(
+                tuple_(OutboxMessage.id, OutboxMessage.attempts).in_(keys),
+                OutboxMessage.status == OutboxStatus.SENDING,
+            )
+            .values(lease_until=lease_until)
+            .returning(OutboxMessage.id)
+            .execution_options(synchronize_session=False)
+        )
+        return set(result.scalars().all())
+
+    async def settle(self, claim: Claim, **values: Any) -> bool:
+        """Write a held row (its result, or progress); False if the lease was lost meanwhile."""
+        result = await self.session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id == claim.id,
+                OutboxMessage.attempts == claim.attempts,
+                OutboxMessage.status == OutboxStatus.SENDING,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)
+
+    async def count_by_status(self, **where: Any) -> dict[OutboxStatus, int]:
+        """Rows per status, filtered by column values (``broadcast_id=...``)."""
+        statement = select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+        for column, value in where.items():
+            statement = statement.where(getattr(OutboxMessage, column) == value)
+        rows = (await self.session.execute(statement)).all()
+        return {OutboxStatus(status): int(count) for status, count in rows}
