@@ -17,7 +17,7 @@ def get_routers() -> list[Router]:
 
 
 def _module_routers() -> list[Router]:
-    from handlers import common, my, participant, payments, refunds
+    from handlers import broadcast, common, my, participant, payments, refunds
 
     sales = [participant.router, payments.router, my.router, refunds.router]
-    return [*sales, common.router]
+    return [*sales, broadcast.router, common.router]

@@ -17,6 +17,7 @@ from bot.context import AppContext
 
 if TYPE_CHECKING:
     from bot.services.access import AccessService
+    from bot.services.broadcasts import BroadcastService
     from bot.services.links import LinkService
     from bot.services.organizations import OrganizationService
     from bot.services.outbox import OutboxService
@@ -76,6 +77,12 @@ class Services:
         from bot.services.reminders import ReminderService
 
         return ReminderService(self.session, self.app)
+
+    @cached_property
+    def broadcasts(self) -> BroadcastService:
+        from bot.services.broadcasts import BroadcastService
+
+        return BroadcastService(self.session, self.app)
 
     @cached_property
     def sales(self) -> SalesService:

@@ -106,4 +106,9 @@ def renderers() -> dict[OutboxKind, Renderer]:
 
     registry: dict[OutboxKind, Renderer] = {OutboxKind.NOTICE: render_notice}
     registry[OutboxKind.ACCESS] = render_access
+    from bot.services.broadcasts import render_broadcast
+    from bot.services.reminders import render_reminder
+
+    registry[OutboxKind.REMINDER] = render_reminder
+    registry[OutboxKind.BROADCAST] = render_broadcast
     return registry
