@@ -258,7 +258,7 @@ class SalesRepository(Repository):
             .where(Ticket.user_id == user_id, Ticket.status == TicketStatus.ACTIVE)
             .order_by(Webinar.starts_at, Ticket.id)
         )
-        return [(ticket, webinar, org) for ticket, webinar, org in rows.tuples()]
+        return [(ticket, webinar, org) for ticket, webinar, org in rows.all()]
 
     async def latest_org_of_buyer(self, user_id: int) -> Organization | None:
         """The organization of the user's most recent order (paid or not)."""
