@@ -1,0 +1,238 @@
+"""A ticket rush through the sandbox Bot API server: figures, not a timed test.
+
+N simulated buyers (``--buyers``, default 1000; ``--concurrency`` at a time, default 100) each
+open the webinar's deep link, press the Stars button, pay the invoice in the chat and wait for the
+access message and its calendar file. Then, in the same run and against the same server, a bare
+aiogram echo bot answers ``--buyers`` messages sent by as many users, for comparison.
+
+    python -m bench.rush --buyers 1000 --concurrency 100
+    DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1/rush python -m bench.rush
+
+Prints purchase flows per second, pre-checkout answer latency (p50/p99, as the buyer's client
+sees it), the echo bot's updates per second and the ratio (flows/s over echo updates/s; a flow is
+four updates and seven Bot API calls, an echo one update and one call). The last line is for
+scripts: ``rush: flows_per_s=F echo_updates_per_s=E ratio=R precheckout_p99_ms=P``.
+
+The sandbox runs without flood limits and the bot's paced sender is opened up, so the figures
+measure the bot's own work, not Telegram's 30 messages per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import Message
+from sqlalchemy.engine import make_url
+
+from bot.application import BotApplication
+from bot.sandbox import SandboxServer
+from bot.settings import Settings
+from storage.database import is_sqlite
+
+TOKEN = "424242:RUSH-token-for-the-sandbox"
+ECHO_TOKEN = "434343:ECHO-token-for-the-sandbox"
+OWNER_ID = 1000
+FIRST_BUYER = 10_000_000
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def prepare_database(url: str) -> None:
+    """A clean schema: a fresh SQLite file, or PostgreSQL tables emptied after migrating."""
+    from sqlalchemy import text
+
+    from storage.database import create_engine
+    from storage.migrate import upgrade
+    from storage.models import Base
+
+    engine = create_engine(url)
+    await upgrade(engine)
+    if not is_sqlite(url):
+        names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        async with engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+async def create_webinar(app: Any, seats: int) -> str:
+    from datetime import timedelta
+
+    from storage.enums import AccessMode, Role, WebinarStatus
+    from storage.models import Organization, OrgMember, User, Webinar
+
+    now = app.clock.now()
+    async with app.session_factory() as session:
+        session.add(User(id=OWNER_ID, first_name="Owner", created_at=now))
+        org = Organization(
+            name="Rush Webinars",
+            contact_email="team@example.org",
+            language="en",
+            currency="USD",
+            timezone="Europe/Rome",
+            accept_stars=True,
+            created_by=OWNER_ID,
+            created_at=now,
+        )
+        session.add(org)
+        await session.flush()
+        session.add(OrgMember(org_id=org.id, user_id=OWNER_ID, role=Role.OWNER, created_at=now))
+        webinar = Webinar(
+            org_id=org.id,
+            code="rush",
+            title="The big rush",
+            description="Everyone at once.",
+            starts_at=now + timedelta(days=3),
+            duration_minutes=60,
+            currency="USD",
+            price_stars=1,
+            capacity=seats,
+            access_mode=AccessMode.PASSWORD,
+            room_url="https://meet.example.org/rush",
+            room_password="rush",
+            status=WebinarStatus.PUBLISHED,
+            created_by=OWNER_ID,
+            created_at=now,
+        )
+        session.add(webinar)
+        await session.commit()
+        return webinar.code
+
+
+async def buyer_flow(sandbox: SandboxServer, user_id: int, code: str) -> float | None:
+    """One purchase, start to access; returns the pre-checkout latency in seconds."""
+    user = sandbox.user(user_id, first_name=f"B{user_id}", language_code="en")
+    await user.command("/start", f"w_{code}")
+    card = await user.next_message(timeout=60)
+    await user.press(card, callback_data=card.buttons[0]["callback_data"], timeout=0)
+    invoice = await user.next_message(timeout=60)
+    result = await user.pay(invoice)
+    if not result.ok:
+        raise RuntimeError(f"buyer {user_id}: checkout refused: {result.error_message}")
+    for _ in range(3):  # confirmation, access text, calendar file
+        await user.next_message(timeout=60)
+    return result.precheckout_latency_s
+
+
+async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -> dict[str, Any]:
+    settings = Settings(
+        _env_file=None,
+        bot_token=TOKEN,
+        database_url=url,
+        telegram_api_url=sandbox.url,
+        send_rate_per_s=100_000.0,
+        send_rate_per_chat_s=1_000.0,
+        outbox_batch_size=200,
+        log_level="WARNING",
+    )
+    application = BotApplication(settings, run_scheduler=False, migrate=False)
+    await application.setup()
+    try:
+        code = await create_webinar(application.app, args.buyers)
+        await application.start_polling()
+        limit = asyncio.Semaphore(args.concurrency)
+        latencies: list[float] = []
+
+        async def one(i: int) -> None:
+            async with limit:
+                latency = await buyer_flow(sandbox, FIRST_BUYER + i, code)
+                if latency is not None:
+                    latencies.append(latency)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(args.buyers)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await application.stop()
+    return {"elapsed": elapsed, "latencies": latencies}
+
+
+async def run_echo(args: argparse.Namespace, sandbox: SandboxServer) -> float:
+    """A bare aiogram echo bot against the same server: updates handled per second."""
+    sandbox.add_bot(token=ECHO_TOKEN, username="echo_bot", first_name="Echo")
+    bot = Bot(ECHO_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(sandbox.url)))
+    dispatcher = Dispatcher()
+
+    @dispatcher.message()
+    async def echo(message: Message) -> None:
+        await message.answer(message.text or "")
+
+    polling = asyncio.create_task(
+        dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
+    )
+    await asyncio.sleep(0.2)
+    limit = asyncio.Semaphore(args.concurrency)
+
+    async def one(i: int) -> None:
+        async with limit:
+            user = sandbox.user(FIRST_BUYER + i, first_name=f"E{i}", bot=ECHO_TOKEN)
+            await user.send(f"hello {i}")
+            await user.next_message(timeout=60)
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(args.buyers)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await dispatcher.stop_polling()
+        await polling
+        await bot.session.close()
+    return args.buyers / elapsed
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    url = os.environ.get("DATABASE_URL")
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if not url:
+        tmp = tempfile.TemporaryDirectory(prefix="rush-")
+        url = f"sqlite+aiosqlite:///{Path(tmp.name) / 'rush.db'}"
+    await prepare_database(url)
+    backend = make_url(url).get_backend_name()
+    async with SandboxServer(rate_limit=None, record_calls=False) as sandbox:
+        sandbox.add_bot(token=TOKEN, username="webinarpass_bot", first_name="WebinarPass")
+        rush = await run_rush(args, sandbox, url)
+        echo_per_s = await run_echo(args, sandbox)
+    if tmp is not None:
+        tmp.cleanup()
+
+    flows_per_s = args.buyers / rush["elapsed"]
+    latencies_ms = [value * 1000 for value in rush["latencies"]]
+    p50 = statistics.median(latencies_ms) if latencies_ms else float("nan")
+    p99 = percentile(latencies_ms, 0.99)
+    ratio = flows_per_s / echo_per_s
+    print(f"database: {backend}; buyers: {args.buyers}; concurrency: {args.concurrency}")
+    print(f"purchase flows: {flows_per_s:.1f}/s ({4 * flows_per_s:.1f} updates/s)")
+    print(f"pre-checkout answer: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"echo bot: {echo_per_s:.1f} updates/s")
+    print(
+        f"rush: flows_per_s={flows_per_s:.1f} echo_updates_per_s={echo_per_s:.1f} "
+        f"ratio={ratio:.2f} precheckout_p99_ms={p99:.1f}"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--buyers", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
