@@ -236,7 +236,9 @@ class BroadcastService(Service):
             .execution_options(synchronize_session=False)
         )
         if not result.rowcount:
-            await self.session.rollback()
+            # Nothing was written; commit rather than roll back, which would expire the
+            # caller's loaded objects.
+            await self.session.commit()
             return None
         broadcast = await self.session.get(Broadcast, broadcast_id)
         assert broadcast is not None
@@ -308,7 +310,7 @@ class BroadcastService(Service):
             .execution_options(synchronize_session=False)
         )
         if not result.rowcount:
-            await self.session.rollback()
+            await self.session.commit()
             return False
         await self.outbox.enqueue(
             kind=OutboxKind.NOTICE,
