@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiogram import Bot
-from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats
+from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeChat
 
 from bot.i18n import LOCALES, N_, _
 
@@ -14,6 +14,17 @@ PARTICIPANT_COMMANDS: list[tuple[str, str]] = [
     ("paysupport", N_("Help with a payment")),
     ("terms", N_("Terms of sale")),
     ("help", N_("Help")),
+]
+
+ORGANIZER_COMMANDS: list[tuple[str, str]] = [
+    ("webinars", N_("Webinars, links and sales")),
+    ("newwebinar", N_("Create a webinar")),
+    ("participants", N_("Participants and CSV export")),
+    ("broadcast", N_("Message the participants")),
+    ("org", N_("Organization settings")),
+    ("team", N_("Co-organizers")),
+    ("neworg", N_("Create an organization")),
+    ("cancel", N_("Leave the current step")),
 ]
 
 
@@ -30,3 +41,16 @@ async def set_commands(bot: Bot) -> None:
         await bot.set_my_commands(
             commands_for(locale, PARTICIPANT_COMMANDS), scope=scope, language_code=language_code
         )
+
+
+async def set_organizer_commands(bot: Bot, chat_id: int, locale: str) -> None:
+    """Give one organizer the organizer menu, in their language, in their chat only."""
+    await bot.set_my_commands(
+        commands_for(locale, [*ORGANIZER_COMMANDS, *PARTICIPANT_COMMANDS]),
+        scope=BotCommandScopeChat(chat_id=chat_id),
+    )
+
+
+async def clear_organizer_commands(bot: Bot, chat_id: int) -> None:
+    """Back to the participant menu, for someone who no longer organizes anything."""
+    await bot.delete_my_commands(scope=BotCommandScopeChat(chat_id=chat_id))

@@ -17,7 +17,7 @@ def get_routers() -> list[Router]:
 
 
 def _module_routers() -> list[Router]:
-    from handlers import broadcast, common, my, participant, payments, refunds
+    from handlers import admin, broadcast, common, my, participant, payments, refunds
 
     sales = [participant.router, payments.router, my.router, refunds.router]
-    return [*sales, broadcast.router, common.router]
+    return [admin.router, *sales, broadcast.router, common.router]

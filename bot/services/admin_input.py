@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from babel.numbers import get_currency_precision
 
-from bot.i18n import N_, _, _n
+from bot.i18n import N_, _
 
 TITLE_MAX = 128
 ORG_NAME_MAX = 128
@@ -53,22 +53,17 @@ DATE_FORMATS = ("%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M", "%d/%m/%Y %H:%M", "%Y-%m-%dT
 
 
 class AdminError(Exception):
-    """A refusal the organizer reads: an untranslated message (or plural pair) and its parameters.
+    """A refusal the organizer reads: an untranslated message and its parameters.
 
     ``str()`` gives the English text, for logs; :meth:`render` the organizer's language.
     """
 
-    def __init__(self, message: str, plural: str | None = None, **params: object) -> None:
+    def __init__(self, message: str, **params: object) -> None:
         self.message = message
-        self.plural = plural
         self.params = params
         super().__init__(self.render(locale="en"))
 
     def render(self, locale: str | None = None) -> str:
-        if self.plural is not None:
-            params = dict(self.params)
-            n = int(params.pop("n"))  # type: ignore[call-overload]
-            return _n(self.message, self.plural, n, locale=locale, **params)
         return _(self.message, locale=locale, **self.params)
 
 

@@ -283,9 +283,8 @@ class WebinarService(Service):
         elif field == WebinarField.SEATS:
             if value is not None and value < tickets:
                 raise InvalidInput(
-                    N_("{n} seat is already sold: the webinar needs at least that many."),
-                    N_("{n} seats are already sold: the webinar needs at least that many."),
-                    n=tickets,
+                    N_("Seats already sold: {sold}. The webinar needs at least that many."),
+                    sold=tickets,
                 )
             webinar.capacity = value
         elif field == WebinarField.REMINDERS:
@@ -325,6 +324,16 @@ class WebinarService(Service):
         if org is None:
             raise NotAvailable
         return org
+
+    async def check_access_change(self, org_id: int, webinar_id: int) -> Webinar:
+        """Refuse up front, before the organizer types a new room link for nothing."""
+        webinar = await self.get(org_id, webinar_id)
+        self._editable(webinar)
+        if await self.repo.active_tickets(webinar.id):
+            raise InvalidInput(
+                N_("Participants already have access: the access mode can no longer change.")
+            )
+        return webinar
 
     async def set_access(
         self,

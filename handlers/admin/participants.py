@@ -1,0 +1,108 @@
+"""/participants: who holds a ticket for a webinar, what they paid, whether access reached them;
+the full list as a CSV document."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.formatting import escape, money
+from bot.i18n import _, _n, current_locale
+from bot.services import Services
+from bot.services.organizations import Membership
+from bot.services.participants import Participant
+from handlers.admin.base import IsOrganizer, WebinarAction, show
+from storage.enums import PaymentMethod
+
+router = Router(name=__name__)
+router.message.filter(IsOrganizer())
+router.callback_query.filter(IsOrganizer())
+
+SHOWN = 30
+METHODS = {
+    PaymentMethod.STARS: "Stars",
+    PaymentMethod.STRIPE: "Stripe",
+    PaymentMethod.YOOKASSA: "YooKassa",
+}
+
+
+def line(number: int, p: Participant, locale: str) -> str:
+    who = escape(p.name) + (f" (@{escape(p.username)})" if p.username else "")
+    if p.currency:
+        paid = f"{money(p.amount_minor, p.currency, locale)} · {METHODS.get(p.method, '')}"  # type: ignore[arg-type]
+    else:
+        paid = _("free")
+    access = _("✅ access delivered") if p.access_delivered_at else _("⏳ access not delivered yet")
+    return f"{number}. {who} · {paid} · {access}"
+
+
+@router.message(Command("participants"))
+async def choose_webinar(message: Message, membership: Membership, services: Services) -> None:
+    """Pick the webinar whose participants to show."""
+    summaries = await services.webinars.summaries(membership.org.id)
+    if not summaries:
+        await message.answer(_("No webinars yet. /newwebinar creates the first one."))
+        return
+    builder = InlineKeyboardBuilder()
+    for summary in summaries[:30]:
+        builder.button(
+            text=f"{summary.webinar.title} · 👥 {summary.sold}"[:60],
+            callback_data=WebinarAction(action="people", id=summary.webinar.id),
+        )
+    builder.adjust(1)
+    await message.answer(_("Which webinar?"), reply_markup=builder.as_markup())
+
+
+def people_keyboard(webinar_id: int) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    builder.button(
+        text=_("📄 Export CSV"), callback_data=WebinarAction(action="csv", id=webinar_id)
+    )
+    builder.button(text=_("⬅️ Back"), callback_data=WebinarAction(action="open", id=webinar_id))
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+@router.callback_query(WebinarAction.filter(F.action == "people"))
+async def people(
+    query: CallbackQuery, callback_data: WebinarAction, membership: Membership, services: Services
+) -> None:
+    """The paid participants of one webinar."""
+    listing = await services.participants.list(membership.org.id, callback_data.id)
+    active = listing.active
+    locale = current_locale()
+    header = _n(
+        "👥 <b>{title}</b>: {n} participant",
+        "👥 <b>{title}</b>: {n} participants",
+        len(active),
+        title=escape(listing.webinar.title),
+    )
+    lines = [line(number, p, locale) for number, p in enumerate(active[:SHOWN], start=1)]
+    if len(active) > SHOWN:
+        lines.append(_("…and {more} more: see the CSV.", more=len(active) - SHOWN))
+    body = "\n".join(lines) if lines else _("Nobody yet.")
+    await query.answer()
+    await show(query, f"{header}\n\n{body}", people_keyboard(listing.webinar.id))
+
+
+@router.callback_query(WebinarAction.filter(F.action == "csv"))
+async def export(
+    query: CallbackQuery, callback_data: WebinarAction, membership: Membership, services: Services
+) -> None:
+    """Every ticket as a CSV document."""
+    listing = await services.participants.list(membership.org.id, callback_data.id)
+    data = services.participants.csv(listing, current_locale())
+    await query.answer()
+    if query.bot is not None:
+        await query.bot.send_document(
+            query.from_user.id,
+            BufferedInputFile(data, filename=f"participants-{listing.webinar.id}.csv"),
+            caption=_n(
+                "{title}: {n} ticket",
+                "{title}: {n} tickets",
+                len(listing.participants),
+                title=escape(listing.webinar.title),
+            ),
+        )
