@@ -199,6 +199,8 @@ def parse_price(raw: str, currency: str) -> int:
     text = raw.strip().replace(" ", "").replace("\u00a0", "")
     precision = get_currency_precision(currency)
     example = "19.99" if precision else "199"
+    if text.startswith("-") and _AMOUNT.match(text[1:]):
+        raise InvalidInput(N_("The price must be greater than zero."))
     if not _AMOUNT.match(text):
         raise InvalidInput(
             N_("Send the price as a number, for example {example}."), example=example

@@ -320,6 +320,8 @@ async def cancel(
     services: Services,
 ) -> None:
     """Cancel the webinar and refund its participants."""
+    # Check first: a forged or stale button must not even hear "cancelling".
+    await services.webinars.get(membership.org.id, callback_data.id)
     await query.answer(_("Cancelling…"))
     outcome = await services.webinars.cancel(
         membership.org.id, callback_data.id, requested_by=query.from_user.id
