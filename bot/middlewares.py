@@ -69,6 +69,8 @@ class UserMiddleware(BaseMiddleware):
                 last_name=telegram_user.last_name,
                 username=telegram_user.username,
                 language_code=telegram_user.language_code,
+                # "The bot was blocked" comes as an update from the user; it is no sign of life.
+                reachable=not (isinstance(event, Update) and event.my_chat_member is not None),
             )
         data["user"] = user
         locale = services.users.locale_of(user)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandStart, StateFilter
+from aiogram.filters import (
+    KICKED,
+    MEMBER,
+    ChatMemberUpdatedFilter,
+    Command,
+    CommandStart,
+    StateFilter,
+)
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, ChatMemberUpdated, Message
 
 from bot.i18n import LOCALES, _
 from bot.services import Services
@@ -14,6 +21,7 @@ from storage.models import User
 
 router = Router(name=__name__)
 router.message.filter(F.chat.type == "private")
+router.my_chat_member.filter(F.chat.type == "private")
 
 
 @router.message(CommandStart(deep_link=False))
@@ -90,3 +98,15 @@ async def stale_button(query: CallbackQuery) -> None:
 async def unknown_command(message: Message) -> None:
     """An unknown command."""
     await message.answer(_("I don't know this command. /help lists what I can do."))
+
+
+@router.my_chat_member(ChatMemberUpdatedFilter(member_status_changed=KICKED))
+async def bot_blocked(event: ChatMemberUpdated, services: Services) -> None:
+    """The user blocked the bot: organizers see them as unreachable."""
+    await services.users.mark_blocked(event.from_user.id)
+
+
+@router.my_chat_member(ChatMemberUpdatedFilter(member_status_changed=MEMBER))
+async def bot_unblocked(event: ChatMemberUpdated, services: Services) -> None:
+    """The user unblocked the bot: reachable again."""
+    await services.users.mark_reachable(event.from_user.id)

@@ -7,15 +7,22 @@ import logging
 
 from aiogram.types import ErrorEvent
 
+from bot.context import AppContext
 from bot.i18n import _
 
 log = logging.getLogger(__name__)
 
 
-async def on_error(event: ErrorEvent) -> bool:
-    """Log the failure and apologise to the user, once."""
+async def on_error(event: ErrorEvent, app: AppContext, locale: str | None = None) -> bool:
+    """Log the failure and apologise to the user, once, in their language."""
     log.exception("update %s failed", event.update.update_id, exc_info=event.exception)
-    text = _("Sorry, something went wrong on my side. Please try again in a minute.")
+    # aiogram runs error handlers outside the inner middlewares, so the locale the user middleware
+    # found (it shares the data dict) is applied here explicitly.
+    with app.translator.context():
+        text = _(
+            "Sorry, something went wrong on my side. Please try again in a minute.",
+            locale=locale or app.settings.default_locale,
+        )
     update = event.update
     try:
         if update.message is not None:

@@ -19,8 +19,9 @@ class UserService(Service):
         last_name: str | None = None,
         username: str | None = None,
         language_code: str | None = None,
+        reachable: bool = True,
     ) -> User:
-        """Create or refresh the user behind an update."""
+        """Create or refresh the user behind an update (``reachable``: they wrote to the bot)."""
         user = await self.repo.upsert(
             user_id,
             first_name=first_name,
@@ -28,6 +29,7 @@ class UserService(Service):
             username=username,
             language_code=language_code,
             now=self.clock.now(),
+            reachable=reachable,
         )
         await self.session.commit()
         return user
@@ -53,4 +55,8 @@ class UserService(Service):
 
     async def mark_blocked(self, user_id: int) -> None:
         await self.repo.mark_blocked(user_id, self.clock.now())
+        await self.session.commit()
+
+    async def mark_reachable(self, user_id: int) -> None:
+        await self.repo.mark_reachable(user_id, self.clock.now())
         await self.session.commit()

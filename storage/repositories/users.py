@@ -23,6 +23,7 @@ class UserRepository(Repository):
         username: str | None,
         language_code: str | None,
         now: datetime,
+        reachable: bool = True,
     ) -> User:
         """Create the user or refresh the profile fields Telegram sends with every update."""
         user = await self.session.get(User, user_id)
@@ -44,11 +45,12 @@ class UserRepository(Repository):
             username,
             language_code,
         )
-        if changed or user.blocked_at is not None:
+        unblocked = reachable and user.blocked_at is not None
+        if changed or unblocked:
             user.first_name, user.last_name = first_name, last_name
             user.username, user.language_code = username, language_code
-            # A user who writes to the bot has unblocked it.
-            user.blocked_at = None
+            if unblocked:  # a user who writes to the bot has unblocked it
+                user.blocked_at = None
             user.updated_at = now
             await self.session.flush()
         return user
@@ -56,6 +58,11 @@ class UserRepository(Repository):
     async def mark_blocked(self, user_id: int, now: datetime) -> None:
         await self.session.execute(
             update(User).where(User.id == user_id, User.blocked_at.is_(None)).values(blocked_at=now)
+        )
+
+    async def mark_reachable(self, user_id: int, now: datetime) -> None:
+        await self.session.execute(
+            update(User).where(User.id == user_id).values(blocked_at=None, updated_at=now)
         )
 
     async def by_ids(self, user_ids: list[int]) -> dict[int, User]:

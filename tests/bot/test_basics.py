@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import Message
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -67,3 +72,46 @@ async def test_command_menu_is_registered_in_every_language(
     calls = sandbox.calls_of("setMyCommands")
     languages = {call.params.get("language_code") for call in calls}
     assert {None, "en", "ru", "it", "pt", "es"} <= languages
+
+
+async def test_blocking_and_unblocking_the_bot_is_recorded(
+    sandbox: SandboxServer,
+    bot_app: BotApplication,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    eve = sandbox.user(3006, first_name="Eve", language_code="en")
+    await eve.start()
+    await eve.next_message()
+
+    async def blocked_at() -> object:
+        async with session_factory() as session:
+            return await session.scalar(select(User.blocked_at).where(User.id == 3006))
+
+    async def settles(blocked: bool) -> bool:
+        for _ in range(200):
+            if (await blocked_at() is not None) == blocked:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    eve.block()
+    assert await settles(blocked=True), "the block is recorded"
+    eve.unblock()
+    assert await settles(blocked=False), "the unblock is recorded"
+
+
+async def test_an_unexpected_failure_is_apologised_for_in_the_users_language(
+    sandbox: SandboxServer, bot_app: BotApplication
+) -> None:
+    broken = Router(name="broken")
+
+    @broken.message(Command("explode"))
+    async def explode(message: Message) -> None:
+        raise RuntimeError("a bug")
+
+    bot_app.dispatcher.sub_routers.insert(0, broken)
+    broken._parent_router = bot_app.dispatcher
+    ivan = sandbox.user(3007, first_name="Ivan", language_code="ru")
+    await ivan.command("/explode")
+    reply = await ivan.next_message()
+    assert reply.text == "Извините, у меня что-то пошло не так. Попробуйте ещё раз через минуту."
