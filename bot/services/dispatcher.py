@@ -30,9 +30,10 @@ from bot.context import AppContext
 from bot.services import Services
 from bot.services.outbox import renderers
 from bot.services.sender import PacedSender
-from storage.enums import OutboxStatus
+from storage.enums import OutboxKind, OutboxStatus
 from storage.models import OutboxMessage
 from storage.repositories.outbox import Claim, OutboxRepository
+from storage.repositories.sales import SalesRepository
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +267,11 @@ class OutboxDispatcher:
                 # times. (429 never gets here: the sender waits it out and sends again.)
                 await self._retry_later(repo, claim, f"{type(error).__name__}: {error}", stats)
             else:
-                await self._settle(
-                    repo, claim, stats, OutboxStatus.SENT, None, sent_at=self.app.clock.now()
-                )
+                now = self.app.clock.now()
+                await self._settle(repo, claim, stats, OutboxStatus.SENT, None, sent_at=now)
+                if row.kind == OutboxKind.ACCESS and row.ticket_id is not None:
+                    # Organizers see in /participants whether access reached each buyer.
+                    await SalesRepository(session).mark_access_delivered(row.ticket_id, now)
                 stats.by_kind[str(row.kind)] += 1
             await session.commit()
 

@@ -223,6 +223,14 @@ class SalesRepository(Repository):
 
     # -- tickets -------------------------------------------------------------------------------
 
+    async def mark_access_delivered(self, ticket_id: int, now: datetime) -> None:
+        """The first time a ticket's access message went out (re-sends keep the first moment)."""
+        await self.session.execute(
+            update(Ticket)
+            .where(Ticket.id == ticket_id, Ticket.access_delivered_at.is_(None))
+            .values(access_delivered_at=now)
+        )
+
     async def ticket(self, ticket_id: int) -> Ticket | None:
         return await self.session.get(Ticket, ticket_id)
 

@@ -3,6 +3,7 @@ the sandbox Bot API server, simulated users paying in the chat."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from icalendar import Calendar
@@ -64,6 +65,14 @@ async def test_a_buyer_pays_in_the_chat_and_gets_access_once(
     calendar = await bob.next_message()
     event = Calendar.from_ical(calendar.file_bytes).walk("VEVENT")[0]
     assert event.decoded("DTSTART") == webinar.starts_at
+
+    # Organizers see in /participants that access reached him (marked once the row is settled).
+    for _ in range(100):
+        (ticket,) = await rows(session, Ticket)
+        if ticket.access_delivered_at is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert ticket.access_delivered_at is not None
 
     # Telegram redelivers the payment update: nothing changes, nothing is sent.
     await bob.replay_last_update()
