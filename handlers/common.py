@@ -54,6 +54,8 @@ async def help_command(message: Message) -> None:
             "/newwebinar: create a webinar\n"
             "/webinars: your webinars, their links and sales\n"
             "/participants: who paid, with a CSV export\n"
+            "/stats: sales figures\n"
+            "/refund: refund a ticket\n"
             "/broadcast: message every participant of a webinar\n"
             "/cancel: leave the current step"
         )

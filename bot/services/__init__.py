@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from bot.services.refunds import RefundService
     from bot.services.reminders import ReminderService
     from bot.services.sales import SalesService
+    from bot.services.stats import StatsService
     from bot.services.users import UserService
     from bot.services.webinars import WebinarService
 
@@ -101,3 +102,9 @@ class Services:
         from bot.services.refunds import RefundService
 
         return RefundService(self.session, self.app)
+
+    @cached_property
+    def stats(self) -> StatsService:
+        from bot.services.stats import StatsService
+
+        return StatsService(self.session, self.app)

@@ -18,6 +18,7 @@ from handlers.admin import (
     newwebinar,
     org,
     participants,
+    stats,
     team,
     webinars,
     wizard,
@@ -39,5 +40,6 @@ router.include_routers(
     webinars.router,
     links.router,
     participants.router,
+    stats.router,
     fallbacks.router,
 )

@@ -15,7 +15,7 @@ from storage.models import User
 
 router = Router(name=__name__)
 
-ORGANIZER_COMMANDS = ("org", "team", "newwebinar", "webinars", "participants")
+ORGANIZER_COMMANDS = ("org", "team", "newwebinar", "webinars", "participants", "stats")
 
 
 @router.message(Command(*ORGANIZER_COMMANDS))

@@ -79,6 +79,30 @@ class WebinarRepository(Repository):
             revenue.setdefault(webinar_id, {})[currency] = int(amount or 0)
         return revenue
 
+    async def payment_totals(
+        self, org_id: int
+    ) -> list[tuple[int, str, str, PaymentStatus, int, int]]:
+        """Charges of an organization's webinars, duplicates left out: one row per webinar,
+        method, currency and status, with the number of payments and their sum."""
+        rows = await self.session.execute(
+            select(
+                Order.webinar_id,
+                Payment.method,
+                Payment.currency,
+                Payment.status,
+                func.count(Payment.id),
+                func.sum(Payment.amount_minor),
+            )
+            .join(Order, Order.id == Payment.order_id)
+            .join(Webinar, Webinar.id == Order.webinar_id)
+            .where(Webinar.org_id == org_id, Payment.is_duplicate.is_(False))
+            .group_by(Order.webinar_id, Payment.method, Payment.currency, Payment.status)
+        )
+        return [
+            (webinar_id, str(method), currency, PaymentStatus(status), int(n), int(total or 0))
+            for webinar_id, method, currency, status, n, total in rows
+        ]
+
     async def active_tickets(self, webinar_id: int) -> list[Ticket]:
         rows = await self.session.scalars(
             select(Ticket)

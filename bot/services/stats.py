@@ -1,0 +1,61 @@
+"""Sales figures of an organization: what /stats shows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from bot.services.base import Service
+from bot.services.webinars import WebinarService, WebinarSummary
+from storage.enums import PaymentStatus
+from storage.repositories.webinars import KEPT, WebinarRepository
+
+Money = dict[str, int]  # currency -> amount in minor units
+
+
+@dataclass
+class MethodTotals:
+    payments: int = 0
+    revenue: Money = field(default_factory=dict)
+
+
+@dataclass
+class SalesStats:
+    tickets: int  # active tickets, free ones included
+    revenue: Money  # kept payments
+    by_method: dict[str, MethodTotals]
+    refunds: int
+    refunded: Money
+    webinars: list[WebinarSummary]
+
+
+def _add(money: Money, currency: str, amount: int) -> None:
+    money[currency] = money.get(currency, 0) + amount
+
+
+class StatsService(Service):
+    async def for_org(self, org_id: int) -> SalesStats:
+        """Tickets, revenue per currency and per payment method, refunds, and each webinar."""
+        summaries = await WebinarService(self.session, self.app).summaries(org_id)
+        totals = await WebinarRepository(self.session).payment_totals(org_id)
+        await self.session.commit()
+        revenue: Money = {}
+        refunded: Money = {}
+        refunds = 0
+        by_method: dict[str, MethodTotals] = defaultdict(MethodTotals)
+        for _webinar_id, method, currency, status, count, amount in totals:
+            if status in KEPT:
+                _add(revenue, currency, amount)
+                by_method[method].payments += count
+                _add(by_method[method].revenue, currency, amount)
+            elif status == PaymentStatus.REFUNDED:
+                refunds += count
+                _add(refunded, currency, amount)
+        return SalesStats(
+            tickets=sum(summary.sold for summary in summaries),
+            revenue=revenue,
+            by_method=dict(by_method),
+            refunds=refunds,
+            refunded=refunded,
+            webinars=summaries,
+        )
