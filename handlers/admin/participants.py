@@ -14,6 +14,7 @@ from bot.services import Services
 from bot.services.organizations import Membership
 from bot.services.participants import Participant
 from handlers.admin.base import IsOrganizer, WebinarAction, show
+from handlers.refunds import RefundCallback
 from storage.enums import PaymentMethod
 
 router = Router(name=__name__)
@@ -35,7 +36,7 @@ def line(number: int, p: Participant, locale: str) -> str:
     else:
         paid = _("free")
     access = _("✅ access delivered") if p.access_delivered_at else _("⏳ access not delivered yet")
-    return f"{number}. {who} · {paid} · {access}"
+    return f"{number}. #{p.ticket_id} {who} · {paid} · {access}"
 
 
 @router.message(Command("participants"))
@@ -55,8 +56,14 @@ async def choose_webinar(message: Message, membership: Membership, services: Ser
     await message.answer(_("Which webinar?"), reply_markup=builder.as_markup())
 
 
-def people_keyboard(webinar_id: int) -> InlineKeyboardMarkup:
+def people_keyboard(webinar_id: int, shown: list[Participant]) -> InlineKeyboardMarkup:
     builder = InlineKeyboardBuilder()
+    for p in shown:
+        if p.method is not None:  # free tickets have nothing to refund
+            builder.button(
+                text=_("↩️ Refund #{ticket} {name}", ticket=p.ticket_id, name=p.name)[:48],
+                callback_data=RefundCallback(ticket_id=p.ticket_id, action="ask"),
+            )
     builder.button(
         text=_("📄 Export CSV"), callback_data=WebinarAction(action="csv", id=webinar_id)
     )
@@ -84,7 +91,8 @@ async def people(
         lines.append(_("…and {more} more: see the CSV.", more=len(active) - SHOWN))
     body = "\n".join(lines) if lines else _("Nobody yet.")
     await query.answer()
-    await show(query, f"{header}\n\n{body}", people_keyboard(listing.webinar.id))
+    keyboard = people_keyboard(listing.webinar.id, active[:SHOWN])
+    await show(query, f"{header}\n\n{body}", keyboard)
 
 
 @router.callback_query(WebinarAction.filter(F.action == "csv"))

@@ -369,6 +369,12 @@ async def test_participants_and_csv_export(
     assert rows[0][:3] == ["Билет", "ID в Telegram", "Имя"]
     assert [row[1] for row in rows[1:]] == ["2001", "2002"]
 
+    # Each paid ticket has a refund button that leads to the confirmation step.
+    refund = next(text for text in people.button_texts if text.startswith("↩️") and "P2002" in text)
+    await olga.press(people, text=refund)
+    confirm = await olga.next_message()
+    assert any(b.get("callback_data", "").endswith(":yes") for b in confirm.buttons)
+
 
 async def test_new_password_is_offered_to_paid_participants(
     sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions
