@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TEST_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test run demo migrate test test-sqlite test-postgres lint format locales bench
+.PHONY: help install install-test run demo migrate test test-sqlite test-postgres lint format locales bench-rush bench-fanout
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -65,3 +65,9 @@ format: install-test ## format the code
 locales: install ## write locales/messages.pot and check every catalog
 	$(BIN)/python -m bot locales extract
 	$(BIN)/python -m bot locales check
+
+bench-rush: install ## ticket rush benchmark (flows/s, pre-checkout p99, ratio to an echo bot)
+	$(BIN)/python -m bench.rush
+
+bench-fanout: install ## reminder fan-out benchmark under Telegram's rate limits
+	$(BIN)/python -m bench.fanout

@@ -5,8 +5,8 @@ moment. The sandbox Bot API server enforces 30 messages per second overall and o
 chat, answering ``429 retry_after`` beyond that, like Telegram. The real bot (the outbox
 dispatcher and the paced sender, as ``python -m bot`` builds them) delivers them.
 
-    python bench/fanout.py --participants 3000
-    DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1/fanout python bench/fanout.py
+    python -m bench.fanout --participants 3000
+    DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1/fanout python -m bench.fanout
 
 Prints delivered messages per second divided by the cap, messages lost (a participant without
 the reminder) and duplicated (a participant with more than one), and the 429s the bot received.
