@@ -27,7 +27,7 @@ import secrets
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Self
 
@@ -560,6 +560,7 @@ class SimChat:
     bot_is_admin: bool = True
     bot_is_member: bool = True
     members: set[int] = field(default_factory=set)
+    admins: set[int] = field(default_factory=set)  # users (not the bot) who administer the chat
     banned: set[int] = field(default_factory=set)
     join_requests: dict[int, JoinRequest] = field(default_factory=dict)
 
@@ -1537,8 +1538,12 @@ class SandboxServer:
         bot_is_admin: bool = True,
         bot_is_member: bool = True,
         username: str | None = None,
+        admins: Iterable[int] = (),
     ) -> SimChat:
-        """Create a group, supergroup or channel (ids are negative, like Telegram's)."""
+        """Create a group, supergroup or channel (ids are negative, like Telegram's).
+
+        ``admins`` are users who administer it (they count as members too).
+        """
         if chat_id >= 0:
             raise ValueError("group and channel ids are negative")
         chat = SimChat(
@@ -1548,7 +1553,9 @@ class SandboxServer:
             username=username,
             bot_is_admin=bot_is_admin,
             bot_is_member=bot_is_member or bot_is_admin,
+            admins=set(admins),
         )
+        chat.members |= chat.admins
         self._chats[chat_id] = chat
         return chat
 
@@ -2246,6 +2253,8 @@ class SandboxServer:
         user = profile.user_dict()
         if user_id in chat.banned:
             return {"status": "kicked", "user": user, "until_date": 0}
+        if user_id in chat.admins:
+            return _bot_admin_rights(user)
         if user_id in chat.members:
             return {"status": "member", "user": user}
         return {"status": "left", "user": user}

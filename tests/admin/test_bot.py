@@ -465,3 +465,12 @@ async def test_group_mode_checks_the_bot_and_the_organizer_rights(
         stored = await session.get(Webinar, webinar.id)
         assert stored is not None
         assert stored.access_mode == AccessMode.PASSWORD
+
+    # A group both administer: accepted, and the webinar now admits its payers there.
+    sandbox.add_chat(-1001000000003, "Olga's club", admins={OWNER_ID})
+    await olga.send("-1001000000003")
+    await olga.next_message()
+    async with session_factory() as session:
+        stored = await session.get(Webinar, webinar.id)
+        assert stored is not None
+        assert (stored.access_mode, stored.group_chat_id) == (AccessMode.GROUP, -1001000000003)
