@@ -266,6 +266,31 @@ class SimUser:
 
     # -- payments ---------------------------------------------------------------------------
 
+    async def forge_callback(
+        self,
+        data: str,
+        message: BotMessage | None = None,
+        timeout: float = 2.0,  # noqa: ASYNC109 - how long the app waits for the answer
+    ) -> CallbackAnswer | None:
+        """Send a ``callback_query`` with ``data`` that no button carries: a forged, stale or
+        foreign callback, as a modified client could send. Returns the bot's answer."""
+        query = self._server._open_query(self.bot, self)
+        self._log(f"👤 {self.first_name} ⏵ forged callback {data!r}")
+        payload: dict[str, Any] = {
+            "id": query.id,
+            "from": self.profile.user_dict(),
+            "chat_instance": f"{self.bot.id}{self.id}",
+            "data": data,
+        }
+        if message is not None:
+            payload["message"] = message.data
+        self._emit("callback_query", payload)
+        try:
+            answer: CallbackAnswer = await asyncio.wait_for(asyncio.shield(query.future), timeout)
+        except TimeoutError:
+            return None
+        return answer
+
     async def pay(
         self,
         invoice: BotMessage | str,

@@ -58,6 +58,15 @@ async def test_unknown_command_is_answered(sandbox: SandboxServer, bot_app: BotA
     assert "No conozco este comando" in (await kim.next_message()).text
 
 
+async def test_a_stale_or_forged_button_is_answered(
+    sandbox: SandboxServer, bot_app: BotApplication
+) -> None:
+    kim = sandbox.user(3008, first_name="Kim", language_code="es")
+    answer = await kim.forge_callback("obsolete:42")
+    assert answer is not None
+    assert answer.text == "Este botón ya no está activo."
+
+
 async def test_cancel_without_a_wizard_says_so(
     sandbox: SandboxServer, bot_app: BotApplication
 ) -> None:
