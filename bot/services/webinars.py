@@ -442,9 +442,12 @@ class WebinarService(Service):
         webinar.status = WebinarStatus.CANCELLED
         webinar.cancelled_at = now
         webinar.updated_at = now
+        # Reminders, "new start time" notices, access and broadcasts all go: what each
+        # participant hears now is the cancellation, with their refund (the refunds service).
+        await self._services().reminders.drop_for_webinar(webinar)
         await OutboxRepository(self.session).drop_open(
             reason="webinar cancelled",
-            kinds=(OutboxKind.REMINDER, OutboxKind.ACCESS, OutboxKind.BROADCAST),
+            kinds=(OutboxKind.ACCESS, OutboxKind.BROADCAST),
             webinar_id=webinar.id,
         )
         tickets = len(await self.repo.active_tickets(webinar.id))

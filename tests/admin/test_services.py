@@ -12,6 +12,7 @@ from bot.clock import FakeClock
 from bot.services import Services
 from bot.services.admin_input import InvalidInput, NotAllowed, NotAvailable
 from bot.services.organizations import Membership, OrgDraft, OrgField
+from bot.services.reminders import moved_key_prefix
 from bot.services.webinars import DisplayStatus, WebinarDraft, WebinarField
 from storage.enums import (
     AccessMode,
@@ -346,6 +347,30 @@ async def test_cancel_stops_sales_drops_reminders_and_refunds(
         await services.webinars.edit(org.id, webinar.id, WebinarField.TITLE, "Back")
     with pytest.raises(InvalidInput, match="cancelled"):
         await services.webinars.publish(org.id, webinar.id)
+
+
+async def test_cancel_drops_start_moved_notices_and_broadcasts(
+    services: Services,
+) -> None:
+    org = await make_org(services.session, OWNER_ID)
+    webinar = await make_webinar(services.session, org)
+    ticket = await sell(services, webinar, 2001)
+    moved = f"{moved_key_prefix(webinar.id)}{ticket.id}"
+    await services.outbox.notice(
+        dedupe_key=moved, chat_id=2001, text="new time", webinar_id=webinar.id
+    )
+    await services.outbox.enqueue(
+        OutboxKind.BROADCAST,
+        dedupe_key="b1",
+        chat_id=2001,
+        webinar_id=webinar.id,
+        ticket_id=ticket.id,
+    )
+    await services.session.commit()
+    await services.webinars.cancel(org.id, webinar.id, OWNER_ID)
+    rows = {r.dedupe_key: r for r in (await services.session.scalars(select(OutboxMessage))).all()}
+    assert rows[moved].status == OutboxStatus.DROPPED
+    assert rows["b1"].status == OutboxStatus.DROPPED
 
 
 async def test_access_mode_changes_only_before_sales(services: Services) -> None:
