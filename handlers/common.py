@@ -14,6 +14,7 @@ from aiogram.filters import (
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, ChatMemberUpdated, Message
 
+from bot.commands import set_organizer_commands
 from bot.i18n import LOCALES, _
 from bot.services import Services
 from handlers.keyboards import LanguageCallback, language_keyboard
@@ -75,6 +76,9 @@ async def language_chosen(
     """Store the chosen language and answer in it."""
     await services.users.set_locale(user, callback_data.locale)
     text = _("Done: I will talk to you in English.", locale=callback_data.locale)
+    if query.bot is not None and await services.organizations.memberships(user.id):
+        # An organizer's menu is set per chat in their language: follow the new choice.
+        await set_organizer_commands(query.bot, user.id, callback_data.locale)
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.edit_text(text)

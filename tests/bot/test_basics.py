@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.application import BotApplication
 from bot.sandbox import SandboxServer
 from storage.models import User
+from tests.conftest import OWNER_ID
+from tests.factories import make_org
 
 
 async def test_start_greets_in_the_client_language(
@@ -124,3 +126,21 @@ async def test_an_unexpected_failure_is_apologised_for_in_the_users_language(
     await ivan.command("/explode")
     reply = await ivan.next_message()
     assert reply.text == "Извините, у меня что-то пошло не так. Попробуйте ещё раз через минуту."
+
+
+async def test_an_organizers_menu_follows_a_new_language(
+    sandbox: SandboxServer,
+    bot_app: BotApplication,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory() as session:
+        await make_org(session, OWNER_ID)
+        await session.commit()
+    olga = sandbox.user(OWNER_ID, first_name="Olga", language_code="en")
+    await olga.command("/language")
+    menu = await olga.next_message()
+    await olga.press(menu, text="Italiano")
+    await olga.next_message()
+    call = sandbox.calls_of("setMyCommands")[-1]
+    assert call.params["scope"] == {"type": "chat", "chat_id": OWNER_ID}
+    assert {"command": "newwebinar", "description": "Crea un webinar"} in call.params["commands"]
