@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
-
 from bot.context import AppContext
 from bot.formatting import escape
 from bot.i18n import _, _n
@@ -24,16 +22,12 @@ from bot.services.dispatcher import Drop
 from bot.services.outbox import Outgoing
 from bot.services.users import UserService
 from storage.enums import BroadcastStatus, OutboxKind, OutboxStatus, TicketStatus, WebinarStatus
-from storage.models import (
-    Broadcast,
-    Organization,
-    OrgMember,
-    OutboxMessage,
-    Ticket,
-    User,
-    Webinar,
-)
+from storage.models import Broadcast, Organization, OutboxMessage, Ticket, User, Webinar
+from storage.repositories.broadcasts import BroadcastRepository
+from storage.repositories.organizations import OrganizationRepository
 from storage.repositories.outbox import OutboxRepository
+from storage.repositories.sales import SalesRepository
+from storage.repositories.webinars import WebinarRepository
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -109,54 +103,36 @@ def too_long_by(webinar: Webinar, html_text: str, *, media: bool) -> int:
 
 class BroadcastService(Service):
     @property
+    def repo(self) -> BroadcastRepository:
+        return BroadcastRepository(self.session)
+
+    @property
     def outbox(self) -> OutboxRepository:
         return OutboxRepository(self.session)
+
+    @property
+    def webinars(self) -> WebinarRepository:
+        return WebinarRepository(self.session)
 
     async def organizer_org(self, user: User | None) -> Organization | None:
         """The organization ``user`` acts for, if they are a member of it; else None."""
         if user is None or user.active_org_id is None:
             return None
-        return await self.session.scalar(
-            select(Organization)
-            .join(OrgMember, OrgMember.org_id == Organization.id)
-            .where(Organization.id == user.active_org_id, OrgMember.user_id == user.id)
-        )
+        found = await OrganizationRepository(self.session).membership(user.id, user.active_org_id)
+        return found[0] if found else None
 
     async def choices(self, org_id: int) -> list[WebinarChoice]:
         """Webinars an organizer can write to: not cancelled, most recent first."""
-        webinars = list(
-            await self.session.scalars(
-                select(Webinar)
-                .where(Webinar.org_id == org_id, Webinar.status != WebinarStatus.CANCELLED)
-                .order_by(Webinar.starts_at.desc())
-                .limit(PICKER_SIZE)
-            )
-        )
-        counts = await self._participants([webinar.id for webinar in webinars])
+        webinars = await self.webinars.for_org(org_id, cancelled=False, limit=PICKER_SIZE)
+        counts = await self.webinars.sold(webinar.id for webinar in webinars)
         return [WebinarChoice(webinar, counts.get(webinar.id, 0)) for webinar in webinars]
 
     async def choice(self, org_id: int, webinar_id: int) -> WebinarChoice | None:
-        webinar = await self.session.scalar(
-            select(Webinar).where(
-                Webinar.id == webinar_id,
-                Webinar.org_id == org_id,
-                Webinar.status != WebinarStatus.CANCELLED,
-            )
-        )
-        if webinar is None:
+        webinar = await self.webinars.in_org(org_id, webinar_id)
+        if webinar is None or webinar.status == WebinarStatus.CANCELLED:
             return None
-        counts = await self._participants([webinar.id])
+        counts = await self.webinars.sold([webinar.id])
         return WebinarChoice(webinar, counts.get(webinar.id, 0))
-
-    async def _participants(self, webinar_ids: list[int]) -> dict[int, int]:
-        if not webinar_ids:
-            return {}
-        rows = await self.session.execute(
-            select(Ticket.webinar_id, func.count())
-            .where(Ticket.webinar_id.in_(webinar_ids), Ticket.status == TicketStatus.ACTIVE)
-            .group_by(Ticket.webinar_id)
-        )
-        return {webinar_id: int(count) for webinar_id, count in rows}
 
     async def create_draft(
         self,
@@ -178,35 +154,25 @@ class BroadcastService(Service):
             status=BroadcastStatus.DRAFT,
             created_at=self.clock.now(),
         )
-        self.session.add(broadcast)
+        await self.repo.add(broadcast)
         await self.session.commit()
         return broadcast
 
     async def get(self, org_id: int, broadcast_id: int) -> tuple[Broadcast, Webinar] | None:
         """The broadcast and its webinar, only within ``org_id``."""
-        row = (
-            await self.session.execute(
-                select(Broadcast, Webinar)
-                .join(Webinar, Webinar.id == Broadcast.webinar_id)
-                .where(Broadcast.id == broadcast_id, Broadcast.org_id == org_id)
-            )
-        ).first()
-        return (row[0], row[1]) if row else None
+        return await self.repo.with_webinar(broadcast_id, org_id=org_id)
 
     async def discard(self, org_id: int, broadcast_id: int) -> bool:
         """Cancel a draft; False if it was already sent or cancelled."""
-        result = await self.session.execute(
-            update(Broadcast)
-            .where(
-                Broadcast.id == broadcast_id,
-                Broadcast.org_id == org_id,
-                Broadcast.status == BroadcastStatus.DRAFT,
-            )
-            .values(status=BroadcastStatus.CANCELLED, finished_at=self.clock.now())
-            .execution_options(synchronize_session=False)
+        discarded = await self.repo.move(
+            broadcast_id,
+            from_status=BroadcastStatus.DRAFT,
+            org_id=org_id,
+            status=BroadcastStatus.CANCELLED,
+            finished_at=self.clock.now(),
         )
         await self.session.commit()
-        return bool(result.rowcount)
+        return discarded
 
     async def start(
         self,
@@ -221,46 +187,25 @@ class BroadcastService(Service):
         Returns how many were planned, or None if the draft was already confirmed or cancelled
         (a second press of the button sends nothing).
         """
-        result = await self.session.execute(
-            update(Broadcast)
-            .where(
-                Broadcast.id == broadcast_id,
-                Broadcast.org_id == org_id,
-                Broadcast.status == BroadcastStatus.DRAFT,
-            )
-            .values(
-                status=BroadcastStatus.SENDING,
-                progress_chat_id=progress_chat_id,
-                progress_message_id=progress_message_id,
-            )
-            .execution_options(synchronize_session=False)
+        confirmed = await self.repo.move(
+            broadcast_id,
+            from_status=BroadcastStatus.DRAFT,
+            org_id=org_id,
+            status=BroadcastStatus.SENDING,
+            progress_chat_id=progress_chat_id,
+            progress_message_id=progress_message_id,
         )
-        if not result.rowcount:
+        if not confirmed:
             # Nothing was written; commit rather than roll back, which would expire the
             # caller's loaded objects.
             await self.session.commit()
             return None
-        broadcast = await self.session.get(Broadcast, broadcast_id)
+        broadcast = await self.repo.get(broadcast_id)
         assert broadcast is not None
         now = self.clock.now()
         planned = 0
-        last_id = 0
-        while True:
-            tickets = (
-                await self.session.execute(
-                    select(Ticket.id, Ticket.user_id)
-                    .where(
-                        Ticket.webinar_id == broadcast.webinar_id,
-                        Ticket.status == TicketStatus.ACTIVE,
-                        Ticket.id > last_id,
-                    )
-                    .order_by(Ticket.id)
-                    .limit(RECIPIENT_CHUNK)
-                )
-            ).all()
-            if not tickets:
-                break
-            last_id = tickets[-1].id
+        tickets = SalesRepository(self.session)
+        async for chunk in tickets.active_ticket_chunks(broadcast.webinar_id, RECIPIENT_CHUNK):
             planned += await self.outbox.enqueue_many(
                 [
                     {
@@ -273,7 +218,7 @@ class BroadcastService(Service):
                         "ticket_id": ticket_id,
                         "broadcast_id": broadcast.id,
                     }
-                    for ticket_id, user_id in tickets
+                    for ticket_id, user_id in chunk
                 ],
                 now=now,
             )
@@ -289,27 +234,20 @@ class BroadcastService(Service):
 
     async def get_any(self, broadcast_id: int) -> tuple[Broadcast, Webinar] | None:
         """The broadcast and its webinar, whatever the organization (jobs, not handlers)."""
-        row = (
-            await self.session.execute(
-                select(Broadcast, Webinar)
-                .join(Webinar, Webinar.id == Broadcast.webinar_id)
-                .where(Broadcast.id == broadcast_id)
-            )
-        ).first()
-        return (row[0], row[1]) if row else None
+        return await self.repo.with_webinar(broadcast_id)
 
     async def finish(
         self, broadcast: Broadcast, webinar: Webinar, counts: BroadcastCounts, locale: str
     ) -> bool:
         """Mark the broadcast done and plan the final report, once across all processes."""
         now = self.clock.now()
-        result = await self.session.execute(
-            update(Broadcast)
-            .where(Broadcast.id == broadcast.id, Broadcast.status == BroadcastStatus.SENDING)
-            .values(status=BroadcastStatus.DONE, finished_at=now)
-            .execution_options(synchronize_session=False)
+        done = await self.repo.move(
+            broadcast.id,
+            from_status=BroadcastStatus.SENDING,
+            status=BroadcastStatus.DONE,
+            finished_at=now,
         )
-        if not result.rowcount:
+        if not done:
             await self.session.commit()
             return False
         await self.outbox.enqueue(
@@ -390,7 +328,9 @@ def report_text(webinar: Webinar, counts: BroadcastCounts, locale: str) -> str:
 
 async def render_broadcast(services: Services, row: OutboxMessage) -> list[Outgoing]:
     broadcast = (
-        await services.session.get(Broadcast, row.broadcast_id) if row.broadcast_id else None
+        await BroadcastRepository(services.session).get(row.broadcast_id)
+        if row.broadcast_id
+        else None
     )
     if broadcast is None or broadcast.status == BroadcastStatus.CANCELLED:
         raise Drop("broadcast cancelled")
@@ -429,11 +369,7 @@ class BroadcastProgress:
         done; returns how many were finished (their report is now in the outbox)."""
         finished = 0
         async with self.app.session_factory() as session:
-            open_ids = list(
-                await session.scalars(
-                    select(Broadcast.id).where(Broadcast.status == BroadcastStatus.SENDING)
-                )
-            )
+            open_ids = await BroadcastRepository(session).ids_with_status(BroadcastStatus.SENDING)
         for broadcast_id in open_ids:
             edit: tuple[Any, ...] | None = None
             async with self.app.session_factory() as session:

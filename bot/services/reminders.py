@@ -15,16 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from bot.formatting import escape, local_datetime
 from bot.i18n import _, _n
 from bot.services.base import Service
 from bot.services.dispatcher import Drop
 from bot.services.outbox import Outgoing
 from storage.enums import AccessMode, OutboxKind, OutboxStatus, TicketStatus, WebinarStatus
-from storage.models import AccessLink, Organization, OutboxMessage, Ticket, Webinar
+from storage.models import Organization, OutboxMessage, Ticket, Webinar
 from storage.repositories.outbox import OutboxRepository
+from storage.repositories.sales import SalesRepository
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -139,23 +138,8 @@ class ReminderService(Service):
             )
         org = await self.session.get(Organization, webinar.org_id)
         planned = notified = 0
-        last_id = 0
-        while True:
-            tickets = (
-                await self.session.execute(
-                    select(Ticket.id, Ticket.user_id)
-                    .where(
-                        Ticket.webinar_id == webinar.id,
-                        Ticket.status == TicketStatus.ACTIVE,
-                        Ticket.id > last_id,
-                    )
-                    .order_by(Ticket.id)
-                    .limit(TICKET_CHUNK)
-                )
-            ).all()
-            if not tickets:
-                break
-            last_id = tickets[-1].id
+        sales = SalesRepository(self.session)
+        async for tickets in sales.active_ticket_chunks(webinar.id, TICKET_CHUNK):
             rows: list[dict[str, Any]] = []
             for ticket_id, user_id in tickets:
                 rows.extend(self._rows_for(ticket_id, user_id, webinar))
@@ -182,15 +166,7 @@ class ReminderService(Service):
 
     async def _planned_start(self, webinar: Webinar) -> datetime | None:
         """The start the newest older plan was made for (None if there was none)."""
-        payload = await self.session.scalar(
-            select(OutboxMessage.payload)
-            .where(
-                OutboxMessage.webinar_id == webinar.id,
-                OutboxMessage.kind == OutboxKind.REMINDER,
-            )
-            .order_by(OutboxMessage.id.desc())
-            .limit(1)
-        )
+        payload = await self.repo.latest_payload(webinar_id=webinar.id, kind=OutboxKind.REMINDER)
         if not payload or "starts_at" not in payload:
             return None
         if payload.get("version") == webinar.schedule_version:
@@ -252,11 +228,8 @@ async def access_text(
             )
         return text
     if webinar.access_mode == AccessMode.LINKS:
-        url = await services.session.scalar(
-            select(AccessLink.url).where(
-                AccessLink.ticket_id == ticket.id, AccessLink.revoked_at.is_(None)
-            )
-        )
+        link = await SalesRepository(services.session).link_of(ticket.id)
+        url = link.url if link is not None and link.revoked_at is None else None
         if url:
             return _(
                 "🔗 Your personal link: {url}\nIt is yours alone: please do not share it.",
@@ -270,24 +243,15 @@ async def access_text(
 
 async def _superseded(services: Services, row: OutboxMessage, now: datetime) -> bool:
     """A later reminder of the same plan is also due: send only that one (after downtime)."""
-    later = await services.session.scalar(
-        select(OutboxMessage.id)
-        .where(
-            OutboxMessage.ticket_id == row.ticket_id,
-            OutboxMessage.kind == OutboxKind.REMINDER,
-            OutboxMessage.dedupe_key.startswith(
-                f"reminder:{row.ticket_id}:v{row.payload.get('version')}:", autoescape=True
-            ),
-            OutboxMessage.id != row.id,
-            OutboxMessage.due_at <= now,
-            OutboxMessage.due_at > row.due_at,
-            OutboxMessage.status.in_(
-                (OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.SENT)
-            ),
-        )
-        .limit(1)
+    return await OutboxRepository(services.session).later_due_exists(
+        ticket_id=row.ticket_id,
+        kind=OutboxKind.REMINDER,
+        key_prefix=f"reminder:{row.ticket_id}:v{row.payload.get('version')}:",
+        other_than=row.id,
+        after=row.due_at,
+        until=now,
+        statuses=(OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.SENT),
     )
-    return later is not None
 
 
 async def render_reminder(services: Services, row: OutboxMessage) -> list[Outgoing]:

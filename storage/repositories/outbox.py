@@ -214,3 +214,40 @@ class OutboxRepository(Repository):
             statement = statement.where(getattr(OutboxMessage, column) == value)
         rows = (await self.session.execute(statement)).all()
         return {OutboxStatus(status): int(count) for status, count in rows}
+
+    async def latest_payload(self, *, webinar_id: int, kind: OutboxKind) -> dict[str, Any] | None:
+        """The payload of the webinar's newest row of ``kind`` (None if there is none)."""
+        return await self.session.scalar(
+            select(OutboxMessage.payload)
+            .where(OutboxMessage.webinar_id == webinar_id, OutboxMessage.kind == kind)
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
+        )
+
+    async def later_due_exists(
+        self,
+        *,
+        ticket_id: int | None,
+        kind: OutboxKind,
+        key_prefix: str,
+        other_than: int,
+        after: datetime,
+        until: datetime,
+        statuses: Iterable[OutboxStatus],
+    ) -> bool:
+        """Whether another row of the ticket, of ``kind``, in one of ``statuses`` and with a key
+        under ``key_prefix``, falls due after ``after`` and no later than ``until``."""
+        found = await self.session.scalar(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.ticket_id == ticket_id,
+                OutboxMessage.kind == kind,
+                OutboxMessage.dedupe_key.startswith(key_prefix, autoescape=True),
+                OutboxMessage.id != other_than,
+                OutboxMessage.due_at <= until,
+                OutboxMessage.due_at > after,
+                OutboxMessage.status.in_(list(statuses)),
+            )
+            .limit(1)
+        )
+        return found is not None

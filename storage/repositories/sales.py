@@ -7,7 +7,7 @@ Lock order, everywhere: order, then webinar, then payment. Keeping one order rul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, func, select, update
@@ -257,6 +257,33 @@ class SalesRepository(Repository):
             .order_by(Ticket.id)
         )
         return list(rows)
+
+    async def active_ticket_chunks(
+        self, webinar_id: int, size: int
+    ) -> AsyncIterator[list[tuple[int, int]]]:
+        """The webinar's active tickets as ``(ticket_id, user_id)``, by id, ``size`` at a time.
+
+        Keyset paging (``id > last``), so memory stays flat for big webinars and writes made
+        between chunks (outbox rows, say) do not shift the walk.
+        """
+        last_id = 0
+        while True:
+            rows = (
+                await self.session.execute(
+                    select(Ticket.id, Ticket.user_id)
+                    .where(
+                        Ticket.webinar_id == webinar_id,
+                        Ticket.status == TicketStatus.ACTIVE,
+                        Ticket.id > last_id,
+                    )
+                    .order_by(Ticket.id)
+                    .limit(size)
+                )
+            ).all()
+            if not rows:
+                return
+            last_id = rows[-1].id
+            yield [(ticket_id, user_id) for ticket_id, user_id in rows]
 
     async def user_tickets(self, user_id: int) -> list[tuple[Ticket, Webinar, Organization]]:
         rows = await self.session.execute(

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from sqlalchemy import and_, func, select
 
-from storage.enums import OrderStatus, PaymentStatus, TicketStatus
+from storage.enums import OrderStatus, PaymentStatus, TicketStatus, WebinarStatus
 from storage.models import AccessLink, Order, Payment, Ticket, User, Webinar
 from storage.repositories.base import Repository
 
@@ -25,11 +25,18 @@ class WebinarRepository(Repository):
             select(Webinar).where(Webinar.id == webinar_id, Webinar.org_id == org_id)
         )
 
-    async def for_org(self, org_id: int) -> list[Webinar]:
-        rows = await self.session.scalars(
+    async def for_org(
+        self, org_id: int, *, cancelled: bool = True, limit: int | None = None
+    ) -> list[Webinar]:
+        """The organization's webinars, latest start first; ``cancelled=False`` leaves those out."""
+        statement = (
             select(Webinar).where(Webinar.org_id == org_id).order_by(Webinar.starts_at.desc())
         )
-        return list(rows)
+        if not cancelled:
+            statement = statement.where(Webinar.status != WebinarStatus.CANCELLED)
+        if limit is not None:
+            statement = statement.limit(limit)
+        return list(await self.session.scalars(statement))
 
     async def sold(self, webinar_ids: Iterable[int]) -> dict[int, int]:
         """Active tickets per webinar."""
