@@ -463,8 +463,8 @@ async def test_group_mode_checks_the_bot_and_the_organizer_rights(
 
     # A group both administer: accepted, and the webinar now admits its payers there.
     sandbox.add_chat(-1001000000003, "Olga's club", admins={OWNER_ID})
-    await olga.send("-1001000000003")
-    await olga.next_message()
+    assert "Connected" in await say(olga, "-1001000000003")
+    assert (await olga.next_message()).text == "Saved."  # sent once the change is committed
     async with session_factory() as session:
         stored = await session.get(Webinar, webinar.id)
         assert stored is not None
