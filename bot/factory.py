@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseStorage
@@ -16,13 +15,16 @@ from bot.context import AppContext
 from bot.i18n import Translator
 from bot.middlewares import DatabaseMiddleware, DeduplicateMiddleware, UserMiddleware
 from bot.settings import Settings
+from bot.telegram_session import BotSession
 from storage.database import create_engine, create_session_factory
 
 
 def create_bot(settings: Settings, token: str) -> Bot:
-    session = None
-    if not settings.uses_official_api:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    session = (
+        BotSession()
+        if settings.uses_official_api
+        else BotSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    )
     return Bot(
         token=token,
         session=session,
