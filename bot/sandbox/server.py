@@ -2363,28 +2363,25 @@ class SandboxServer:
 
     @_api("sendDocument", rate_limited=True)
     async def _send_document(self, bot: SimBot, params: Params) -> dict[str, Any]:
-        target = self._target(bot, params, send=True)
-        caption = self._formatted(params, "caption", required=False, limit=MAX_CAPTION_LENGTH)
-        markup = _check_reply_markup(params.structured("reply_markup"))
-        stored = await self._input_file(params, "document")
-        content: dict[str, Any] = {
-            **self._reply_to(bot, target, params),
-            "document": stored.document_dict(),
-        }
-        if caption:
-            content["caption"] = caption
-        return self._send(bot, target, content, markup, stored)
+        return await self._send_file(bot, params, "document", StoredFile.document_dict)
 
     @_api("sendPhoto", rate_limited=True)
     async def _send_photo(self, bot: SimBot, params: Params) -> dict[str, Any]:
+        return await self._send_file(bot, params, "photo", StoredFile.photo_sizes)
+
+    async def _send_file(
+        self,
+        bot: SimBot,
+        params: Params,
+        field: str,
+        describe: Callable[[StoredFile], Any],
+    ) -> dict[str, Any]:
+        """sendDocument and sendPhoto: an uploaded (or known) file with an optional caption."""
         target = self._target(bot, params, send=True)
         caption = self._formatted(params, "caption", required=False, limit=MAX_CAPTION_LENGTH)
         markup = _check_reply_markup(params.structured("reply_markup"))
-        stored = await self._input_file(params, "photo")
-        content: dict[str, Any] = {
-            **self._reply_to(bot, target, params),
-            "photo": stored.photo_sizes(),
-        }
+        stored = await self._input_file(params, field)
+        content: dict[str, Any] = {**self._reply_to(bot, target, params), field: describe(stored)}
         if caption:
             content["caption"] = caption
         return self._send(bot, target, content, markup, stored)
