@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.clock import Clock, SystemClock
 from bot.context import AppContext
 from bot.i18n import Translator
-from bot.middlewares import DatabaseMiddleware, DeduplicateMiddleware, UserMiddleware
+from bot.inline_filters import resolve_pure_filters_inline
+from bot.middlewares import (
+    DatabaseMiddleware,
+    DeduplicateMiddleware,
+    EndTransactionMiddleware,
+    UserMiddleware,
+)
 from bot.settings import Settings
 from bot.telegram_session import BotSession
 from storage.database import create_engine, create_session_factory
@@ -25,6 +31,7 @@ def create_bot(settings: Settings, token: str) -> Bot:
         if settings.uses_official_api
         else BotSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     )
+    session.middleware(EndTransactionMiddleware())
     return Bot(
         token=token,
         session=session,
@@ -51,6 +58,7 @@ def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Di
         dispatcher.update.outer_middleware(DeduplicateMiddleware(app))
     dispatcher.update.outer_middleware(UserMiddleware(app))
     dispatcher.include_routers(*get_routers())
+    resolve_pure_filters_inline(dispatcher)
     dispatcher.errors.register(on_error)
     return dispatcher
 

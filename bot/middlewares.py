@@ -1,13 +1,24 @@
 """Outer middlewares on ``dp.update``: every update kind (payments and callbacks included) gets
-one database session, the stored user, and the user's locale."""
+one database session, the stored user, and the user's locale.
+
+One request middleware on the bot's session keeps the rule "no database transaction waits on
+Telegram": before the handler of an update calls the Bot API, the update's open transaction is
+committed (services commit their writes before replying; what is left open is reads). On SQLite,
+whose single connection every update shares, a read transaction held across a network round trip
+would make every other update wait for that round trip; on PostgreSQL it would be a connection
+"idle in transaction".
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 from aiogram import BaseMiddleware
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.types import TelegramObject, Update
 from aiogram.types import User as TelegramUser
 
@@ -15,8 +26,20 @@ from bot.context import AppContext
 from bot.services import Services
 from storage.repositories.users import ProcessedUpdateRepository
 
+if TYPE_CHECKING:
+    from aiogram import Bot
+    from aiogram.client.session.middlewares.base import TelegramType
+    from aiogram.methods import Response, TelegramMethod
+    from sqlalchemy.ext.asyncio import AsyncSession
+
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 log = logging.getLogger(__name__)
+
+# The session of the update being handled, with the task handling it: tasks started from a
+# handler inherit the variable but must not touch a session that is not theirs.
+_update_session: ContextVar[tuple[AsyncSession, asyncio.Task[Any] | None] | None] = ContextVar(
+    "update_session", default=None
+)
 
 
 class DatabaseMiddleware(BaseMiddleware):
@@ -29,7 +52,28 @@ class DatabaseMiddleware(BaseMiddleware):
         async with self.app.session_factory() as session:
             data["session"] = session
             data["services"] = Services(session, self.app)
-            return await handler(event, data)
+            token = _update_session.set((session, asyncio.current_task()))
+            try:
+                return await handler(event, data)
+            finally:
+                _update_session.reset(token)
+
+
+class EndTransactionMiddleware(BaseRequestMiddleware):
+    """Commit the current update's open transaction before a Bot API call (see the module doc)."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        current = _update_session.get()
+        if current is not None:
+            session, task = current
+            if task is asyncio.current_task() and session.in_transaction():
+                await session.commit()
+        return await make_request(bot, method)
 
 
 class DeduplicateMiddleware(BaseMiddleware):

@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from storage.sqlite_inline import BLOCKING_BUSY_TIMEOUT_MS, inline_connector
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -41,7 +43,9 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
         pool_size=1,
         max_overflow=0,
         pool_timeout=120,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        async_creator=inline_connector(
+            make_url(url).database or ":memory:", lock_timeout_s=SQLITE_BUSY_TIMEOUT_MS / 1000
+        ),
     )
     sync_engine = engine.sync_engine
 
@@ -51,7 +55,7 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={BLOCKING_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
