@@ -3,15 +3,19 @@
 N simulated buyers (``--buyers``, default 1000; ``--concurrency`` at a time, default 100) each
 open the webinar's deep link, press the Stars button, pay the invoice in the chat and wait for the
 access message and its calendar file. Then, in the same run and against the same server, a bare
-aiogram echo bot answers ``--buyers`` messages sent by as many users, for comparison.
+aiogram echo bot answers as many messages (four per buyer: as many updates as the rush had).
 
     python -m bench.rush --buyers 1000 --concurrency 100
     DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1/rush python -m bench.rush
 
+As in a deployment, the bot runs alone in its own process (polling, with its scheduler), and so
+does the echo bot; this process runs the sandbox server and the simulated buyers.
+
 Prints purchase flows per second, pre-checkout answer latency (p50/p99, as the buyer's client
-sees it), the echo bot's updates per second and the ratio (flows/s over echo updates/s; a flow is
-four updates and seven Bot API calls, an echo one update and one call). The last line is for
-scripts: ``rush: flows_per_s=F echo_updates_per_s=E ratio=R precheckout_p99_ms=P``.
+sees it), the bot's CPU time per flow, the echo bot's updates per second and the ratio (flows/s
+over echo updates/s; a flow is four updates and seven Bot API calls, an echo one update and one
+call). The last line is for scripts:
+``rush: flows_per_s=F echo_updates_per_s=E ratio=R precheckout_p99_ms=P``.
 
 The sandbox runs without flood limits and the bot's paced sender is opened up, so the figures
 measure the bot's own work, not Telegram's 30 messages per second.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -36,6 +41,7 @@ from aiogram.types import Message
 from sqlalchemy.engine import make_url
 
 from bot.application import BotApplication
+from bot.clock import SystemClock
 from bot.sandbox import SandboxServer
 from bot.settings import Settings
 from storage.database import is_sqlite
@@ -44,6 +50,7 @@ TOKEN = "424242:RUSH-token-for-the-sandbox"
 ECHO_TOKEN = "434343:ECHO-token-for-the-sandbox"
 OWNER_ID = 1000
 FIRST_BUYER = 10_000_000
+UPDATES_PER_FLOW = 4  # /start, the button, the pre-checkout query, the payment
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -71,14 +78,16 @@ async def prepare_database(url: str) -> None:
     await engine.dispose()
 
 
-async def create_webinar(app: Any, seats: int) -> str:
+async def create_webinar(url: str, seats: int) -> str:
     from datetime import timedelta
 
+    from storage.database import create_engine, create_session_factory
     from storage.enums import AccessMode, Role, WebinarStatus
     from storage.models import Organization, OrgMember, User, Webinar
 
-    now = app.clock.now()
-    async with app.session_factory() as session:
+    now = SystemClock().now()
+    engine = create_engine(url)
+    async with create_session_factory(engine)() as session:
         session.add(User(id=OWNER_ID, first_name="Owner", created_at=now))
         org = Organization(
             name="Rush Webinars",
@@ -112,7 +121,9 @@ async def create_webinar(app: Any, seats: int) -> str:
         )
         session.add(webinar)
         await session.commit()
-        return webinar.code
+        code = webinar.code
+    await engine.dispose()
+    return code
 
 
 async def buyer_flow(sandbox: SandboxServer, user_id: int, code: str) -> float | None:
@@ -130,22 +141,92 @@ async def buyer_flow(sandbox: SandboxServer, user_id: int, code: str) -> float |
     return result.precheckout_latency_s
 
 
-async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -> dict[str, Any]:
+def _bot_process(api_url: str, database_url: str, ready: Any, stop: Any) -> None:
+    """The bot under test, alone in its process as in a deployment."""
+    asyncio.run(_serve_bot(api_url, database_url, ready, stop))
+
+
+async def _serve_bot(api_url: str, database_url: str, ready: Any, stop: Any) -> None:
+    logging.basicConfig(level=logging.WARNING)
     settings = Settings(
         _env_file=None,
         bot_token=TOKEN,
-        database_url=url,
-        telegram_api_url=sandbox.url,
+        database_url=database_url,
+        telegram_api_url=api_url,
         send_rate_per_s=100_000.0,
         send_rate_per_chat_s=1_000.0,
         outbox_batch_size=200,
         log_level="WARNING",
     )
-    application = BotApplication(settings, run_scheduler=False, migrate=False)
+    application = BotApplication(settings, migrate=False)
     await application.setup()
-    try:
-        code = await create_webinar(application.app, args.buyers)
-        await application.start_polling()
+    await application.start_polling()
+    ready.set()
+    await asyncio.to_thread(stop.wait)
+    await application.stop()
+
+
+def _echo_process(api_url: str, ready: Any, stop: Any) -> None:
+    """A bare aiogram echo bot, alone in its process like the bot under test."""
+    asyncio.run(_serve_echo(api_url, ready, stop))
+
+
+async def _serve_echo(api_url: str, ready: Any, stop: Any) -> None:
+    bot = Bot(ECHO_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api_url)))
+    dispatcher = Dispatcher()
+
+    @dispatcher.message()
+    async def echo(message: Message) -> None:
+        await message.answer(message.text or "")
+
+    dispatcher.startup.register(ready.set)  # updates sent meanwhile wait in the server
+    polling = asyncio.create_task(
+        dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
+    )
+    await asyncio.to_thread(stop.wait)
+    await dispatcher.stop_polling()
+    await polling
+    await bot.session.close()
+
+
+class Process:
+    """A child process started with ``spawn`` that says when it is ready and stops on request."""
+
+    def __init__(self, target: Any, *args: Any) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.ready = context.Event()
+        self.stop_event = context.Event()
+        self.process = context.Process(
+            target=target, args=(*args, self.ready, self.stop_event), daemon=True
+        )
+
+    async def __aenter__(self) -> Process:
+        self.process.start()
+        while not self.ready.is_set():
+            if not self.process.is_alive():
+                msg = f"{self.process.name} exited with {self.process.exitcode}"
+                raise RuntimeError(msg)
+            await asyncio.sleep(0.05)
+        return self
+
+    def cpu_s(self) -> float:
+        """CPU seconds the child has used so far (Linux; NaN elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.stop_event.set()
+        await asyncio.to_thread(self.process.join, 60)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -> dict[str, Any]:
+    code = await create_webinar(url, args.buyers)
+    async with Process(_bot_process, sandbox.url, url) as bot:
         limit = asyncio.Semaphore(args.concurrency)
         latencies: list[float] = []
 
@@ -155,45 +236,31 @@ async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -
                 if latency is not None:
                     latencies.append(latency)
 
-        started = time.perf_counter()
+        started, bot_cpu, own_cpu = time.perf_counter(), bot.cpu_s(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(args.buyers)))
         elapsed = time.perf_counter() - started
-    finally:
-        await application.stop()
-    return {"elapsed": elapsed, "latencies": latencies}
+        bot_cpu, own_cpu = bot.cpu_s() - bot_cpu, time.process_time() - own_cpu
+    return {"elapsed": elapsed, "latencies": latencies, "bot_cpu": bot_cpu, "own_cpu": own_cpu}
 
 
-async def run_echo(args: argparse.Namespace, sandbox: SandboxServer) -> float:
-    """A bare aiogram echo bot against the same server: updates handled per second."""
+async def run_echo(args: argparse.Namespace, sandbox: SandboxServer, messages: int) -> float:
+    """The echo bot's updates handled per second, for as many updates as the rush had."""
     sandbox.add_bot(token=ECHO_TOKEN, username="echo_bot", first_name="Echo")
-    bot = Bot(ECHO_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(sandbox.url)))
-    dispatcher = Dispatcher()
+    async with Process(_echo_process, sandbox.url):
+        limit = asyncio.Semaphore(args.concurrency)
+        per_user = max(1, messages // args.buyers)
 
-    @dispatcher.message()
-    async def echo(message: Message) -> None:
-        await message.answer(message.text or "")
+        async def one(i: int) -> None:
+            async with limit:
+                user = sandbox.user(FIRST_BUYER + i, first_name=f"E{i}", bot=ECHO_TOKEN)
+                for n in range(per_user):
+                    await user.send(f"hello {n}")
+                    await user.next_message(timeout=60)
 
-    polling = asyncio.create_task(
-        dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
-    )
-    await asyncio.sleep(0.2)
-    limit = asyncio.Semaphore(args.concurrency)
-
-    async def one(i: int) -> None:
-        async with limit:
-            user = sandbox.user(FIRST_BUYER + i, first_name=f"E{i}", bot=ECHO_TOKEN)
-            await user.send(f"hello {i}")
-            await user.next_message(timeout=60)
-
-    try:
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(args.buyers)))
         elapsed = time.perf_counter() - started
-    finally:
-        await dispatcher.stop_polling()
-        await polling
-        await bot.session.close()
-    return args.buyers / elapsed
+    return per_user * args.buyers / elapsed
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -208,7 +275,7 @@ async def main(args: argparse.Namespace) -> None:
     async with SandboxServer(rate_limit=None, record_calls=False) as sandbox:
         sandbox.add_bot(token=TOKEN, username="webinarpass_bot", first_name="WebinarPass")
         rush = await run_rush(args, sandbox, url)
-        echo_per_s = await run_echo(args, sandbox)
+        echo_per_s = await run_echo(args, sandbox, UPDATES_PER_FLOW * args.buyers)
     if tmp is not None:
         tmp.cleanup()
 
@@ -220,6 +287,10 @@ async def main(args: argparse.Namespace) -> None:
     print(f"database: {backend}; buyers: {args.buyers}; concurrency: {args.concurrency}")
     print(f"purchase flows: {flows_per_s:.1f}/s ({4 * flows_per_s:.1f} updates/s)")
     print(f"pre-checkout answer: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(
+        f"CPU per flow: bot {1000 * rush['bot_cpu'] / args.buyers:.1f} ms, "
+        f"sandbox and buyers {1000 * rush['own_cpu'] / args.buyers:.1f} ms"
+    )
     print(f"echo bot: {echo_per_s:.1f} updates/s")
     print(
         f"rush: flows_per_s={flows_per_s:.1f} echo_updates_per_s={echo_per_s:.1f} "
