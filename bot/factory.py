@@ -20,6 +20,7 @@ from bot.middlewares import (
     EndTransactionMiddleware,
     UserMiddleware,
 )
+from bot.priority import UpdatePriorityMiddleware
 from bot.settings import Settings
 from bot.telegram_session import BotSession
 from storage.database import create_engine, create_session_factory
@@ -53,6 +54,7 @@ def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Di
     from handlers.errors import on_error
 
     dispatcher = Dispatcher(storage=storage or MemoryStorage(), app=app)
+    dispatcher.update.outer_middleware(UpdatePriorityMiddleware(app.settings.update_slots))
     dispatcher.update.outer_middleware(DatabaseMiddleware(app))
     if app.settings.webhook_mode:
         dispatcher.update.outer_middleware(DeduplicateMiddleware(app))

@@ -1,0 +1,110 @@
+"""Payments first: a bounded number of updates at once, pre-checkout queries started first."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiogram import Bot, Dispatcher
+from aiogram.types import Message, PreCheckoutQuery, Update
+
+from bot.priority import Priority, PrioritySlots, UpdatePriorityMiddleware, priority_of
+
+USER = {"id": 7, "is_bot": False, "first_name": "Buyer"}
+CHAT = {"id": 7, "type": "private"}
+
+
+def message_update(update_id: int, **extra: Any) -> Update:
+    message = {"message_id": update_id, "date": 0, "chat": CHAT, "from": USER, **extra}
+    return Update.model_validate({"update_id": update_id, "message": message})
+
+
+def checkout_update(update_id: int) -> Update:
+    query = {
+        "id": str(update_id),
+        "from": USER,
+        "currency": "XTR",
+        "total_amount": 1,
+        "invoice_payload": "order",
+    }
+    return Update.model_validate({"update_id": update_id, "pre_checkout_query": query})
+
+
+def payment_update(update_id: int) -> Update:
+    payment = {
+        "currency": "XTR",
+        "total_amount": 1,
+        "invoice_payload": "order",
+        "telegram_payment_charge_id": f"charge-{update_id}",
+        "provider_payment_charge_id": "",
+    }
+    return message_update(update_id, successful_payment=payment)
+
+
+def test_priorities_of_update_kinds() -> None:
+    assert priority_of(checkout_update(1)) == Priority.CHECKOUT
+    assert priority_of(payment_update(2)) == Priority.PAYMENT
+    assert priority_of(message_update(3, text="/start")) == Priority.OTHER
+
+
+async def test_waiters_start_by_priority_then_arrival() -> None:
+    slots = PrioritySlots(1)
+    await slots.acquire(Priority.OTHER)  # the one slot is busy
+    started: list[str] = []
+
+    async def wait(name: str, priority: Priority) -> None:
+        await slots.acquire(priority)
+        started.append(name)
+        slots.release()
+
+    names = [("card", Priority.OTHER), ("paid", Priority.PAYMENT), ("button", Priority.OTHER)]
+    names += [("checkout 1", Priority.CHECKOUT), ("checkout 2", Priority.CHECKOUT)]
+    tasks = [asyncio.create_task(wait(name, priority)) for name, priority in names]
+    await asyncio.sleep(0)
+    assert slots.waiting == 5
+    slots.release()
+    await asyncio.gather(*tasks)
+    assert started == ["checkout 1", "checkout 2", "paid", "card", "button"]
+
+
+async def test_a_cancelled_waiter_does_not_lose_the_slot() -> None:
+    slots = PrioritySlots(1)
+    await slots.acquire(Priority.OTHER)
+    cancelled = asyncio.create_task(slots.acquire(Priority.CHECKOUT))
+    later = asyncio.create_task(slots.acquire(Priority.OTHER))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.wait_for(later, timeout=1)  # the slot went to the waiter still there
+    slots.release()
+    await asyncio.wait_for(slots.acquire(Priority.OTHER), timeout=1)  # and came back
+
+
+def test_at_least_one_slot() -> None:
+    with pytest.raises(ValueError, match="slot"):
+        PrioritySlots(0)
+
+
+async def test_the_dispatcher_handles_a_checkout_before_a_backlog() -> None:
+    """A real Dispatcher with one slot: updates fed together start payments first."""
+    dispatcher = Dispatcher()
+    dispatcher.update.outer_middleware(UpdatePriorityMiddleware(1))
+    handled: list[str] = []
+
+    @dispatcher.pre_checkout_query()
+    async def on_checkout(query: PreCheckoutQuery) -> None:
+        handled.append(f"checkout {query.id}")
+
+    @dispatcher.message()
+    async def on_message(message: Message) -> None:
+        handled.append("payment" if message.successful_payment else f"message {message.text}")
+        await asyncio.sleep(0)  # handlers yield, so the others queue up meanwhile
+
+    bot = Bot("42:TEST")
+    updates = [message_update(i, text=str(i)) for i in range(1, 4)]
+    updates += [payment_update(10), checkout_update(11)]
+    await asyncio.gather(*(dispatcher.feed_update(bot, update) for update in updates))
+    assert handled == ["message 1", "checkout 11", "payment", "message 2", "message 3"]
+    await bot.session.close()
