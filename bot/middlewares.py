@@ -43,7 +43,10 @@ _update_session: ContextVar[tuple[AsyncSession, asyncio.Task[Any] | None] | None
 
 
 class DatabaseMiddleware(BaseMiddleware):
-    """One session per update; services commit, the session is closed when the update is done."""
+    """One session per update; services commit, and what is left is committed at the end.
+
+    An update whose handler fails is rolled back (the session closes without committing).
+    """
 
     def __init__(self, app: AppContext) -> None:
         self.app = app
@@ -54,7 +57,10 @@ class DatabaseMiddleware(BaseMiddleware):
             data["services"] = Services(session, self.app)
             token = _update_session.set((session, asyncio.current_task()))
             try:
-                return await handler(event, data)
+                result = await handler(event, data)
+                if session.in_transaction():  # what no service committed: the user's profile
+                    await session.commit()
+                return result
             finally:
                 _update_session.reset(token)
 

@@ -19,5 +19,6 @@ def get_routers() -> list[Router]:
 def _module_routers() -> list[Router]:
     from handlers import admin, broadcast, common, my, participant, payments, refunds
 
-    sales = [participant.router, payments.router, my.router, refunds.router]
-    return [admin.router, *sales, broadcast.router, common.router]
+    # Payment updates first: they match nothing else, and they are the ones a rush must not slow.
+    sales = [participant.router, my.router, refunds.router]
+    return [payments.router, admin.router, *sales, broadcast.router, common.router]

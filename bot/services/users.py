@@ -21,8 +21,13 @@ class UserService(Service):
         language_code: str | None = None,
         reachable: bool = True,
     ) -> User:
-        """Create or refresh the user behind an update (``reachable``: they wrote to the bot)."""
-        user = await self.repo.upsert(
+        """Create or refresh the user behind an update (``reachable``: they wrote to the bot).
+
+        Not committed here: the change rides on the update's transaction, which the handler's
+        service commits, or the bot before its first reply, or the update's end (see
+        ``bot.middlewares``): one transaction per update instead of two.
+        """
+        return await self.repo.upsert(
             user_id,
             first_name=first_name,
             last_name=last_name,
@@ -31,8 +36,6 @@ class UserService(Service):
             now=self.clock.now(),
             reachable=reachable,
         )
-        await self.session.commit()
-        return user
 
     async def set_locale(self, user: User, locale: str) -> User:
         if locale not in LOCALES:
