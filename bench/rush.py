@@ -141,9 +141,18 @@ async def buyer_flow(sandbox: SandboxServer, user_id: int, code: str) -> float |
     return result.precheckout_latency_s
 
 
-def _bot_process(api_url: str, database_url: str, ready: Any, stop: Any) -> None:
+def _bot_process(
+    api_url: str, database_url: str, profile_to: str | None, ready: Any, stop: Any
+) -> None:
     """The bot under test, alone in its process as in a deployment."""
-    asyncio.run(_serve_bot(api_url, database_url, ready, stop))
+    if not profile_to:
+        asyncio.run(_serve_bot(api_url, database_url, ready, stop))
+        return
+    import cProfile
+
+    with cProfile.Profile() as profiler:
+        asyncio.run(_serve_bot(api_url, database_url, ready, stop))
+    profiler.dump_stats(profile_to)
 
 
 async def _serve_bot(api_url: str, database_url: str, ready: Any, stop: Any) -> None:
@@ -226,7 +235,7 @@ class Process:
 
 async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -> dict[str, Any]:
     code = await create_webinar(url, args.buyers)
-    async with Process(_bot_process, sandbox.url, url) as bot:
+    async with Process(_bot_process, sandbox.url, url, args.profile) as bot:
         limit = asyncio.Semaphore(args.concurrency)
         latencies: list[float] = []
 
@@ -302,6 +311,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--buyers", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument(
+        "--profile", metavar="FILE", help="write the bot process's cProfile stats to FILE"
+    )
     return parser.parse_args(argv)
 
 
