@@ -283,16 +283,25 @@ class RefundService(Service):
         refund.error_code = None
         refund.detail = None
         payment.status = PaymentStatus.REFUND_PENDING
-        request = RefundRequest(
-            method=ProviderMethod(payment.method),
-            user_id=payment.user_id,
-            telegram_payment_charge_id=payment.telegram_payment_charge_id,
-            provider_payment_charge_id=payment.provider_payment_charge_id,
-            amount_minor=payment.amount_minor,
-            currency=payment.currency,
-            idempotency_key=refund.idempotency_key,
-            reason=str(refund.reason),
-        )
+        try:
+            request = RefundRequest(
+                method=ProviderMethod(payment.method),
+                user_id=payment.user_id,
+                telegram_payment_charge_id=payment.telegram_payment_charge_id,
+                provider_payment_charge_id=payment.provider_payment_charge_id,
+                amount_minor=payment.amount_minor,
+                currency=payment.currency,
+                idempotency_key=refund.idempotency_key,
+                reason=str(refund.reason),
+            )
+        except (TypeError, ValueError) as exc:
+            # A charge no refunder can take (a currency we never sell in, say): a failed refund
+            # that people are told about, not an exception each retry would raise again.
+            await self.session.commit()
+            refused = RefundResult(
+                ok=False, error_code=ErrorCode.PROVIDER_ERROR, detail=f"cannot refund: {exc}"
+            )
+            return await self._record_result(payment.id, refused)
         await self.session.commit()  # pending is on record before any money moves
 
         result = await self._call_provider(PaymentMethod(payment.method), request)

@@ -202,3 +202,21 @@ async def test_the_bot_refunds_a_payment_for_an_order_it_no_longer_has(
     await bob.replay_last_update()
     await bob.expect_silence(0.5)
     assert len(await rows(session, Payment)) == 2
+
+
+async def test_an_unmatched_payment_in_a_currency_we_never_sell_in_fails_clearly(
+    session: AsyncSession, app_context: AppContext
+) -> None:
+    await make_user(session, 2001)
+    await session.commit()
+    outcome = await pay_unmatched(
+        app_context, charge="tg-gbp-1", amount=500, currency="GBP", provider_charge="ch_gbp"
+    )
+    assert outcome.result == PaymentResult.REFUNDING
+    [payment] = await rows(session, Payment)
+    assert (payment.currency, payment.status) == ("GBP", PaymentStatus.REFUND_FAILED)
+    [refund] = await rows(session, Refund)
+    assert (refund.status, refund.error_code) == (RefundStatus.FAILED, "provider_error")
+    assert "GBP" in (refund.detail or "")
+    found = await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.NOTICE)
+    assert sorted(n.chat_id for n in found) == [OWNER_ID, 2001]
