@@ -41,11 +41,13 @@ async def prune_processed_updates(app: AppContext) -> int:
 
 def job_specs() -> list[JobSpec]:
     from bot.services.dispatcher import dispatch_outbox
+    from bot.services.refunds import follow_refunds
     from bot.services.sales import sales_maintenance
 
     return [
         JobSpec("outbox-dispatch", dispatch_outbox, 1.0),
         JobSpec("sales-maintenance", sales_maintenance, 60),
+        JobSpec("refund-follow-up", follow_refunds, 30),
         JobSpec("prune-processed-updates", prune_processed_updates, 3600),
     ]
 

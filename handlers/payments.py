@@ -62,15 +62,9 @@ async def successful_payment(message: Message, services: Services, app: AppConte
                 title=escape(outcome.webinar.title),
             )
         )
-    elif outcome.result == PaymentResult.UNKNOWN_ORDER:
-        await message.answer(
-            _(
-                "I received your payment but could not match it to an order. "
-                "Please write to /paysupport: you will get your ticket or your money back."
-            )
-        )
-    # Waiting for a link and automatic refunds are told through the outbox (written in the
-    # payment's transaction); a replayed update changes nothing and says nothing.
+    # Waiting for a link and automatic refunds (a payment that matches no order included) are
+    # told through the outbox, written in the payment's transaction; a replayed update changes
+    # nothing and says nothing.
     if app.dispatcher is not None:
         app.dispatcher.kick()
 

@@ -78,6 +78,18 @@ def result_text(ticket_id: int, outcome: RefundOutcome) -> str:
             ticket=ticket_id,
             amount=amount,
         )
+    if status == RefundStatusCode.PROCESSING:
+        payment = outcome.payment
+        lang = outcome.org.language if outcome.org else "en"
+        amount = money(payment.amount_minor, payment.currency, lang) if payment else "-"
+        return _(
+            "⏳ The payment provider accepted the refund of ticket #{ticket} ({amount}) and is "
+            "still processing it. The ticket stays active until the money is back; then its "
+            "access is revoked and the participant told. If the provider cancels the refund, "
+            "you will be alerted.",
+            ticket=ticket_id,
+            amount=amount,
+        )
     if status == RefundStatusCode.ALREADY_REFUNDED:
         return _("Ticket #{ticket} was already refunded.", ticket=ticket_id)
     if status == RefundStatusCode.NOT_ACTIVE:

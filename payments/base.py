@@ -8,6 +8,7 @@ Floats never appear: conversions go through :class:`decimal.Decimal`.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -19,10 +20,12 @@ __all__ = [
     "PaymentMethod",
     "RefundRequest",
     "RefundResult",
+    "RefundTracker",
     "Refunder",
     "check_method",
     "format_amount",
     "from_decimal",
+    "method_of_charge",
     "normalize_currency",
     "provider_idempotency_key",
     "to_decimal",
@@ -111,6 +114,25 @@ def provider_idempotency_key(key: str, max_length: int) -> str:
     return digest[:max_length]
 
 
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+def method_of_charge(currency: str, provider_payment_charge_id: str | None) -> PaymentMethod | None:
+    """Which method took a payment, told from the payment alone, or ``None`` if it cannot be.
+
+    For a payment that matches no order: Stars are paid in ``XTR``; Stripe's charge ids are
+    ``ch_``/``pi_``/``py_``; YooKassa's payment ids are UUIDs.
+    """
+    if currency.strip().upper() == "XTR":
+        return PaymentMethod.STARS
+    charge = provider_payment_charge_id or ""
+    if charge.startswith(("ch_", "pi_", "py_")):
+        return PaymentMethod.STRIPE
+    if _UUID.match(charge):
+        return PaymentMethod.YOOKASSA
+    return None
+
+
 class ErrorCode(StrEnum):
     """Stable ``RefundResult.error_code`` values. Callers may compare with plain strings."""
 
@@ -119,6 +141,8 @@ class ErrorCode(StrEnum):
     NOT_CONFIGURED = "not_configured"  # no or rejected credentials for this method
     PROVIDER_ERROR = "provider_error"  # the provider refused; retrying will not help
     NETWORK_ERROR = "network_error"  # transient; retry later with the same idempotency key
+    # A refund the provider had accepted as pending ended canceled or failed: no money moved.
+    REFUND_CANCELED = "refund_canceled"
 
 
 @dataclass(frozen=True)
@@ -185,6 +209,18 @@ class Refunder(Protocol):
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         """Refund ``request``; safe to call again with the same ``idempotency_key``."""
+        ...
+
+
+@runtime_checkable
+class RefundTracker(Protocol):
+    """Follows a refund the provider accepted as ``pending`` (YooKassa, Stripe)."""
+
+    async def refund_status(self, provider_refund_id: str) -> RefundResult:
+        """Where the refund is now, as a :class:`RefundResult`: ``ok`` and ``pending`` while
+        the provider still works on it, ``ok`` alone once the money is back,
+        ``error_code="refund_canceled"`` when it ended without paying. Any other error means
+        "no answer this time": ask again later. Never raises for provider failures."""
         ...
 
 

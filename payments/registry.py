@@ -59,6 +59,28 @@ class RefunderRegistry:
                 detail=f"{type(exc).__name__}: {exc}",
             )
 
+    async def refund_status(
+        self, method: PaymentMethod | str, provider_refund_id: str
+    ) -> RefundResult:
+        """Follow a pending refund through the method's refunder, if it can follow refunds."""
+        refunder = self._refunders.get(PaymentMethod(method))
+        status = getattr(refunder, "refund_status", None)
+        if status is None:
+            return RefundResult(
+                ok=False,
+                error_code=ErrorCode.NOT_CONFIGURED,
+                detail=f"no refund tracker configured for {PaymentMethod(method).value}",
+            )
+        try:
+            return await status(provider_refund_id)
+        except Exception as exc:
+            log.exception("refund tracker for %s raised", PaymentMethod(method).value)
+            return RefundResult(
+                ok=False,
+                error_code=ErrorCode.PROVIDER_ERROR,
+                detail=f"{type(exc).__name__}: {exc}",
+            )
+
     async def aclose(self) -> None:
         """Close every refunder that holds resources (those with an ``aclose()``)."""
         for refunder in self._refunders.values():

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 _STRIPE_IDEMPOTENCY_KEY_MAX: Final = 255
 _METADATA_KEY: Final = "webinarpass_idempotency_key"
 _OK_STATUSES: Final = frozenset({"succeeded", "pending"})
+_FINAL_FAILURES: Final = frozenset({"failed", "canceled"})
 
 
 class StripeRefunder:
@@ -146,6 +147,30 @@ class StripeRefunder:
             )
         log.info("stripe refund %s for %s: %s", refund.id, target, status)
         return RefundResult(ok=True, provider_refund_id=refund.id, pending=status == "pending")
+
+    async def refund_status(self, provider_refund_id: str) -> RefundResult:
+        """Where a refund stands (``refunds.retrieve``); see ``RefundTracker``."""
+        client = self._client
+        if client is None:
+            return RefundResult(
+                ok=False, error_code=ErrorCode.NOT_CONFIGURED, detail="no Stripe API key"
+            )
+        try:
+            refund = await client.v1.refunds.retrieve_async(provider_refund_id)
+        except stripe.StripeError as exc:
+            return _map_error(exc)
+        status = refund.status or "succeeded"
+        if status == "succeeded":
+            return RefundResult(ok=True, provider_refund_id=refund.id)
+        if status in _FINAL_FAILURES:
+            return RefundResult(
+                ok=False,
+                provider_refund_id=refund.id,
+                error_code=ErrorCode.REFUND_CANCELED,
+                detail=f"refund status {status}: {getattr(refund, 'failure_reason', None)}",
+            )
+        # pending, requires_action: Stripe is still working on it.
+        return RefundResult(ok=True, provider_refund_id=refund.id, pending=True)
 
     @staticmethod
     async def _load_charge(client: stripe.StripeClient, target: str) -> stripe.Charge | None:

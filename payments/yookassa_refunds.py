@@ -155,6 +155,45 @@ class YooKassaRefunder:
             detail=f"refund status {status}" + (f": {reason}" if reason else ""),
         )
 
+    async def refund_status(self, provider_refund_id: str) -> RefundResult:
+        """Where a refund stands (``Refund.find_one``); see :class:`payments.base.RefundTracker`."""
+        if not self._shop_id or not self._secret_key:
+            return RefundResult(
+                ok=False,
+                error_code=ErrorCode.NOT_CONFIGURED,
+                detail="no YooKassa shop id / secret key",
+            )
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._status_blocking, provider_refund_id), self._timeout
+            )
+        except TimeoutError:
+            return RefundResult(
+                ok=False,
+                error_code=ErrorCode.NETWORK_ERROR,
+                detail=f"no answer from YooKassa within {self._timeout:g}s",
+            )
+
+    def _status_blocking(self, refund_id: str) -> RefundResult:
+        with _SDK_LOCK:
+            self._configure()
+            try:
+                refund = Refund.find_one(refund_id)
+            except Exception as exc:
+                return _map_error(exc)
+        status = refund.status
+        if status == "succeeded":
+            return RefundResult(ok=True, provider_refund_id=refund.id)
+        if status == "pending":
+            return RefundResult(ok=True, provider_refund_id=refund.id, pending=True)
+        reason = getattr(refund.cancellation_details, "reason", None)
+        return RefundResult(
+            ok=False,
+            provider_refund_id=refund.id,
+            error_code=ErrorCode.REFUND_CANCELED,
+            detail=f"refund status {status}" + (f": {reason}" if reason else ""),
+        )
+
     @staticmethod
     def _classify_bad_request(payment_id: str, exc: BadRequestError) -> RefundResult:
         detail = _error_detail(exc)

@@ -53,7 +53,8 @@ class PaymentStatus(StrEnum):
 
 
 class RefundStatus(StrEnum):
-    PENDING = "pending"
+    PENDING = "pending"  # written before the provider is called (retried if a crash left it)
+    PROCESSING = "processing"  # the provider accepted it and finishes later: polled by a job
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -64,6 +65,7 @@ class RefundReason(StrEnum):
     DUPLICATE = "duplicate"  # a second charge for an order that was already paid
     NO_SEAT = "no_seat"  # the hold lapsed and the webinar filled up meanwhile
     TELEGRAM = "telegram"  # Telegram reported a refund we did not start
+    UNMATCHED = "unmatched"  # a payment whose invoice payload matches no order
 
 
 class OutboxKind(StrEnum):

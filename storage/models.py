@@ -242,7 +242,10 @@ class Payment(TimestampMixin, Base):
     __tablename__ = "payments"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    # None: the invoice payload matched no order. The charge is still recorded here (so the
+    # charge id constraint and the refund path below are the same as for every payment) and
+    # refunded automatically.
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
     user_id: Mapped[int] = mapped_column(BigInteger)
     method: Mapped[PaymentMethod] = mapped_column(_enum(PaymentMethod))
     # A replayed successful_payment hits this constraint and changes nothing.
@@ -258,7 +261,12 @@ class Payment(TimestampMixin, Base):
 
 
 class Refund(TimestampMixin, Base):
+    """``pending -> succeeded | failed``, or ``pending -> processing -> succeeded | failed`` when
+    the provider accepts a refund but finishes it later; a job polls processing refunds when
+    ``next_check_at`` is due (the column doubles as the lease of the replica polling it)."""
+
     __tablename__ = "refunds"
+    __table_args__ = (Index("ix_refunds_followup", "status", "next_check_at"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
@@ -270,6 +278,8 @@ class Refund(TimestampMixin, Base):
     detail: Mapped[str | None] = mapped_column(Text)
     requested_by: Mapped[int | None] = mapped_column(BigInteger)
     completed_at: Mapped[datetime | None]
+    next_check_at: Mapped[datetime | None]  # processing: when to ask the provider again
+    checks: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class Broadcast(TimestampMixin, Base):

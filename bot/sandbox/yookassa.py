@@ -84,9 +84,10 @@ class FakeYooKassa:
 
     State is public for assertions: ``payments`` and ``refunds`` by id (the JSON objects
     the API returns) and ``requests`` (every request, in order). ``refund_status`` sets
-    the status new refunds get ("succeeded" or "pending"). :meth:`fail_next` makes the
-    next request fail with a given HTTP status and ``delay`` slows every answer, to test
-    outages and timeouts.
+    the status new refunds get ("succeeded" or "pending"); :meth:`settle_refund` then ends a
+    pending refund as ``succeeded`` or ``canceled``, the way YooKassa does later on its own.
+    :meth:`fail_next` makes the next request fail with a given HTTP status and ``delay``
+    slows every answer, to test outages and timeouts.
     """
 
     def __init__(self, shop_id: str = "123456", secret_key: str = "test_secret_key") -> None:
@@ -159,6 +160,27 @@ class FakeYooKassa:
     def fail_next(self, status: int = 500, code: str = "internal_server_error") -> None:
         """Answer the next request with this HTTP status and YooKassa error code."""
         self._failures.append((status, code))
+
+    def settle_refund(
+        self, refund_id: str, status: str = "succeeded", *, reason: str = "general_decline"
+    ) -> dict[str, Any]:
+        """End a pending refund as ``succeeded`` or ``canceled`` (with ``reason``, one of
+        YooKassa's cancellation reasons). A canceled refund gives its amount back to the
+        payment's refundable balance. Returns the refund object."""
+        if status not in ("succeeded", "canceled"):
+            raise ValueError(f"a refund ends succeeded or canceled, not {status!r}")
+        refund = self.refunds[refund_id]
+        if refund["status"] != "pending":
+            raise ValueError(f"refund {refund_id} is {refund['status']}, not pending")
+        refund["status"] = status
+        if status == "canceled":
+            refund["cancellation_details"] = {"party": "yoo_money", "reason": reason}
+            payment = self.payments[refund["payment_id"]]
+            currency = payment["amount"]["currency"]
+            left = Decimal(payment["refunded_amount"]["value"]) - Decimal(refund["amount"]["value"])
+            payment["refunded_amount"] = _money(left, currency)
+            payment["refundable"] = True
+        return refund
 
     def refunds_for(self, payment_id: str) -> list[dict[str, Any]]:
         """Refunds of one payment, oldest first."""

@@ -11,7 +11,7 @@ from bot.formatting import minor_to_decimal
 from bot.i18n import _
 from bot.services.base import Service
 from bot.services.webinars import WebinarService
-from storage.enums import PaymentMethod, TicketStatus
+from storage.enums import PaymentMethod, PaymentStatus, TicketStatus
 from storage.models import Webinar
 from storage.repositories.webinars import WebinarRepository
 
@@ -28,6 +28,7 @@ class Participant:
     method: PaymentMethod | None  # None for a free ticket
     paid_at: datetime | None
     access_delivered_at: datetime | None
+    refund_pending: bool = False  # a refund was asked for and the money is not back yet
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class ParticipantService(Service):
                     method=payment.method if payment else (order.method if order else None),
                     paid_at=payment.created_at if payment else None,
                     access_delivered_at=ticket.access_delivered_at,
+                    refund_pending=bool(payment and payment.status == PaymentStatus.REFUND_PENDING),
                 )
             )
         return ParticipantList(webinar, participants)

@@ -6,11 +6,20 @@ provider is called, outside any transaction; the answer is then recorded as ``su
 ``failed``. Only a succeeded refund revokes the ticket. A failed one leaves the ticket active,
 the payment ``refund_failed`` and the reason in the refund row; calling again retries with the
 same key, so the provider never pays twice.
+
+A provider may accept a refund and finish it later (YooKassa and Stripe status ``pending``): the
+refund is then ``processing`` with the provider's refund id, the ticket stays active and nobody
+is told anything yet. :meth:`RefundService.follow_processing` (a job) asks the provider until
+the refund ends: ``succeeded`` finishes exactly like an immediate success; ``canceled`` is a
+failed refund (never a done one) and the organizers are alerted. A canceled refund moved no
+money, so a retry after it uses a fresh idempotency key (the old one would only replay the
+cancellation).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -43,10 +52,29 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER = timedelta(minutes=2)  # a refund pending this long was interrupted by a crash
 RETRY_WINDOW = timedelta(days=2)  # automatic retries stop after this; organizers are alerted
+# When to ask the provider again about a processing refund: soon at first, then hourly. YooKassa
+# finishes most pending refunds within minutes but may take days; Stripe's can take days too.
+FOLLOW_UP_DELAYS = (
+    timedelta(minutes=1),
+    timedelta(minutes=2),
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+)
+# A replica that claimed a processing refund holds it this long; if it dies, another one asks.
+FOLLOW_UP_LEASE = timedelta(minutes=5)
+FOLLOW_UP_BATCH = 20
+
+
+def follow_up_delay(checks: int) -> timedelta:
+    """The pause before the next question about a refund asked about ``checks`` times."""
+    return FOLLOW_UP_DELAYS[min(max(checks, 0), len(FOLLOW_UP_DELAYS) - 1)]
 
 
 class RefundStatusCode(StrEnum):
     REFUNDED = "refunded"  # money back (or on its way), ticket revoked
+    PROCESSING = "processing"  # the provider accepted it and finishes later; ticket still active
     ALREADY_REFUNDED = "already_refunded"  # nothing to do: refunded before
     FAILED = "failed"  # the provider refused or was unreachable; ticket still active
     NOT_FOUND = "not_found"
@@ -87,6 +115,7 @@ class TicketPreview:
 @dataclass
 class WebinarRefundSummary:
     refunded: int = 0
+    processing: int = 0
     failed: int = 0
     already: int = 0
     failures: list[RefundOutcome] = field(default_factory=list)
@@ -200,6 +229,8 @@ class RefundService(Service):
             )
             if outcome.status == RefundStatusCode.REFUNDED:
                 summary.refunded += 1
+            elif outcome.status == RefundStatusCode.PROCESSING:
+                summary.processing += 1
             elif outcome.ok:
                 summary.already += 1
             else:
@@ -226,6 +257,11 @@ class RefundService(Service):
             await self.session.commit()
             return RefundOutcome(RefundStatusCode.ALREADY_REFUNDED, payment=payment)
         refund = await self.repo.refund_of(payment.id)
+        if refund is not None and refund.status == RefundStatus.PROCESSING:
+            # The provider is finishing this refund: asking again would not make it faster.
+            outcome = await self._outcome(RefundStatusCode.PROCESSING, payment)
+            await self.session.commit()
+            return outcome
         if refund is None:
             refund = Refund(
                 payment_id=payment.id,
@@ -234,23 +270,38 @@ class RefundService(Service):
                 created_at=now,
             )
             self.session.add(refund)
-        elif reason is not None:
-            refund.reason = reason
+        else:
+            if reason is not None:
+                refund.reason = reason
+            if refund.error_code == ErrorCode.REFUND_CANCELED:
+                # No money moved; the old key would only get the canceled refund back.
+                refund.idempotency_key = f"{refund_key(payment.id)}-{secrets.token_hex(6)}"
         refund.status = RefundStatus.PENDING
+        refund.next_check_at = None
+        refund.checks = 0
         refund.requested_by = requested_by if requested_by is not None else refund.requested_by
         refund.error_code = None
         refund.detail = None
         payment.status = PaymentStatus.REFUND_PENDING
-        request = RefundRequest(
-            method=ProviderMethod(payment.method),
-            user_id=payment.user_id,
-            telegram_payment_charge_id=payment.telegram_payment_charge_id,
-            provider_payment_charge_id=payment.provider_payment_charge_id,
-            amount_minor=payment.amount_minor,
-            currency=payment.currency,
-            idempotency_key=refund.idempotency_key,
-            reason=str(refund.reason),
-        )
+        try:
+            request = RefundRequest(
+                method=ProviderMethod(payment.method),
+                user_id=payment.user_id,
+                telegram_payment_charge_id=payment.telegram_payment_charge_id,
+                provider_payment_charge_id=payment.provider_payment_charge_id,
+                amount_minor=payment.amount_minor,
+                currency=payment.currency,
+                idempotency_key=refund.idempotency_key,
+                reason=str(refund.reason),
+            )
+        except (TypeError, ValueError) as exc:
+            # A charge no refunder can take (a currency we never sell in, say): a failed refund
+            # that people are told about, not an exception each retry would raise again.
+            await self.session.commit()
+            refused = RefundResult(
+                ok=False, error_code=ErrorCode.PROVIDER_ERROR, detail=f"cannot refund: {exc}"
+            )
+            return await self._record_result(payment.id, refused)
         await self.session.commit()  # pending is on record before any money moves
 
         result = await self._call_provider(PaymentMethod(payment.method), request)
@@ -321,33 +372,54 @@ class RefundService(Service):
             # Telegram's refunded_payment for this very refund overtook us: already applied.
             await self.session.commit()
             return RefundOutcome(RefundStatusCode.ALREADY_REFUNDED, payment=payment)
-        outcome = RefundOutcome(RefundStatusCode.REFUNDED, payment=payment)
+        if result.ok and result.pending and result.provider_refund_id:
+            refund.status = RefundStatus.PROCESSING
+            refund.provider_refund_id = result.provider_refund_id
+            refund.error_code, refund.detail = result.error_code, result.detail
+            refund.completed_at = None
+            refund.checks = 0
+            refund.next_check_at = now + follow_up_delay(0)
+            log.info("refund of payment %s is processing at the provider", payment.id)
+            outcome = await self._outcome(RefundStatusCode.PROCESSING, payment)
+            await self.session.commit()
+            return outcome
         refund.completed_at = now
+        refund.next_check_at = None
         refund.error_code = result.error_code
         refund.detail = result.detail
         if result.ok:
             refund.status = RefundStatus.SUCCEEDED
-            refund.provider_refund_id = result.provider_refund_id
+            refund.provider_refund_id = result.provider_refund_id or refund.provider_refund_id
             outcome = await self._apply_refunded(payment, RefundReason(refund.reason), now)
         else:
             refund.status = RefundStatus.FAILED
             payment.status = PaymentStatus.REFUND_FAILED
-            outcome.status = RefundStatusCode.FAILED
+            outcome = await self._outcome(RefundStatusCode.FAILED, payment)
             outcome.error_code, outcome.detail = result.error_code, result.detail
             log.warning(
                 "refund of payment %s failed: %s %s", payment.id, result.error_code, result.detail
             )
             if refund.reason in AUTOMATIC_REASONS and not result.retryable:
                 await self._alert_failed_refund(payment, result.detail or str(result.error_code))
-            order = await self.session.get_one(Order, payment.order_id)
-            webinar = await self.repo.webinar(order.webinar_id)
-            ticket = await self.repo.ticket_of_order(order.id)
-            outcome.webinar, outcome.ticket = webinar, ticket
-            outcome.org = await self.repo.org(webinar.org_id) if webinar else None
+        return await self._finish(outcome)
+
+    async def _finish(self, outcome: RefundOutcome) -> RefundOutcome:
+        """Commit, wake the outbox, and clean up the group of a revoked ticket."""
         await self.session.commit()
         self._kick()
         if outcome.status == RefundStatusCode.REFUNDED and outcome.ticket and outcome.webinar:
             await self._leave_group(outcome.ticket, outcome.webinar)
+        return outcome
+
+    async def _outcome(self, status: RefundStatusCode, payment: Payment) -> RefundOutcome:
+        """An outcome with the payment's webinar, organization and ticket (none: unmatched)."""
+        outcome = RefundOutcome(status, payment=payment)
+        if payment.order_id is None:
+            return outcome
+        order = await self.session.get_one(Order, payment.order_id)
+        outcome.webinar = await self.repo.webinar(order.webinar_id)
+        outcome.ticket = await self.repo.ticket_of_order(order.id)
+        outcome.org = await self.repo.org(outcome.webinar.org_id) if outcome.webinar else None
         return outcome
 
     async def _apply_refunded(
@@ -356,6 +428,8 @@ class RefundService(Service):
         """The money is back: close the payment, and revoke the ticket it bought (if any)."""
         payment.status = PaymentStatus.REFUNDED
         payment.refunded_at = now
+        if payment.order_id is None:
+            return RefundOutcome(RefundStatusCode.REFUNDED, payment=payment)  # no ticket, no order
         order = await self.session.get_one(Order, payment.order_id)
         webinar = await self.repo.webinar(order.webinar_id)
         assert webinar is not None
@@ -449,6 +523,9 @@ class RefundService(Service):
         )
 
     async def _alert_failed_refund(self, payment: Payment, detail: str) -> None:
+        if payment.order_id is None:
+            await self._alert_owners(payment, detail)
+            return
         order = await self.session.get_one(Order, payment.order_id)
         webinar = await self.repo.webinar(order.webinar_id)
         if webinar is None:
@@ -478,6 +555,169 @@ class RefundService(Service):
                 org_id=webinar.org_id,
                 webinar_id=webinar.id,
             )
+
+    async def _alert_owners(self, payment: Payment, detail: str) -> None:
+        """A payment that matches no order has no organizers: the bot's owners hear of it."""
+        from bot.services.users import UserService
+
+        users = UserService(self.session, self.app)
+        owner_ids = sorted(self.settings.bot_owner_ids)
+        owners = await users.repo.by_ids(owner_ids)
+        for owner_id in owner_ids:
+            locale = users.locale_of(owners.get(owner_id))
+            await OutboxService(self.session, self.app).notice(
+                dedupe_key=f"refund-failed:{payment.id}:{owner_id}",
+                chat_id=owner_id,
+                text=_(
+                    "⚠️ An automatic refund failed: payment {payment} of {amount} by user "
+                    "{user} matched no order. Please refund it from the payment provider's "
+                    "dashboard (Telegram charge {charge}). Reason: {detail}",
+                    locale=locale,
+                    payment=payment.id,
+                    amount=money(payment.amount_minor, payment.currency, locale),
+                    user=payment.user_id,
+                    charge=escape(payment.telegram_payment_charge_id),
+                    detail=escape(detail),
+                ),
+            )
+
+    async def _alert_canceled_refund(self, outcome: RefundOutcome, refund: Refund) -> None:
+        """The provider canceled a refund it had accepted: tell the organizers, in the
+        organization's language (the bot's owners for a payment that matches no order)."""
+        payment = outcome.payment
+        assert payment is not None
+        detail = refund.detail or str(refund.error_code)
+        if outcome.org is None or outcome.webinar is None:
+            await self._alert_owners(payment, detail)
+            return
+        org, webinar, ticket = outcome.org, outcome.webinar, outcome.ticket
+        lang = org.language
+        amount = money(payment.amount_minor, payment.currency, lang)
+        title = escape(webinar.title)
+        if ticket is not None and ticket.status == TicketStatus.ACTIVE and not payment.is_duplicate:
+            text = _(
+                "⚠️ The payment provider canceled the refund of ticket #{ticket} ({amount}) "
+                "for «{title}»: no money went back and the ticket is still active. "
+                "/refund {ticket} tries again. Reason: {detail}",
+                locale=lang,
+                ticket=ticket.id,
+                amount=amount,
+                title=title,
+                detail=escape(detail),
+            )
+        else:
+            text = _(
+                "⚠️ The payment provider canceled an automatic refund: payment {payment} of "
+                "{amount} by user {user} for «{title}». No money went back: please refund it "
+                "from the payment provider's dashboard. Reason: {detail}",
+                locale=lang,
+                payment=payment.id,
+                amount=amount,
+                user=payment.user_id,
+                title=title,
+                detail=escape(detail),
+            )
+        outbox = OutboxService(self.session, self.app)
+        for member_id in await self.repo.member_ids(org.id):
+            await outbox.notice(
+                # One alert per cancellation: a retried refund may be canceled again.
+                dedupe_key=f"refund-canceled:{refund.id}:{refund.idempotency_key}:{member_id}",
+                chat_id=member_id,
+                text=text,
+                org_id=org.id,
+                webinar_id=webinar.id,
+            )
+
+    # -- refunds the provider finishes later -------------------------------------------------
+
+    async def follow_processing(self) -> int:
+        """Ask the providers about processing refunds that are due; returns how many ended.
+
+        Rows are claimed with a lease (``next_check_at`` moved ahead, ``checks`` bumped as a
+        fencing token), so replicas share the work and a crashed one only delays an answer.
+        """
+        now = self.clock.now()
+        claims = await self.repo.claim_refunds_to_follow(
+            now=now, lease_until=now + FOLLOW_UP_LEASE, limit=FOLLOW_UP_BATCH
+        )
+        await self.session.commit()
+        ended = 0
+        for claim in claims:
+            result = await self._call_tracker(PaymentMethod(claim.method), claim.provider_refund_id)
+            ended += await self._record_follow_up(claim.refund_id, claim.checks, result)
+        return ended
+
+    async def _call_tracker(self, method: PaymentMethod, provider_refund_id: str) -> RefundResult:
+        override = self.app.extras.get("refunders")
+        if override is not None:
+            return await override.refund_status(method, provider_refund_id)
+        refunder, close = self._build_refunder(method)
+        tracker = getattr(refunder, "refund_status", None)
+        try:
+            if tracker is None:
+                return RefundResult(
+                    ok=False,
+                    error_code=ErrorCode.NOT_CONFIGURED,
+                    detail=f"refunds of {method.value} payments cannot be followed here",
+                )
+            return await tracker(provider_refund_id)
+        except Exception as exc:  # a tracker bug must leave the refund processing, not lost
+            log.exception("refund tracker for %s raised", method.value)
+            return RefundResult(
+                ok=False, error_code=ErrorCode.PROVIDER_ERROR, detail=f"{type(exc).__name__}"
+            )
+        finally:
+            if close:
+                await refunder.aclose()  # type: ignore[union-attr]
+
+    async def _record_follow_up(self, refund_id: int, checks: int, result: RefundResult) -> bool:
+        """Record the provider's answer about a claimed refund; True if the refund ended."""
+        now = self.clock.now()
+        claimed = await self.repo.refund(refund_id)
+        assert claimed is not None
+        payment = await self.repo.payment(claimed.payment_id, lock=True)  # then re-read it
+        refund = await self.repo.refund(refund_id, refresh=True)
+        assert payment is not None
+        assert refund is not None
+        if refund.status != RefundStatus.PROCESSING or refund.checks != checks:
+            # Another replica claimed it after our lease lapsed, or it ended meanwhile.
+            await self.session.commit()
+            return False
+        if payment.status == PaymentStatus.REFUNDED:
+            refund.status = RefundStatus.SUCCEEDED  # Telegram reported it first
+            refund.completed_at, refund.next_check_at = now, None
+            await self.session.commit()
+            return True
+        if result.ok and not result.pending:
+            refund.status = RefundStatus.SUCCEEDED
+            refund.completed_at, refund.next_check_at = now, None
+            refund.error_code, refund.detail = result.error_code, result.detail
+            outcome = await self._apply_refunded(payment, RefundReason(refund.reason), now)
+            log.info("refund of payment %s succeeded after processing", payment.id)
+            await self._finish(outcome)
+            return True
+        if result.error_code == ErrorCode.REFUND_CANCELED:
+            refund.status = RefundStatus.FAILED
+            refund.completed_at, refund.next_check_at = now, None
+            refund.error_code, refund.detail = result.error_code, result.detail
+            payment.status = PaymentStatus.REFUND_FAILED
+            log.warning("refund of payment %s was canceled: %s", payment.id, result.detail)
+            outcome = await self._outcome(RefundStatusCode.FAILED, payment)
+            await self._alert_canceled_refund(outcome, refund)
+            await self._finish(outcome)
+            return True
+        if not result.ok:
+            # No answer this time (network, credentials, a provider error): ask again later.
+            log.warning(
+                "could not check refund %s of payment %s: %s %s",
+                refund.provider_refund_id,
+                payment.id,
+                result.error_code,
+                result.detail,
+            )
+        refund.next_check_at = now + follow_up_delay(refund.checks)
+        await self.session.commit()
+        return False
 
     # -- refunds made outside the bot ----------------------------------------------------------
 
@@ -557,3 +797,9 @@ class RefundService(Service):
                 await call
             except Exception:
                 log.warning("group clean-up for ticket %s failed", ticket.id, exc_info=True)
+
+
+async def follow_refunds(app: Any) -> int:
+    """The job: ask the providers about refunds they accepted but had not finished."""
+    async with app.session_factory() as session:
+        return await RefundService(session, app).follow_processing()

@@ -9,6 +9,8 @@ The invariants (DESIGN.md, "An order's life"):
 - A payment is recorded once (unique charge id); ticket, link, reminders and the access
   delivery are written in the same transaction. A payment that cannot buy a seat (second charge
   of a paid order, hold lapsed on a full webinar, cancelled webinar) is recorded and refunded.
+- A payment whose payload matches no order is recorded all the same (without an order), the
+  buyer told, and refunded: money taken is never only a line in a log.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bot.formatting import STARS, escape, money
 from bot.i18n import _
 from bot.services.base import Service
 from payments import ReceiptSpec, build_invoice
-from payments.base import CURRENCY_EXPONENTS
+from payments.base import CURRENCY_EXPONENTS, method_of_charge
 from storage.enums import (
     AccessMode,
     OrderStatus,
@@ -44,7 +46,12 @@ log = logging.getLogger(__name__)
 
 CARD_CURRENCIES = frozenset(code for code in CURRENCY_EXPONENTS if code != STARS)
 # A payment whose charge cannot buy a seat is refunded; these reasons are decided by the bot.
-AUTOMATIC_REASONS = (RefundReason.DUPLICATE, RefundReason.NO_SEAT, RefundReason.CANCELLED)
+AUTOMATIC_REASONS = (
+    RefundReason.DUPLICATE,
+    RefundReason.NO_SEAT,
+    RefundReason.CANCELLED,
+    RefundReason.UNMATCHED,
+)
 
 
 def refund_key(payment_id: int) -> str:
@@ -97,9 +104,9 @@ class CheckoutAnswer:
 class PaymentResult(StrEnum):
     ISSUED = "issued"  # ticket issued, access delivery planned
     WAITING_LINK = "waiting_link"  # ticket issued, link pool empty: the link follows
-    REFUNDING = "refunding"  # recorded, cannot buy a seat: refunded automatically
+    REFUNDING = "refunding"  # recorded, cannot buy a seat (or matches no order): refunded
     REPLAY = "replay"  # this charge was recorded before: nothing changed
-    UNKNOWN_ORDER = "unknown_order"  # payload matches no order: nothing to record it against
+    UNKNOWN_ORDER = "unknown_order"  # a free registration for a webinar that does not exist
 
 
 @dataclass
@@ -417,14 +424,13 @@ class SalesService(Service):
         repo = self.repo
         order = await repo.order_by_token(payload, lock=True)
         if order is None:
-            log.error(
-                "payment %s (%s %s from user %s) matches no order",
-                telegram_charge_id,
-                total_amount,
-                currency,
-                user_id,
+            return await self._record_unmatched(
+                user_id=user_id,
+                total_amount=total_amount,
+                currency=currency,
+                telegram_charge_id=telegram_charge_id,
+                provider_charge_id=provider_charge_id,
             )
-            return PaymentOutcome(PaymentResult.UNKNOWN_ORDER)
         payment_id = await repo.insert_payment(
             order_id=order.id,
             user_id=user_id,
@@ -569,6 +575,85 @@ class SalesService(Service):
             org_id=org.id,
             webinar_id=webinar.id,
         )
+
+    async def _record_unmatched(
+        self,
+        *,
+        user_id: int,
+        total_amount: int,
+        currency: str,
+        telegram_charge_id: str,
+        provider_charge_id: str | None,
+    ) -> PaymentOutcome:
+        """A charge whose payload matches no order: record it, plan its refund, tell the buyer.
+
+        Same table and constraint as every payment (a redelivered update is a replay), and the
+        same refund path (pending, retries, alerts), with no order, webinar or ticket.
+        """
+        now = self.clock.now()
+        method = self._unmatched_method(currency, provider_charge_id)
+        payment_id = await self.repo.insert_payment(
+            order_id=None,
+            user_id=user_id,
+            method=method,
+            telegram_charge_id=telegram_charge_id,
+            provider_charge_id=provider_charge_id,
+            amount_minor=total_amount,
+            currency=currency,
+            now=now,
+        )
+        if payment_id is None:
+            return PaymentOutcome(PaymentResult.REPLAY)
+        log.error(
+            "payment %s (%s %s from user %s) matches no order: refunding it",
+            telegram_charge_id,
+            total_amount,
+            currency,
+            user_id,
+        )
+        payment = await self.repo.payment(payment_id)
+        assert payment is not None
+        payment.status = PaymentStatus.REFUND_PENDING
+        await self.repo.add(
+            Refund(
+                payment_id=payment.id,
+                status=RefundStatus.PENDING,
+                reason=RefundReason.UNMATCHED,
+                idempotency_key=refund_key(payment.id),
+                created_at=now,
+            )
+        )
+        from bot.services.outbox import OutboxService
+        from bot.services.users import UserService
+
+        users = UserService(self.session, self.app)
+        # No organization to speak for: the buyer's own language.
+        lang = users.locale_of(await users.repo.get(user_id))
+        await OutboxService(self.session, self.app).notice(
+            dedupe_key=f"unmatched:{payment.id}",
+            chat_id=user_id,
+            text=_(
+                "I received your payment of {amount} but it matches no order (the invoice may "
+                "be outdated), so it is being refunded to you automatically. You need to do "
+                "nothing. Questions: /paysupport",
+                locale=lang,
+                amount=money(total_amount, currency, lang),
+            ),
+        )
+        return PaymentOutcome(
+            PaymentResult.REFUNDING, payment_id=payment.id, reason=RefundReason.UNMATCHED
+        )
+
+    def _unmatched_method(self, currency: str, provider_charge_id: str | None) -> PaymentMethod:
+        """The method to refund an unmatched charge through. When the charge does not say,
+        the configured card provider; a wrong guess fails safely (the provider does not know
+        the charge) and the bot's owners are alerted."""
+        found = method_of_charge(currency, provider_charge_id)
+        if found is not None:
+            return PaymentMethod(found.value)
+        if self.settings.yookassa_provider_token and not self.settings.stripe_provider_token:
+            return PaymentMethod.YOOKASSA
+        return PaymentMethod.STRIPE
 
     async def _deliver_access(
         self, ticket: Ticket, webinar: Webinar, org: Organization

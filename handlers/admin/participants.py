@@ -36,6 +36,8 @@ def line(number: int, p: Participant, locale: str) -> str:
     else:
         paid = _("free")
     access = _("✅ access delivered") if p.access_delivered_at else _("⏳ access not delivered yet")
+    if p.refund_pending:
+        access += " · " + _("↩️ refund in progress")
     return f"{number}. #{p.ticket_id} {who} · {paid} · {access}"
 
 

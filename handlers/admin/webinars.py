@@ -328,10 +328,19 @@ async def cancel(
     )
     failed = getattr(outcome.refunds, "failed", 0)
     refunded = getattr(outcome.refunds, "refunded", 0)
+    processing = getattr(outcome.refunds, "processing", 0)
     await show(query, *await render_card(membership, services, outcome.webinar.id))
     text = _("«{title}» is cancelled.", title=escape(outcome.webinar.title))
     if refunded:
         text += " " + _n("{n} ticket refunded.", "{n} tickets refunded.", refunded)
+    if processing:
+        text += " " + _n(
+            "{n} refund is still being processed by the payment provider: its participant is "
+            "told once it is done, and you if it is canceled.",
+            "{n} refunds are still being processed by the payment provider: each participant "
+            "is told once theirs is done, and you if one is canceled.",
+            processing,
+        )
     if failed:
         text += " " + _n(
             "{n} refund failed: /refund retries it.",

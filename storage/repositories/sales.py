@@ -8,6 +8,7 @@ Lock order, everywhere: order, then webinar, then payment. Keeping one order rul
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, func, select, update
@@ -36,6 +37,18 @@ from storage.models import (
 from storage.repositories.base import Repository
 
 OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundClaim:
+    """A processing refund one worker holds until its lease (``next_check_at``) lapses.
+    ``checks`` (bumped by every claim) is the fencing token, as ``attempts`` is in the outbox."""
+
+    refund_id: int
+    payment_id: int
+    checks: int
+    method: PaymentMethod
+    provider_refund_id: str
 
 
 class SalesRepository(Repository):
@@ -140,7 +153,7 @@ class SalesRepository(Repository):
     async def insert_payment(
         self,
         *,
-        order_id: int,
+        order_id: int | None,
         user_id: int,
         method: PaymentMethod,
         telegram_charge_id: str,
@@ -202,6 +215,63 @@ class SalesRepository(Repository):
                 select(Refund).where(Refund.payment_id == payment_id).order_by(Refund.id).limit(1)
             )
         ).first()
+
+    async def refund(self, refund_id: int, *, refresh: bool = False) -> Refund | None:
+        return await self.session.get(Refund, refund_id, populate_existing=refresh)
+
+    async def claim_refunds_to_follow(
+        self, *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[RefundClaim]:
+        """Take up to ``limit`` processing refunds that are due a question to the provider.
+
+        One statement, like the outbox's claim: the inner ``FOR UPDATE SKIP LOCKED`` lets
+        replicas take disjoint rows on PostgreSQL (SQLite has one writer); moving
+        ``next_check_at`` to ``lease_until`` hides the rows from everyone else meanwhile.
+        """
+        due = (
+            select(Refund.id)
+            .where(
+                Refund.status == RefundStatus.PROCESSING,
+                Refund.next_check_at <= now,
+                Refund.provider_refund_id.is_not(None),
+            )
+            .order_by(Refund.next_check_at, Refund.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claimed = (
+            await self.session.execute(
+                update(Refund)
+                .where(Refund.id.in_(due.scalar_subquery()))
+                .values(next_check_at=lease_until, checks=Refund.checks + 1)
+                .returning(Refund.id, Refund.payment_id, Refund.checks, Refund.provider_refund_id)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+        if not claimed:
+            return []
+        methods = dict(
+            (
+                await self.session.execute(
+                    select(Payment.id, Payment.method).where(
+                        Payment.id.in_([row.payment_id for row in claimed])
+                    )
+                )
+            ).all()
+        )
+        return sorted(
+            (
+                RefundClaim(
+                    row.id,
+                    row.payment_id,
+                    row.checks,
+                    PaymentMethod(methods[row.payment_id]),
+                    row.provider_refund_id,
+                )
+                for row in claimed
+            ),
+            key=lambda claim: claim.refund_id,
+        )
 
     async def refunds_to_retry(self, *, stale_before: datetime, since: datetime) -> list[int]:
         """Payments whose refund is stuck: pending since a crash, or failed on the network."""

@@ -139,3 +139,22 @@ async def test_registry_routes_by_method_and_reports_missing_ones() -> None:
 
     await registry.aclose()
     assert stars.closed
+
+
+@pytest.mark.parametrize(
+    ("currency", "charge", "method"),
+    [
+        ("XTR", None, PaymentMethod.STARS),
+        ("USD", "ch_3abc", PaymentMethod.STRIPE),
+        ("EUR", "pi_3abc", PaymentMethod.STRIPE),
+        ("RUB", "2d5e1b4a-000f-5000-8000-1b2c3d4e5f60", PaymentMethod.YOOKASSA),
+        ("RUB", "something-else", None),
+        ("USD", None, None),
+    ],
+)
+def test_the_method_of_a_charge_is_told_from_the_charge(
+    currency: str, charge: str | None, method: PaymentMethod | None
+) -> None:
+    from payments.base import method_of_charge
+
+    assert method_of_charge(currency, charge) == method

@@ -146,3 +146,20 @@ async def test_aclose_is_idempotent(localstripe: LocalStripe) -> None:
     await refunder.aclose()
     result = await refunder.refund(stripe_request("ch_1"))
     assert result.error_code == "not_configured"
+
+
+async def test_refund_status_reads_a_refund(
+    make_charge: MakeCharge, stripe_refunder: StripeRefunder
+) -> None:
+    # localstripe finishes every refund at once, so only the end of the road is seen here;
+    # the pending and canceled paths are followed against the fake YooKassa.
+    made = await stripe_refunder.refund(stripe_request(await make_charge(1999, "usd")))
+    assert made.provider_refund_id
+    status = await stripe_refunder.refund_status(made.provider_refund_id)
+    assert (status.ok, status.pending, status.provider_refund_id) == (
+        True,
+        False,
+        made.provider_refund_id,
+    )
+    unknown = await stripe_refunder.refund_status("re_doesnotexist")
+    assert (unknown.ok, unknown.error_code) == (False, "not_found")

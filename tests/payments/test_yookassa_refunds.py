@@ -182,3 +182,51 @@ async def test_two_shops_in_parallel_do_not_mix_credentials() -> None:
     assert all(r.ok for r in results), results
     assert {r.status for r in shop_a.requests} == {200}
     assert {r.status for r in shop_b.requests} == {200}
+
+
+async def test_a_pending_refund_is_followed_to_success_with_find_one(
+    fake_yookassa: FakeYooKassa, yookassa_refunder: YooKassaRefunder, create_payment: CreatePayment
+) -> None:
+    payment_id = await create_payment("10.00")
+    fake_yookassa.refund_status = "pending"
+    accepted = await yookassa_refunder.refund(yk_request(payment_id))
+    assert accepted.provider_refund_id
+    refund_id = accepted.provider_refund_id
+
+    still = await yookassa_refunder.refund_status(refund_id)
+    assert (still.ok, still.pending, still.provider_refund_id) == (True, True, refund_id)
+    assert fake_yookassa.requests[-1].path == f"/v3/refunds/{refund_id}"
+
+    fake_yookassa.settle_refund(refund_id, "succeeded")
+    done = await yookassa_refunder.refund_status(refund_id)
+    assert (done.ok, done.pending, done.error_code) == (True, False, None)
+
+
+async def test_a_pending_refund_the_provider_cancels_is_refund_canceled(
+    fake_yookassa: FakeYooKassa, yookassa_refunder: YooKassaRefunder, create_payment: CreatePayment
+) -> None:
+    payment_id = await create_payment("10.00")
+    fake_yookassa.refund_status = "pending"
+    accepted = await yookassa_refunder.refund(yk_request(payment_id))
+    assert accepted.provider_refund_id
+    assert fake_yookassa.payments[payment_id]["refundable"] is False
+
+    fake_yookassa.settle_refund(
+        accepted.provider_refund_id, "canceled", reason="insufficient_funds"
+    )
+    result = await yookassa_refunder.refund_status(accepted.provider_refund_id)
+    assert (result.ok, result.error_code) == (False, "refund_canceled")
+    assert "insufficient_funds" in (result.detail or "")
+    # The money was never sent: the payment can be refunded again, with a new key.
+    assert fake_yookassa.payments[payment_id]["refunded_amount"]["value"] == "0.00"
+    assert (await yookassa_refunder.refund(yk_request(payment_id))).ok
+
+
+async def test_following_an_unknown_refund_or_an_unreachable_server(
+    yookassa_refunder: YooKassaRefunder,
+) -> None:
+    unknown = await yookassa_refunder.refund_status(str(uuid.uuid4()))
+    assert (unknown.ok, unknown.error_code) == (False, "not_found")
+    down = YooKassaRefunder(SHOP_ID, SECRET_KEY, api_url=f"http://127.0.0.1:{free_port()}/v3")
+    unreachable = await down.refund_status(str(uuid.uuid4()))
+    assert (unreachable.ok, unreachable.error_code) == (False, "network_error")
