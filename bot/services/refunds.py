@@ -582,8 +582,9 @@ class RefundService(Service):
             )
 
     async def _alert_canceled_refund(self, outcome: RefundOutcome, refund: Refund) -> None:
-        """The provider canceled a refund it had accepted: tell the organizers, in the
-        organization's language (the bot's owners for a payment that matches no order)."""
+        """The provider canceled a refund it had accepted: tell each organizer in their own
+        language, as every organizer alert (the bot's owners for a payment that matches no
+        order)."""
         payment = outcome.payment
         assert payment is not None
         detail = refund.detail or str(refund.error_code)
@@ -591,34 +592,43 @@ class RefundService(Service):
             await self._alert_owners(payment, detail)
             return
         org, webinar, ticket = outcome.org, outcome.webinar, outcome.ticket
-        lang = org.language
-        amount = money(payment.amount_minor, payment.currency, lang)
-        title = escape(webinar.title)
-        if ticket is not None and ticket.status == TicketStatus.ACTIVE and not payment.is_duplicate:
-            text = _(
-                "⚠️ The payment provider canceled the refund of ticket #{ticket} ({amount}) "
-                "for «{title}»: no money went back and the ticket is still active. "
-                "/refund {ticket} tries again. Reason: {detail}",
-                locale=lang,
-                ticket=ticket.id,
-                amount=amount,
-                title=title,
-                detail=escape(detail),
-            )
-        else:
-            text = _(
-                "⚠️ The payment provider canceled an automatic refund: payment {payment} of "
-                "{amount} by user {user} for «{title}». No money went back: please refund it "
-                "from the payment provider's dashboard. Reason: {detail}",
-                locale=lang,
-                payment=payment.id,
-                amount=amount,
-                user=payment.user_id,
-                title=title,
-                detail=escape(detail),
-            )
+        ticket_kept = (
+            ticket is not None and ticket.status == TicketStatus.ACTIVE and not payment.is_duplicate
+        )
+        from bot.services.users import UserService
+
+        users = UserService(self.session, self.app)
+        member_ids = await self.repo.member_ids(org.id)
+        members = await users.repo.by_ids(member_ids)
         outbox = OutboxService(self.session, self.app)
-        for member_id in await self.repo.member_ids(org.id):
+        for member_id in member_ids:
+            lang = users.locale_of(members.get(member_id))
+            amount = money(payment.amount_minor, payment.currency, lang)
+            title = escape(webinar.title)
+            if ticket_kept:
+                assert ticket is not None
+                text = _(
+                    "⚠️ The payment provider canceled the refund of ticket #{ticket} ({amount}) "
+                    "for «{title}»: no money went back and the ticket is still active. "
+                    "/refund {ticket} tries again. Reason: {detail}",
+                    locale=lang,
+                    ticket=ticket.id,
+                    amount=amount,
+                    title=title,
+                    detail=escape(detail),
+                )
+            else:
+                text = _(
+                    "⚠️ The payment provider canceled an automatic refund: payment {payment} of "
+                    "{amount} by user {user} for «{title}». No money went back: please refund it "
+                    "from the payment provider's dashboard. Reason: {detail}",
+                    locale=lang,
+                    payment=payment.id,
+                    amount=amount,
+                    user=payment.user_id,
+                    title=title,
+                    detail=escape(detail),
+                )
             await outbox.notice(
                 # One alert per cancellation: a retried refund may be canceled again.
                 dedupe_key=f"refund-canceled:{refund.id}:{refund.idempotency_key}:{member_id}",
