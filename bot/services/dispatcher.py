@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -43,6 +44,7 @@ BACKOFF_SECONDS = (5, 30, 120, 600, 1800)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
 # A row claimed this many times never got an answer recorded: its worker keeps dying on it.
 MAX_CLAIMS = MAX_ATTEMPTS + 4
+FINAL_CHECK_EVERY_S = 1.0  # how often a kicked drain looks for broadcasts to finish
 DEFAULT_LEASE = timedelta(minutes=2)
 
 
@@ -112,6 +114,7 @@ class OutboxDispatcher:
         self._renderers = renderers()
         self._again = False
         self._task: asyncio.Task[None] | None = None
+        self._last_final_check = -FINAL_CHECK_EVERY_S
 
     def kick(self) -> None:
         """Dispatch soon, without waiting for the next scheduler tick (after a payment, say)."""
@@ -123,9 +126,15 @@ class OutboxDispatcher:
         while self._again:
             self._again = False
             try:
-                while (await self.run_once()).claimed:
+                # A batch that was not full left nothing due: rows written since kick again,
+                # rows due later wait for the scheduler's tick.
+                while (await self.run_once()).claimed >= self.batch_size:
                     pass
-                await self._finish_broadcasts(set(), final_only=True)
+                # Broadcasts whose last rows another replica sent: once per tick is enough,
+                # not once per payment in a rush.
+                if time.monotonic() - self._last_final_check >= FINAL_CHECK_EVERY_S:
+                    self._last_final_check = time.monotonic()
+                    await self._finish_broadcasts(set(), final_only=True)
             except Exception:
                 log.exception("outbox dispatch failed; the next tick retries")
 
@@ -321,7 +330,11 @@ class OutboxDispatcher:
         from bot.services.broadcasts import BroadcastProgress
 
         try:
-            await BroadcastProgress.of(self.app).update(self.sender, touched, final_only=final_only)
+            finished = await BroadcastProgress.of(self.app).update(
+                self.sender, touched, final_only=final_only
+            )
+            if finished:
+                self._again = True  # their reports are new outbox rows: deliver them now
         except Exception:
             log.exception("broadcast progress could not be shown; the next batch tries again")
 
