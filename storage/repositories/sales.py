@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -58,14 +59,27 @@ class SalesRepository(Repository):
 
     # -- webinars and organizations ------------------------------------------------------------
 
+    # A webinar is always shown in its organization's language and currency: both are loaded
+    # in one statement, so the ``org()`` that follows finds the organization in the session.
+    # (The session's identity map holds unchanged objects weakly: ``session.info`` keeps it.)
+    _with_org = select(Webinar, Organization).join(Organization, Organization.id == Webinar.org_id)
+
+    async def _webinar_with_org(self, statement: Select[Any]) -> Webinar | None:
+        row = (await self.session.execute(statement)).first()
+        if row is None:
+            return None
+        webinar, org = row
+        self.session.info.setdefault("organizations", {})[org.id] = org
+        return webinar
+
     async def webinar(self, webinar_id: int, *, lock: bool = False) -> Webinar | None:
-        statement = select(Webinar).where(Webinar.id == webinar_id)
+        statement = self._with_org.where(Webinar.id == webinar_id)
         if lock and self.locks:
-            statement = statement.with_for_update()
-        return (await self.session.scalars(statement)).one_or_none()
+            statement = statement.with_for_update(of=Webinar)
+        return await self._webinar_with_org(statement)
 
     async def webinar_by_code(self, code: str) -> Webinar | None:
-        return (await self.session.scalars(select(Webinar).where(Webinar.code == code))).first()
+        return await self._webinar_with_org(self._with_org.where(Webinar.code == code))
 
     async def webinar_by_group(self, chat_id: int) -> list[Webinar]:
         rows = await self.session.scalars(select(Webinar).where(Webinar.group_chat_id == chat_id))
