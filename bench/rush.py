@@ -235,6 +235,8 @@ class Process:
 
 async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -> dict[str, Any]:
     code = await create_webinar(url, args.buyers)
+    if args.slots is not None:
+        os.environ["UPDATE_SLOTS"] = str(args.slots)  # the spawned bot reads its settings anew
     async with Process(_bot_process, sandbox.url, url, args.profile) as bot:
         limit = asyncio.Semaphore(args.concurrency)
         latencies: list[float] = []
@@ -293,7 +295,11 @@ async def main(args: argparse.Namespace) -> None:
     p50 = statistics.median(latencies_ms) if latencies_ms else float("nan")
     p99 = percentile(latencies_ms, 0.99)
     ratio = flows_per_s / echo_per_s
-    print(f"database: {backend}; buyers: {args.buyers}; concurrency: {args.concurrency}")
+    slots = Settings(_env_file=None).update_slots
+    print(
+        f"database: {backend}; buyers: {args.buyers}; concurrency: {args.concurrency}; "
+        f"update slots: {slots}"
+    )
     print(f"purchase flows: {flows_per_s:.1f}/s ({4 * flows_per_s:.1f} updates/s)")
     print(f"pre-checkout answer: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(
@@ -311,6 +317,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--buyers", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument(
+        "--slots",
+        type=int,
+        help="the bot's UPDATE_SLOTS (default: the setting's own default, or the environment)",
+    )
     parser.add_argument(
         "--profile", metavar="FILE", help="write the bot process's cProfile stats to FILE"
     )
