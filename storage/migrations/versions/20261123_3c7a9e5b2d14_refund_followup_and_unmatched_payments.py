@@ -2,7 +2,7 @@
 
 Revision ID: 3c7a9e5b2d14
 Revises: fe411f9d1036
-Create Date: 2026-12-01 10:00:00.000000
+Create Date: 2026-11-23 10:00:00.000000
 """
 
 from collections.abc import Sequence
