@@ -22,6 +22,8 @@ from aiolimiter import AsyncLimiter
 
 from bot.services.outbox import Outgoing
 
+BURST_S = 0.25
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -66,7 +68,11 @@ class PacedSender:
         max_retry_after_s: float = 3600.0,
     ) -> None:
         self.bot = bot
-        self.global_limiter = AsyncLimiter(max(rate_per_s, 1.0), 1.0)
+        # A bucket of a quarter second's tokens: enough to catch up after the loop's small
+        # stalls, too few for a burst that a whole second's bucket would allow after a pause
+        # (Telegram counts per second).
+        rate = max(rate_per_s, 1.0)
+        self.global_limiter = AsyncLimiter(max(rate * BURST_S, 1.0), max(BURST_S, 1.0 / rate))
         self.chats = PerChatPacer(chat_interval_s)
         self.max_retry_after_s = max_retry_after_s
         self.stats = SenderStats()
