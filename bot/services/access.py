@@ -22,7 +22,6 @@ from bot.services.outbox import OutboxService, Outgoing
 from storage.enums import AccessMode, OutboxKind, TicketStatus
 from storage.models import AccessLink, Organization, OutboxMessage, Ticket, Webinar
 from storage.repositories.sales import SalesRepository
-from storage.repositories.users import UserRepository
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -85,29 +84,19 @@ class AccessService(Service):
 
     async def alert_pool_empty(self, webinar: Webinar) -> None:
         """One alert per organizer each time the pool runs dry (not one per waiting buyer)."""
-        outbox = OutboxService(self.session, self.app)
         generation = await self.repo.count_links(webinar.id)
-        member_ids = await self.repo.member_ids(webinar.org_id)
-        users = await UserRepository(self.session).by_ids(member_ids)
-        for member_id in member_ids:
-            locale = self._organizer_locale(users.get(member_id))
-            await outbox.notice(
-                dedupe_key=f"pool-empty:{webinar.id}:{generation}:{member_id}",
-                chat_id=member_id,
-                text=_(
-                    "⚠️ «{title}» has no free participant links left, and paid participants "
-                    "are waiting for one. Import more links: everyone waiting gets theirs at once.",
-                    locale=locale,
-                    title=escape(webinar.title),
-                ),
-                org_id=webinar.org_id,
-                webinar_id=webinar.id,
-            )
-
-    def _organizer_locale(self, user: object) -> str:
-        from bot.services.users import UserService
-
-        return UserService(self.session, self.app).locale_of(user)  # type: ignore[arg-type]
+        await OutboxService(self.session, self.app).notice_each(
+            await self.repo.member_ids(webinar.org_id),
+            dedupe_key=f"pool-empty:{webinar.id}:{generation}",
+            render=lambda locale: _(
+                "⚠️ «{title}» has no free participant links left, and paid participants "
+                "are waiting for one. Import more links: everyone waiting gets theirs at once.",
+                locale=locale,
+                title=escape(webinar.title),
+            ),
+            org_id=webinar.org_id,
+            webinar_id=webinar.id,
+        )
 
     # -- the link pool -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ through the paced sender and marks each row once Telegram has answered.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -93,6 +93,31 @@ class OutboxService(Service):
             webinar_id=webinar_id,
             ticket_id=ticket_id,
         )
+
+    async def notice_each(
+        self,
+        recipient_ids: Iterable[int],
+        *,
+        dedupe_key: str,
+        render: Callable[[str], str],
+        org_id: int | None = None,
+        webinar_id: int | None = None,
+    ) -> None:
+        """Plan one notice per recipient, each rendered by ``render(locale)`` in the recipient's
+        own language (organizers and owners: their chosen one, else their client's)."""
+        from bot.services.users import UserService
+
+        users = UserService(self.session, self.app)
+        ids = list(recipient_ids)
+        known = await users.repo.by_ids(ids)
+        for recipient_id in ids:
+            await self.notice(
+                dedupe_key=f"{dedupe_key}:{recipient_id}",
+                chat_id=recipient_id,
+                text=render(users.locale_of(known.get(recipient_id))),
+                org_id=org_id,
+                webinar_id=webinar_id,
+            )
 
 
 async def render_notice(_services: Services, row: OutboxMessage) -> list[Outgoing] | None:

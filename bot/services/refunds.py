@@ -530,56 +530,41 @@ class RefundService(Service):
         webinar = await self.repo.webinar(order.webinar_id)
         if webinar is None:
             return
-        outbox = OutboxService(self.session, self.app)
-        from bot.services.users import UserService
-
-        users = UserService(self.session, self.app)
-        member_ids = await self.repo.member_ids(webinar.org_id)
-        members = await users.repo.by_ids(member_ids)
-        for member_id in member_ids:
-            locale = users.locale_of(members.get(member_id))
-            await outbox.notice(
-                dedupe_key=f"refund-failed:{payment.id}:{member_id}",
-                chat_id=member_id,
-                text=_(
-                    "⚠️ An automatic refund failed: payment {payment} of {amount} by user "
-                    "{user} for «{title}». Please refund it from the payment provider's "
-                    "dashboard. Reason: {detail}",
-                    locale=locale,
-                    payment=payment.id,
-                    amount=money(payment.amount_minor, payment.currency, locale),
-                    user=payment.user_id,
-                    title=escape(webinar.title),
-                    detail=escape(detail),
-                ),
-                org_id=webinar.org_id,
-                webinar_id=webinar.id,
-            )
+        await OutboxService(self.session, self.app).notice_each(
+            await self.repo.member_ids(webinar.org_id),
+            dedupe_key=f"refund-failed:{payment.id}",
+            render=lambda locale: _(
+                "⚠️ An automatic refund failed: payment {payment} of {amount} by user "
+                "{user} for «{title}». Please refund it from the payment provider's "
+                "dashboard. Reason: {detail}",
+                locale=locale,
+                payment=payment.id,
+                amount=money(payment.amount_minor, payment.currency, locale),
+                user=payment.user_id,
+                title=escape(webinar.title),
+                detail=escape(detail),
+            ),
+            org_id=webinar.org_id,
+            webinar_id=webinar.id,
+        )
 
     async def _alert_owners(self, payment: Payment, detail: str) -> None:
         """A payment that matches no order has no organizers: the bot's owners hear of it."""
-        from bot.services.users import UserService
-
-        users = UserService(self.session, self.app)
-        owner_ids = sorted(self.settings.bot_owner_ids)
-        owners = await users.repo.by_ids(owner_ids)
-        for owner_id in owner_ids:
-            locale = users.locale_of(owners.get(owner_id))
-            await OutboxService(self.session, self.app).notice(
-                dedupe_key=f"refund-failed:{payment.id}:{owner_id}",
-                chat_id=owner_id,
-                text=_(
-                    "⚠️ An automatic refund failed: payment {payment} of {amount} by user "
-                    "{user} matched no order. Please refund it from the payment provider's "
-                    "dashboard (Telegram charge {charge}). Reason: {detail}",
-                    locale=locale,
-                    payment=payment.id,
-                    amount=money(payment.amount_minor, payment.currency, locale),
-                    user=payment.user_id,
-                    charge=escape(payment.telegram_payment_charge_id),
-                    detail=escape(detail),
-                ),
-            )
+        await OutboxService(self.session, self.app).notice_each(
+            sorted(self.settings.bot_owner_ids),
+            dedupe_key=f"refund-failed:{payment.id}",
+            render=lambda locale: _(
+                "⚠️ An automatic refund failed: payment {payment} of {amount} by user "
+                "{user} matched no order. Please refund it from the payment provider's "
+                "dashboard (Telegram charge {charge}). Reason: {detail}",
+                locale=locale,
+                payment=payment.id,
+                amount=money(payment.amount_minor, payment.currency, locale),
+                user=payment.user_id,
+                charge=escape(payment.telegram_payment_charge_id),
+                detail=escape(detail),
+            ),
+        )
 
     async def _alert_canceled_refund(self, outcome: RefundOutcome, refund: Refund) -> None:
         """The provider canceled a refund it had accepted: tell each organizer in their own
@@ -587,56 +572,47 @@ class RefundService(Service):
         order)."""
         payment = outcome.payment
         assert payment is not None
-        detail = refund.detail or str(refund.error_code)
+        detail = escape(refund.detail or str(refund.error_code))
         if outcome.org is None or outcome.webinar is None:
-            await self._alert_owners(payment, detail)
+            await self._alert_owners(payment, refund.detail or str(refund.error_code))
             return
         org, webinar, ticket = outcome.org, outcome.webinar, outcome.ticket
-        ticket_kept = (
-            ticket is not None and ticket.status == TicketStatus.ACTIVE and not payment.is_duplicate
-        )
-        from bot.services.users import UserService
+        title = escape(webinar.title)
+        kept = ticket if ticket is not None and ticket.status == TicketStatus.ACTIVE else None
 
-        users = UserService(self.session, self.app)
-        member_ids = await self.repo.member_ids(org.id)
-        members = await users.repo.by_ids(member_ids)
-        outbox = OutboxService(self.session, self.app)
-        for member_id in member_ids:
-            lang = users.locale_of(members.get(member_id))
-            amount = money(payment.amount_minor, payment.currency, lang)
-            title = escape(webinar.title)
-            if ticket_kept:
-                assert ticket is not None
-                text = _(
+        def render(locale: str) -> str:
+            amount = money(payment.amount_minor, payment.currency, locale)
+            if kept is not None and not payment.is_duplicate:
+                return _(
                     "⚠️ The payment provider canceled the refund of ticket #{ticket} ({amount}) "
                     "for «{title}»: no money went back and the ticket is still active. "
                     "/refund {ticket} tries again. Reason: {detail}",
-                    locale=lang,
-                    ticket=ticket.id,
+                    locale=locale,
+                    ticket=kept.id,
                     amount=amount,
                     title=title,
-                    detail=escape(detail),
+                    detail=detail,
                 )
-            else:
-                text = _(
-                    "⚠️ The payment provider canceled an automatic refund: payment {payment} of "
-                    "{amount} by user {user} for «{title}». No money went back: please refund it "
-                    "from the payment provider's dashboard. Reason: {detail}",
-                    locale=lang,
-                    payment=payment.id,
-                    amount=amount,
-                    user=payment.user_id,
-                    title=title,
-                    detail=escape(detail),
-                )
-            await outbox.notice(
-                # One alert per cancellation: a retried refund may be canceled again.
-                dedupe_key=f"refund-canceled:{refund.id}:{refund.idempotency_key}:{member_id}",
-                chat_id=member_id,
-                text=text,
-                org_id=org.id,
-                webinar_id=webinar.id,
+            return _(
+                "⚠️ The payment provider canceled an automatic refund: payment {payment} of "
+                "{amount} by user {user} for «{title}». No money went back: please refund it "
+                "from the payment provider's dashboard. Reason: {detail}",
+                locale=locale,
+                payment=payment.id,
+                amount=amount,
+                user=payment.user_id,
+                title=title,
+                detail=detail,
             )
+
+        await OutboxService(self.session, self.app).notice_each(
+            await self.repo.member_ids(org.id),
+            # One alert per cancellation: a retried refund may be canceled again.
+            dedupe_key=f"refund-canceled:{refund.id}:{refund.idempotency_key}",
+            render=render,
+            org_id=org.id,
+            webinar_id=webinar.id,
+        )
 
     # -- refunds the provider finishes later -------------------------------------------------
 
