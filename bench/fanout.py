@@ -169,7 +169,7 @@ async def fan_out(args: argparse.Namespace, url: str, server: SandboxServer) -> 
     try:
         await plant(application.app, FIRST_PARTICIPANT, args.participants, starts_at, [60])
         clock.set(starts_at - timedelta(hours=1))
-        dispatcher = application.app.dispatcher
+        dispatcher = application.outbox
         assert dispatcher is not None
         sent_before = server.stats.requests
         started = time.monotonic()
@@ -220,7 +220,7 @@ async def rss_child(url: str, api_url: str, batch: int) -> None:
     )
     await application.setup()
     try:
-        dispatcher = application.app.dispatcher
+        dispatcher = application.outbox
         assert dispatcher is not None
         for _ in range(20):  # scheduler ticks with nothing due yet
             await dispatcher.run_once()

@@ -17,13 +17,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.clock import Clock
 from bot.commands import set_commands
-from bot.context import AppContext
-from bot.factory import create_app_context, create_bot, create_dispatcher, create_fsm_storage
+from bot.context import AppContext, Wakeups
+from bot.factory import (
+    create_app_context,
+    create_bot,
+    create_dispatcher,
+    create_fsm_storage,
+    create_refunders,
+)
 from bot.i18n import Translator
 from bot.jobs import create_scheduler
+from bot.services import Services
 from bot.services.dispatcher import OutboxDispatcher
+from bot.services.refund_worker import RefundWorker
 from bot.services.sender import PacedSender
 from bot.settings import Settings, require_token
+from payments.registry import RefunderRegistry
 from storage.migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,7 @@ class BotApplication:
         run_scheduler: bool = True,
         migrate: bool = True,
         engine: AsyncEngine | None = None,
+        refunders: RefunderRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.token = require_token(settings)
@@ -49,6 +59,9 @@ class BotApplication:
         self.run_scheduler = run_scheduler
         self.migrate = migrate
         self._shared_engine = engine
+        self._given_refunders = refunders
+        self.outbox: OutboxDispatcher
+        self.refund_worker: RefundWorker
         self.app: AppContext
         self.engine: AsyncEngine
         self.bot: Bot
@@ -71,7 +84,9 @@ class BotApplication:
         me = await self.bot.get_me()
         self.app.bot = self.bot
         self.app.bot_username = me.username or self.app.bot_username
-        self.app.dispatcher = OutboxDispatcher(
+        self.app.refunders = self._given_refunders or create_refunders(self.settings, self.bot)
+        # The running parts, wired here and handed to whoever needs them.
+        self.outbox = OutboxDispatcher(
             self.app,
             PacedSender(
                 self.bot,
@@ -80,6 +95,10 @@ class BotApplication:
             ),
             batch_size=self.settings.outbox_batch_size,
         )
+        self.refund_worker = RefundWorker(self.app)
+        self.app.wake = Wakeups(outbox=self.outbox.kick, refunds=self.refund_worker.kick)
+        async with self.app.session_factory() as session:
+            Services(session, self.app).check_wiring()
         self.dispatcher = create_dispatcher(self.app, create_fsm_storage(self.settings))
         with self.app.translator.context():
             await set_commands(self.bot)
@@ -140,8 +159,11 @@ class BotApplication:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
-        if self.app.dispatcher is not None:
-            await self.app.dispatcher.idle()
+        await self.outbox.idle()
+        await self.refund_worker.idle()
+        self.app.wake = Wakeups()
+        if self._given_refunders is None:
+            await self.app.refunders.aclose()
         await self.dispatcher.storage.close()
         await self.bot.session.close()
         if self._shared_engine is None:

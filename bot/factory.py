@@ -23,6 +23,8 @@ from bot.middlewares import (
 from bot.priority import UpdatePriorityMiddleware
 from bot.settings import Settings
 from bot.telegram_session import BotSession
+from payments.base import PaymentMethod
+from payments.registry import RefunderRegistry
 from storage.database import create_engine, create_session_factory
 
 
@@ -38,6 +40,38 @@ def create_bot(settings: Settings, token: str) -> Bot:
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
+
+
+def create_refunders(settings: Settings, bot: Bot | None) -> RefunderRegistry:
+    """One refunder per payment method this deployment can refund, built once, closed on stop.
+
+    A method left out answers ``not_configured`` (the refund is then recorded as failed and
+    people are told), never an exception. The card SDKs are imported only when configured.
+    """
+    registry = RefunderRegistry()
+    if bot is not None:
+        from payments.stars import StarsRefunder
+
+        registry.register(PaymentMethod.STARS, StarsRefunder(bot))
+    if settings.stripe_api_key is not None:
+        from payments.stripe_refunds import StripeRefunder
+
+        registry.register(
+            PaymentMethod.STRIPE,
+            StripeRefunder(settings.stripe_api_key.get_secret_value(), settings.stripe_api_base),
+        )
+    if settings.yookassa_shop_id and settings.yookassa_secret_key is not None:
+        from payments.yookassa_refunds import YooKassaRefunder
+
+        registry.register(
+            PaymentMethod.YOOKASSA,
+            YooKassaRefunder(
+                settings.yookassa_shop_id,
+                settings.yookassa_secret_key.get_secret_value(),
+                settings.yookassa_api_url,
+            ),
+        )
+    return registry
 
 
 def create_fsm_storage(settings: Settings) -> BaseStorage:
@@ -71,6 +105,7 @@ def create_app_context(
     clock: Clock | None = None,
     translator: Translator | None = None,
     engine: AsyncEngine | None = None,
+    refunders: RefunderRegistry | None = None,
 ) -> tuple[AppContext, AsyncEngine]:
     """Build the shared context and return it with the engine (the caller disposes of it)."""
     engine = engine or create_engine(settings.database_url)
@@ -79,5 +114,6 @@ def create_app_context(
         clock=clock or SystemClock(),
         translator=translator or Translator(),
         session_factory=create_session_factory(engine),
+        refunders=refunders or RefunderRegistry(),
     )
     return app, engine

@@ -15,6 +15,9 @@ from datetime import timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.context import AppContext
+from bot.services.dispatcher import dispatch_outbox
+from bot.services.refund_worker import work_refunds
+from bot.services.sales import sales_maintenance
 from storage.repositories.users import ProcessedUpdateRepository
 
 log = logging.getLogger(__name__)
@@ -40,14 +43,10 @@ async def prune_processed_updates(app: AppContext) -> int:
 
 
 def job_specs() -> list[JobSpec]:
-    from bot.services.dispatcher import dispatch_outbox
-    from bot.services.refunds import follow_refunds
-    from bot.services.sales import sales_maintenance
-
     return [
         JobSpec("outbox-dispatch", dispatch_outbox, 1.0),
         JobSpec("sales-maintenance", sales_maintenance, 60),
-        JobSpec("refund-follow-up", follow_refunds, 30),
+        JobSpec("refund-worker", work_refunds, 5),
         JobSpec("prune-processed-updates", prune_processed_updates, 3600),
     ]
 

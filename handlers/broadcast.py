@@ -214,8 +214,7 @@ async def confirmed(
         _broadcast, webinar = loaded
         counts = BroadcastCounts(total=total, pending=total)
         await query.message.edit_text(progress_text(webinar, counts, current_locale()))
-    if app.dispatcher is not None:
-        app.dispatcher.kick()
+    app.wake.outbox()
 
 
 @router.callback_query(BroadcastCallback.filter(F.action == "drop"), Organizer())

@@ -11,11 +11,11 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, ChatJoinRequest, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.context import AppContext
 from bot.formatting import escape, local_datetime, money
 from bot.i18n import _, _n
 from bot.services import Services
-from bot.services.sales import Offer, PaymentResult, Price, SaleState
+from bot.services.purchases import PaymentResult
+from bot.services.sales import Offer, Price, SaleState
 from storage.enums import PaymentMethod
 
 router = Router(name=__name__)
@@ -125,12 +125,12 @@ async def webinar_card(message: Message, command: CommandObject, services: Servi
     BuyCallback.filter(F.method.in_([*(method.value for method in PaymentMethod), FREE]))
 )
 async def buy(
-    query: CallbackQuery, callback_data: BuyCallback, services: Services, bot: Bot, app: AppContext
+    query: CallbackQuery, callback_data: BuyCallback, services: Services, bot: Bot
 ) -> None:
     """Send the invoice of the chosen payment method (or issue a free ticket)."""
     user_id = query.from_user.id
     if callback_data.method == FREE:
-        outcome = await services.sales.register_free(user_id, callback_data.webinar_id)
+        outcome = await services.purchases.register_free(user_id, callback_data.webinar_id)
         refusal = outcome.extra.get("refusal")
         if refusal:
             await query.answer(refusal, show_alert=True)
@@ -141,8 +141,6 @@ async def buy(
                 user_id,
                 _("✅ You have a ticket. /my shows your access.", locale=outcome.org.language),
             )
-        if app.dispatcher is not None:
-            app.dispatcher.kick()
         return
     result = await services.sales.create_invoice(
         user_id, callback_data.webinar_id, PaymentMethod(callback_data.method)

@@ -7,11 +7,10 @@ import logging
 from aiogram import F, Router
 from aiogram.types import Message, PreCheckoutQuery
 
-from bot.context import AppContext
 from bot.formatting import escape
 from bot.i18n import _
 from bot.services import Services
-from bot.services.sales import PaymentResult
+from bot.services.purchases import PaymentResult
 
 router = Router(name=__name__)
 log = logging.getLogger(__name__)
@@ -38,12 +37,12 @@ async def pre_checkout(query: PreCheckoutQuery, services: Services) -> None:
 
 
 @router.message(F.successful_payment)
-async def successful_payment(message: Message, services: Services, app: AppContext) -> None:
+async def successful_payment(message: Message, services: Services) -> None:
     """Record the payment and issue the ticket; the access message follows from the outbox."""
     payment = message.successful_payment
     assert payment is not None
     assert message.from_user is not None
-    outcome = await services.sales.complete_payment(
+    outcome = await services.purchases.complete_payment(
         user_id=message.from_user.id,
         payload=payment.invoice_payload,
         total_amount=payment.total_amount,
@@ -65,12 +64,10 @@ async def successful_payment(message: Message, services: Services, app: AppConte
     # Waiting for a link and automatic refunds (a payment that matches no order included) are
     # told through the outbox, written in the payment's transaction; a replayed update changes
     # nothing and says nothing.
-    if app.dispatcher is not None:
-        app.dispatcher.kick()
 
 
 @router.message(F.refunded_payment)
-async def refunded_payment(message: Message, services: Services, app: AppContext) -> None:
+async def refunded_payment(message: Message, services: Services) -> None:
     """Telegram refunded a payment (support, or our own refund echoed): record it once."""
     refund = message.refunded_payment
     assert refund is not None
@@ -78,5 +75,3 @@ async def refunded_payment(message: Message, services: Services, app: AppContext
     await services.refunds.record_telegram_refund(
         user_id=message.from_user.id, telegram_charge_id=refund.telegram_payment_charge_id
     )
-    if app.dispatcher is not None:
-        app.dispatcher.kick()

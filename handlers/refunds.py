@@ -15,8 +15,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.formatting import escape, money
 from bot.i18n import _
 from bot.services import Services
-from bot.services.refunds import RefundOutcome, RefundStatusCode, TicketPreview
-from payments.base import ErrorCode
+from bot.services.refunds import RefundOutcome, RefundStatusCode, TicketPreview, result_text
 from storage.models import User
 
 router = Router(name=__name__)
@@ -55,78 +54,38 @@ def confirmation(preview: TicketPreview) -> tuple[str, InlineKeyboardMarkup]:
     return text, builder.as_markup()
 
 
-def failure_reason(outcome: RefundOutcome) -> str:
-    code = outcome.error_code
-    if code == ErrorCode.NOT_CONFIGURED:
-        return _("refunds for this payment method are not configured")
-    if code == ErrorCode.NETWORK_ERROR:
-        return _("the payment provider did not answer; try again in a minute")
-    if code == ErrorCode.NOT_FOUND:
-        return _("the payment provider does not know this payment")
-    return _("the payment provider refused: {detail}", detail=escape(outcome.detail or code or "?"))
-
-
-def result_text(ticket_id: int, outcome: RefundOutcome) -> str:
-    status = outcome.status
-    if status == RefundStatusCode.REFUNDED:
-        payment = outcome.payment
-        lang = outcome.org.language if outcome.org else "en"
-        amount = money(payment.amount_minor, payment.currency, lang) if payment else "-"
-        return _(
-            "✅ Ticket #{ticket} refunded ({amount}). Its access is revoked and the participant "
-            "has been told.",
-            ticket=ticket_id,
-            amount=amount,
-        )
-    if status == RefundStatusCode.PROCESSING:
-        payment = outcome.payment
-        lang = outcome.org.language if outcome.org else "en"
-        amount = money(payment.amount_minor, payment.currency, lang) if payment else "-"
-        return _(
-            "⏳ The payment provider accepted the refund of ticket #{ticket} ({amount}) and is "
-            "still processing it. The ticket stays active until the money is back; then its "
-            "access is revoked and the participant told. If the provider cancels the refund, "
-            "you will be alerted.",
-            ticket=ticket_id,
-            amount=amount,
-        )
-    if status == RefundStatusCode.ALREADY_REFUNDED:
-        return _("Ticket #{ticket} was already refunded.", ticket=ticket_id)
-    if status == RefundStatusCode.NOT_ACTIVE:
-        return _("Ticket #{ticket} is no longer active.", ticket=ticket_id)
-    if status == RefundStatusCode.FAILED:
-        return _(
-            "❌ The refund of ticket #{ticket} failed: {reason}. Nothing was refunded and the "
-            "ticket is still active: you can try again.",
-            ticket=ticket_id,
-            reason=failure_reason(outcome),
-        )
-    return _("I found no ticket #{ticket} in your organizations.", ticket=ticket_id)
-
-
-def retry_keyboard(ticket_id: int) -> InlineKeyboardMarkup:
-    builder = InlineKeyboardBuilder()
-    builder.button(
-        text=_("Try again"), callback_data=RefundCallback(ticket_id=ticket_id, action="yes")
-    )
-    return builder.as_markup()
-
-
 async def _ask(
     ticket_id: int, user: User, services: Services
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     preview = await services.refunds.preview(ticket_id, requested_by=user.id)
     if isinstance(preview, RefundOutcome):
-        return result_text(ticket_id, preview), None
+        return _ticket_result(ticket_id, preview), None
     return confirmation(preview)
+
+
+def _ticket_result(ticket_id: int, outcome: RefundOutcome) -> str:
+    if outcome.ticket is None:
+        # Not found (or not yours): the id the organizer typed, nothing about the ticket.
+        return _("I found no ticket #{ticket} in your organizations.", ticket=ticket_id)
+    return result_text(outcome)
 
 
 @router.message(Command("refund"))
 async def refund_command(
     message: Message, command: CommandObject, user: User, services: Services
 ) -> None:
-    """``/refund <ticket id>``: ask for confirmation first."""
+    """``/refund <ticket id>`` asks for confirmation first; ``/refund p<payment id>`` queues
+    again the refund of a charge that bought no ticket (one an alert named)."""
     arg = (command.args or "").strip().lstrip("#")
+    if arg[:1].lower() == "p" and arg[1:].isdigit():
+        outcome = await services.refunds.refund_charge(int(arg[1:]), requested_by=user.id)
+        if outcome.status == RefundStatusCode.NOT_FOUND:
+            await message.answer(
+                _("I found no payment {payment} in your organizations.", payment=int(arg[1:]))
+            )
+            return
+        await message.answer(result_text(outcome))
+        return
     if not arg.isdigit():
         await message.answer(
             _(
@@ -143,9 +102,18 @@ async def refund_command(
 async def refund_button(
     query: CallbackQuery, callback_data: RefundCallback, user: User, services: Services
 ) -> None:
-    """Confirmation buttons (and the participant list's refund button)."""
+    """Confirmation buttons (and the participant list's refund button).
+
+    Nothing is said before the presser is known to be an organizer of the ticket's
+    organization: a forged or stale button gets the answer an unknown ticket gets."""
     ticket_id = callback_data.ticket_id
     message = query.message if isinstance(query.message, Message) else None
+    if not await services.refunds.may_refund(ticket_id, requested_by=user.id):
+        await query.answer(
+            _("I found no ticket #{ticket} in your organizations.", ticket=ticket_id),
+            show_alert=True,
+        )
+        return
     if callback_data.action == "ask":
         text, markup = await _ask(ticket_id, user, services)
         await query.answer()
@@ -157,9 +125,9 @@ async def refund_button(
         if message is not None:
             await message.edit_text(_("Kept: ticket #{ticket} was not refunded.", ticket=ticket_id))
         return
-    await query.answer(_("Refunding…"))
     outcome = await services.refunds.refund_ticket(ticket_id, requested_by=user.id)
-    text = result_text(ticket_id, outcome)
-    markup = retry_keyboard(ticket_id) if outcome.status == RefundStatusCode.FAILED else None
+    await query.answer()
+    # Queued: the refund worker calls the provider and the result comes as its own message.
+    text = _ticket_result(ticket_id, outcome)
     if message is not None:
-        await message.edit_text(text, reply_markup=markup)
+        await message.edit_text(text)

@@ -141,6 +141,9 @@ class ErrorCode(StrEnum):
     NOT_CONFIGURED = "not_configured"  # no or rejected credentials for this method
     PROVIDER_ERROR = "provider_error"  # the provider refused; retrying will not help
     NETWORK_ERROR = "network_error"  # transient; retry later with the same idempotency key
+    # Another request with the same idempotency key is still running at the provider (Stripe's
+    # 409): not a failure, the answer is on its way; ask again later with the same key.
+    IN_PROGRESS = "in_progress"
     # A refund the provider had accepted as pending ended canceled or failed: no money moved.
     REFUND_CANCELED = "refund_canceled"
 

@@ -229,6 +229,10 @@ def _map_error(exc: stripe.StripeError) -> RefundResult:
         return RefundResult(ok=False, error_code=ErrorCode.NETWORK_ERROR, detail=detail)
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         return RefundResult(ok=False, error_code=ErrorCode.NOT_CONFIGURED, detail=detail)
+    if isinstance(exc, stripe.IdempotencyError) or exc.http_status == 409:
+        # The same idempotency key is in flight (two workers, or a retry overlapping a slow
+        # call): the first request decides; this one learns the outcome on a later try.
+        return RefundResult(ok=False, error_code=ErrorCode.IN_PROGRESS, detail=detail)
     if exc.code == "charge_already_refunded":
         return RefundResult(ok=True, error_code=ErrorCode.ALREADY_REFUNDED, detail=detail)
     if exc.code == "resource_missing" or exc.http_status == 404:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Final
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, TypeVar
 
 import requests
 from yookassa import Configuration, Payment, Refund
@@ -45,20 +47,38 @@ _PAYMENT_ID_LENGTH: Final = 36  # YooKassa payment ids are UUID-like; the SDK ch
 # yookassa.Configuration is process-global and ApiClient copies it when a call starts, so
 # configure-then-call must be atomic or two refunders with different shops could send one
 # shop's refund with the other's credentials. One lock for the whole process.
+T = TypeVar("T")
 _SDK_LOCK = threading.Lock()
+# The SDK blocks (``requests``). Its calls run on these few threads of their own, never on the
+# event loop's default executor: a provider that hangs may hold these, but never the threads
+# aiohttp resolves host names with, nor anything else of the bot.
+SDK_THREADS = 2
+_executor: ThreadPoolExecutor | None = None
+
+
+def sdk_executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(SDK_THREADS, thread_name_prefix="yookassa-sdk")
+    return _executor
+
+
+async def run_sdk(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking SDK call on the SDK's own threads."""
+    return await asyncio.get_running_loop().run_in_executor(sdk_executor(), function, *args)
 
 
 class YooKassaRefunder:
     """Refund YooKassa payments with ``yookassa.Refund.create``.
 
-    The SDK is blocking (``requests``), so each refund runs in a worker thread. Calls are
-    serialised by a process-wide lock because the SDK keeps its credentials in globals.
+    The SDK is blocking (``requests``), so each refund runs on the SDK's own small thread pool.
+    Calls are serialised by a process-wide lock because the SDK keeps its credentials in globals.
 
     ``api_url`` overrides the API root, including the ``/v3`` prefix (the fake server's
-    ``url``). ``timeout`` bounds how long :meth:`refund` waits: the SDK sets no HTTP
-    timeout, so a hung connection yields ``network_error`` after ``timeout`` seconds while
-    the thread finishes in the background (a later retry with the same idempotency key is
-    safe: YooKassa returns the refund already made).
+    ``url``). ``timeout`` is the HTTP timeout the SDK is configured with, and also bounds how
+    long :meth:`refund` waits: a hung connection yields ``network_error`` after ``timeout``
+    seconds and the thread gives the lock back as its own call times out (a later retry with the
+    same idempotency key is safe: YooKassa returns the refund already made).
     """
 
     def __init__(
@@ -67,7 +87,7 @@ class YooKassaRefunder:
         secret_key: str,
         api_url: str | None = None,
         *,
-        timeout: float = 60.0,
+        timeout: float = 20.0,
     ) -> None:
         self._shop_id = str(shop_id) if shop_id else ""
         self._secret_key = secret_key
@@ -97,9 +117,7 @@ class YooKassaRefunder:
                 detail=f"{request.provider_payment_charge_id!r} is not a YooKassa payment id",
             )
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._refund_blocking, request), self._timeout
-            )
+            return await asyncio.wait_for(run_sdk(self._refund_blocking, request), self._timeout)
         except TimeoutError:
             return RefundResult(
                 ok=False,
@@ -108,7 +126,10 @@ class YooKassaRefunder:
             )
 
     def _configure(self) -> None:
-        kwargs: dict[str, Any] = {}
+        # A real timeout on the connection itself (the SDK's default is half an hour), and no
+        # retries of its own: a call ends, so the lock and the thread are given back, and our
+        # queue retries later with the same idempotency key.
+        kwargs: dict[str, Any] = {"timeout": self._timeout, "max_attempts": 1}
         if self._api_url:
             kwargs["api_url"] = self._api_url
         Configuration.configure(self._shop_id, self._secret_key, **kwargs)
@@ -165,7 +186,7 @@ class YooKassaRefunder:
             )
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(self._status_blocking, provider_refund_id), self._timeout
+                run_sdk(self._status_blocking, provider_refund_id), self._timeout
             )
         except TimeoutError:
             return RefundResult(

@@ -66,6 +66,25 @@ class RefundReason(StrEnum):
     NO_SEAT = "no_seat"  # the hold lapsed and the webinar filled up meanwhile
     TELEGRAM = "telegram"  # Telegram reported a refund we did not start
     UNMATCHED = "unmatched"  # a payment whose invoice payload matches no order
+    # The charge does not match its order (another buyer, another amount or currency): it buys
+    # nothing, and the buyer is told exactly that, not "you already paid".
+    MISMATCH = "mismatch"
+
+    @property
+    def automatic(self) -> bool:
+        """Decided by the bot, not by a person: the charge could not buy a seat."""
+        return self in _AUTOMATIC_REASONS
+
+
+_AUTOMATIC_REASONS = frozenset(
+    {
+        RefundReason.DUPLICATE,
+        RefundReason.NO_SEAT,
+        RefundReason.CANCELLED,
+        RefundReason.UNMATCHED,
+        RefundReason.MISMATCH,
+    }
+)
 
 
 class OutboxKind(StrEnum):

@@ -229,6 +229,10 @@ class Ticket(TimestampMixin, Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), unique=True)
+    # The payment that bought this ticket (None: a free ticket). A refund revokes only the
+    # ticket of its own payment, never "the ticket of the order", so a late refund of an
+    # earlier charge can never take away what a later charge bought.
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), unique=True)
     webinar_id: Mapped[int] = mapped_column(
         ForeignKey("webinars.id", ondelete="CASCADE"), index=True
     )
@@ -261,9 +265,12 @@ class Payment(TimestampMixin, Base):
 
 
 class Refund(TimestampMixin, Base):
-    """``pending -> succeeded | failed``, or ``pending -> processing -> succeeded | failed`` when
-    the provider accepts a refund but finishes it later; a job polls processing refunds when
-    ``next_check_at`` is due (the column doubles as the lease of the replica polling it)."""
+    """A refund is queued work: ``pending`` (due at ``next_check_at``) -> the refund worker calls
+    the provider -> ``succeeded | failed``, or ``processing`` when the provider accepts it but
+    finishes later (then the worker asks again when ``next_check_at`` is due). A provider that
+    did not answer leaves it ``pending`` with a later ``next_check_at``: money owed is retried
+    until it is paid back, never dropped. ``next_check_at`` doubles as the lease of the worker
+    holding the row; ``attempts`` (pending) and ``checks`` (processing) are the fencing tokens."""
 
     __tablename__ = "refunds"
     __table_args__ = (Index("ix_refunds_followup", "status", "next_check_at"),)
@@ -280,6 +287,7 @@ class Refund(TimestampMixin, Base):
     completed_at: Mapped[datetime | None]
     next_check_at: Mapped[datetime | None]  # processing: when to ask the provider again
     checks: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class Broadcast(TimestampMixin, Base):

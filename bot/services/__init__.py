@@ -1,6 +1,8 @@
-"""Use cases as plain async services. Each use case owns its transaction and commits once.
+"""Use cases as plain async services. Each use case owns its transaction and commits.
 
-Handlers and jobs reach them through :class:`Services`, built around one session::
+Handlers and jobs reach them through :class:`Services`, built around one session: the one place
+where services are wired to each other, each given what it needs in its constructor, so a missing
+piece fails when the bot starts (:meth:`Services.check_wiring`), not at refund time::
 
     services = Services(session, app)
     user = await services.users.touch(...)
@@ -9,25 +11,23 @@ Handlers and jobs reach them through :class:`Services`, built around one session
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import AppContext
-
-if TYPE_CHECKING:
-    from bot.services.access import AccessService
-    from bot.services.broadcasts import BroadcastService
-    from bot.services.links import LinkService
-    from bot.services.organizations import OrganizationService
-    from bot.services.outbox import OutboxService
-    from bot.services.participants import ParticipantService
-    from bot.services.refunds import RefundService
-    from bot.services.reminders import ReminderService
-    from bot.services.sales import SalesService
-    from bot.services.stats import StatsService
-    from bot.services.users import UserService
-    from bot.services.webinars import WebinarService
+from bot.services.access import AccessService
+from bot.services.broadcasts import BroadcastService
+from bot.services.links import LinkService
+from bot.services.organizations import OrganizationService
+from bot.services.outbox import OutboxService
+from bot.services.participants import ParticipantService
+from bot.services.purchases import PurchaseService
+from bot.services.refunds import RefundService
+from bot.services.reminders import ReminderService
+from bot.services.sales import SalesService
+from bot.services.stats import StatsService
+from bot.services.users import UserService
+from bot.services.webinars import WebinarService
 
 
 class Services:
@@ -39,72 +39,73 @@ class Services:
 
     @cached_property
     def users(self) -> UserService:
-        from bot.services.users import UserService
-
         return UserService(self.session, self.app)
 
     @cached_property
-    def organizations(self) -> OrganizationService:
-        from bot.services.organizations import OrganizationService
-
-        return OrganizationService(self.session, self.app)
-
-    @cached_property
-    def webinars(self) -> WebinarService:
-        from bot.services.webinars import WebinarService
-
-        return WebinarService(self.session, self.app)
-
-    @cached_property
-    def links(self) -> LinkService:
-        from bot.services.links import LinkService
-
-        return LinkService(self.session, self.app)
-
-    @cached_property
-    def participants(self) -> ParticipantService:
-        from bot.services.participants import ParticipantService
-
-        return ParticipantService(self.session, self.app)
-
-    @cached_property
     def outbox(self) -> OutboxService:
-        from bot.services.outbox import OutboxService
-
         return OutboxService(self.session, self.app)
 
     @cached_property
-    def reminders(self) -> ReminderService:
-        from bot.services.reminders import ReminderService
+    def organizations(self) -> OrganizationService:
+        return OrganizationService(self.session, self.app)
 
+    @cached_property
+    def reminders(self) -> ReminderService:
         return ReminderService(self.session, self.app)
 
     @cached_property
-    def broadcasts(self) -> BroadcastService:
-        from bot.services.broadcasts import BroadcastService
-
-        return BroadcastService(self.session, self.app)
-
-    @cached_property
-    def sales(self) -> SalesService:
-        from bot.services.sales import SalesService
-
-        return SalesService(self.session, self.app)
-
-    @cached_property
     def access(self) -> AccessService:
-        from bot.services.access import AccessService
-
         return AccessService(self.session, self.app)
 
     @cached_property
     def refunds(self) -> RefundService:
-        from bot.services.refunds import RefundService
+        return RefundService(self.session, self.app, outbox=self.outbox, users=self.users)
 
-        return RefundService(self.session, self.app)
+    @cached_property
+    def sales(self) -> SalesService:
+        return SalesService(self.session, self.app)
+
+    @cached_property
+    def purchases(self) -> PurchaseService:
+        return PurchaseService(
+            self.session,
+            self.app,
+            sales=self.sales,
+            access=self.access,
+            reminders=self.reminders,
+            refunds=self.refunds,
+            outbox=self.outbox,
+            users=self.users,
+        )
+
+    @cached_property
+    def webinars(self) -> WebinarService:
+        return WebinarService(
+            self.session,
+            self.app,
+            reminders=self.reminders,
+            refunds=self.refunds,
+            outbox=self.outbox,
+        )
+
+    @cached_property
+    def links(self) -> LinkService:
+        return LinkService(self.session, self.app, webinars=self.webinars, access=self.access)
+
+    @cached_property
+    def participants(self) -> ParticipantService:
+        return ParticipantService(self.session, self.app, webinars=self.webinars)
+
+    @cached_property
+    def broadcasts(self) -> BroadcastService:
+        return BroadcastService(self.session, self.app)
 
     @cached_property
     def stats(self) -> StatsService:
-        from bot.services.stats import StatsService
+        return StatsService(self.session, self.app, webinars=self.webinars)
 
-        return StatsService(self.session, self.app)
+    def check_wiring(self) -> None:
+        """Build every service once: a constructor missing a dependency fails here, at start."""
+        for name, value in vars(type(self)).items():
+            if isinstance(value, cached_property):
+                getattr(self, name)

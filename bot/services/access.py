@@ -121,8 +121,8 @@ class AccessService(Service):
         if assigned < len(waiting):
             await self.alert_pool_empty(webinar)
         await self.session.commit()
-        if self.app.dispatcher is not None and assigned:
-            self.app.dispatcher.kick()
+        if assigned:
+            self.app.wake.outbox()
         return assigned
 
     # -- group mode ----------------------------------------------------------------------------

@@ -18,8 +18,7 @@ from bot.context import AppContext
 from bot.formatting import escape
 from bot.i18n import _, _n
 from bot.services.base import Service
-from bot.services.dispatcher import Drop
-from bot.services.outbox import Outgoing
+from bot.services.outbox import Drop, Outgoing
 from bot.services.users import UserService
 from storage.enums import BroadcastStatus, OutboxKind, OutboxStatus, TicketStatus, WebinarStatus
 from storage.models import Broadcast, Organization, OutboxMessage, Ticket, User, Webinar
@@ -354,13 +353,6 @@ class BroadcastProgress:
     def __init__(self, app: AppContext) -> None:
         self.app = app
         self._edited: dict[int, float] = {}
-
-    @classmethod
-    def of(cls, app: AppContext) -> BroadcastProgress:
-        progress = app.extras.get("broadcast_progress")
-        if progress is None:
-            progress = app.extras["broadcast_progress"] = cls(app)
-        return progress
 
     async def update(
         self, sender: PacedSender, touched: set[int], *, final_only: bool = False

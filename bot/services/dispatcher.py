@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -29,7 +30,10 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 
 from bot.context import AppContext
 from bot.services import Services
-from bot.services.outbox import renderers
+from bot.services.access import render_access
+from bot.services.broadcasts import BroadcastProgress, render_broadcast
+from bot.services.outbox import Drop, Renderer, render_notice
+from bot.services.reminders import render_reminder
 from bot.services.sender import PacedSender
 from storage.enums import OutboxKind, OutboxStatus
 from storage.models import OutboxMessage
@@ -46,19 +50,6 @@ MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
 MAX_CLAIMS = MAX_ATTEMPTS + 4
 FINAL_CHECK_EVERY_S = 1.0  # how often a kicked drain looks for broadcasts to finish
 DEFAULT_LEASE = timedelta(minutes=2)
-
-
-class Drop(Exception):
-    """Raised by a renderer when a row is no longer relevant: the row is marked dropped.
-
-    ``stale`` marks the drops organizers should hear about: a reminder due while the bot was down
-    whose moment has passed.
-    """
-
-    def __init__(self, reason: str, *, stale: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.stale = stale
 
 
 @dataclass
@@ -112,6 +103,7 @@ class OutboxDispatcher:
         self.renew_every_s = renew_every_s or max(1.0, lease.total_seconds() / 4)
         self.totals = DispatchStats()
         self._renderers = renderers()
+        self.progress = BroadcastProgress(app)
         self._again = False
         self._task: asyncio.Task[None] | None = None
         self._last_final_check = -FINAL_CHECK_EVERY_S
@@ -261,11 +253,16 @@ class OutboxDispatcher:
                         stats.lost += 1
                         log.warning("outbox row %s was taken over; not sending it", claim.id)
                         return
-                    await self.sender.send(claim.chat_id, parts[index])
+                    await self.sender.send(
+                        claim.chat_id, parts[index], still_wanted=self._guard(row)
+                    )
                     if index + 1 < len(parts):
                         payload["parts_sent"] = index + 1
                         await repo.settle(claim, payload=payload)
                         await session.commit()
+            except Drop as drop:
+                await self._settle(repo, claim, stats, OutboxStatus.DROPPED, drop.reason)
+                stats.drop_reasons[drop.reason] += 1
             except TelegramForbiddenError as error:
                 await self._settle(repo, claim, stats, OutboxStatus.BLOCKED, error.message)
                 await services.users.repo.mark_blocked(claim.chat_id, self.app.clock.now())
@@ -283,6 +280,21 @@ class OutboxDispatcher:
                     await SalesRepository(session).mark_access_delivered(row.ticket_id, now)
                 stats.by_kind[str(row.kind)] += 1
             await session.commit()
+
+    def _guard(self, row: OutboxMessage) -> Callable[[], Awaitable[bool]] | None:
+        """What must still hold when a row's message leaves: a ticket's access and reminders
+        (which carry the link or password) go only while the ticket is active."""
+        if row.ticket_id is None or row.kind not in (OutboxKind.ACCESS, OutboxKind.REMINDER):
+            return None
+        ticket_id = row.ticket_id
+
+        async def ticket_active() -> bool:
+            async with self.app.session_factory() as session:
+                active = await SalesRepository(session).ticket_is_active(ticket_id)
+                await session.commit()
+            return active
+
+        return ticket_active
 
     async def _settle(
         self,
@@ -327,19 +339,24 @@ class OutboxDispatcher:
             stats.lost += 1
 
     async def _finish_broadcasts(self, touched: set[int], *, final_only: bool = False) -> None:
-        from bot.services.broadcasts import BroadcastProgress
-
         try:
-            finished = await BroadcastProgress.of(self.app).update(
-                self.sender, touched, final_only=final_only
-            )
+            finished = await self.progress.update(self.sender, touched, final_only=final_only)
             if finished:
                 self._again = True  # their reports are new outbox rows: deliver them now
         except Exception:
             log.exception("broadcast progress could not be shown; the next batch tries again")
 
 
+def renderers() -> dict[OutboxKind, Renderer]:
+    """The renderer of each outbox kind. Features register theirs here, explicitly."""
+    return {
+        OutboxKind.NOTICE: render_notice,
+        OutboxKind.ACCESS: render_access,
+        OutboxKind.REMINDER: render_reminder,
+        OutboxKind.BROADCAST: render_broadcast,
+    }
+
+
 async def dispatch_outbox(app: AppContext) -> None:
     """The scheduler's job: wake the dispatcher of this process."""
-    if app.dispatcher is not None:
-        app.dispatcher.kick()
+    app.wake.outbox()

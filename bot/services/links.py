@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import PurePath
 
+from bot.context import AppContext
 from bot.i18n import N_
+from bot.services.access import AccessService
 from bot.services.admin_input import InvalidInput, is_url
 from bot.services.base import Service
 from bot.services.webinars import PoolStats, WebinarService
@@ -159,17 +161,24 @@ def decode_upload(filename: str | None, mime_type: str | None, data: bytes) -> s
 
 
 class LinkService(Service):
+    def __init__(
+        self, session, app: AppContext, *, webinars: WebinarService, access: AccessService
+    ) -> None:
+        super().__init__(session, app)
+        self.webinars = webinars
+        self.access = access
+
     @property
     def repo(self) -> LinkRepository:
         return LinkRepository(self.session)
 
     async def stats(self, org_id: int, webinar_id: int) -> PoolStats:
-        webinar = await WebinarService(self.session, self.app).get(org_id, webinar_id)
+        webinar = await self.webinars.get(org_id, webinar_id)
         return PoolStats(*(await self.repo.stats([webinar.id])).get(webinar.id, (0, 0, 0)))
 
     async def import_links(self, org_id: int, webinar_id: int, text: str) -> ImportOutcome:
         """Add the new links of ``text`` to the webinar's pool; report every skipped line."""
-        webinar = await WebinarService(self.session, self.app).get(org_id, webinar_id)
+        webinar = await self.webinars.get(org_id, webinar_id)
         if webinar.status == WebinarStatus.CANCELLED:
             raise InvalidInput(N_("This webinar is cancelled and can no longer be changed."))
         if webinar.access_mode != AccessMode.LINKS:
@@ -198,12 +207,5 @@ class LinkService(Service):
         )
 
     async def _assign_waiting(self, webinar_id: int) -> int:
-        """Participants who paid while the pool was empty get their links now (selling's job)."""
-        from bot.services import Services
-
-        access = getattr(Services(self.session, self.app), "access", None)
-        assign = getattr(access, "assign_waiting", None)
-        if assign is None:
-            return 0
-        assigned = await assign(webinar_id)
-        return assigned if isinstance(assigned, int) else 0
+        """Participants who paid while the pool was empty get their links now."""
+        return await self.access.assign_waiting(webinar_id)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiogram.types import InlineKeyboardMarkup
 
 from bot.services.base import Service
+from bot.services.users import UserService
 from storage.enums import OutboxKind
 from storage.models import OutboxMessage
 from storage.repositories.outbox import OutboxRepository
@@ -34,6 +35,19 @@ class Outgoing:
     document_file_id: str | None = None
     photo_file_id: str | None = None
     caption: str | None = None
+
+
+class Drop(Exception):
+    """Raised by a renderer when a row is no longer relevant: the row is marked dropped.
+
+    ``stale`` marks the drops organizers should hear about: a reminder due while the bot was down
+    whose moment has passed.
+    """
+
+    def __init__(self, reason: str, *, stale: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stale = stale
 
 
 # Renders a claimed row into messages; ``None`` means "no longer relevant": the row is dropped.
@@ -105,8 +119,6 @@ class OutboxService(Service):
     ) -> None:
         """Plan one notice per recipient, each rendered by ``render(locale)`` in the recipient's
         own language (organizers and owners: their chosen one, else their client's)."""
-        from bot.services.users import UserService
-
         users = UserService(self.session, self.app)
         ids = list(recipient_ids)
         known = await users.repo.by_ids(ids)
@@ -123,17 +135,3 @@ class OutboxService(Service):
 async def render_notice(_services: Services, row: OutboxMessage) -> list[Outgoing] | None:
     text = row.payload.get("text")
     return [Outgoing(text=text)] if text else None
-
-
-def renderers() -> dict[OutboxKind, Renderer]:
-    """The renderer of each outbox kind. Features register theirs here, explicitly."""
-    from bot.services.access import render_access
-
-    registry: dict[OutboxKind, Renderer] = {OutboxKind.NOTICE: render_notice}
-    registry[OutboxKind.ACCESS] = render_access
-    from bot.services.broadcasts import render_broadcast
-    from bot.services.reminders import render_reminder
-
-    registry[OutboxKind.REMINDER] = render_reminder
-    registry[OutboxKind.BROADCAST] = render_broadcast
-    return registry

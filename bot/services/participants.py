@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.context import AppContext
 from bot.formatting import minor_to_decimal
 from bot.i18n import _
 from bot.services.base import Service
@@ -42,9 +43,13 @@ class ParticipantList:
 
 
 class ParticipantService(Service):
+    def __init__(self, session, app: AppContext, *, webinars: WebinarService) -> None:
+        super().__init__(session, app)
+        self.webinars = webinars
+
     async def list(self, org_id: int, webinar_id: int) -> ParticipantList:
         """Every ticket of the caller's webinar, oldest first (refunded ones included)."""
-        webinar = await WebinarService(self.session, self.app).get(org_id, webinar_id)
+        webinar = await self.webinars.get(org_id, webinar_id)
         rows = await WebinarRepository(self.session).participants(webinar.id)
         participants = []
         for ticket, user, order, payment in rows:

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bot.formatting import escape, local_datetime
 from bot.i18n import _, _n
 from bot.services.base import Service
-from bot.services.dispatcher import Drop
-from bot.services.outbox import Outgoing
+from bot.services.outbox import Drop, Outgoing
 from storage.enums import AccessMode, OutboxKind, OutboxStatus, TicketStatus, WebinarStatus
 from storage.models import Organization, OutboxMessage, Ticket, Webinar
 from storage.repositories.outbox import OutboxRepository

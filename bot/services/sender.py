@@ -20,7 +20,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
 from aiolimiter import AsyncLimiter
 
-from bot.services.outbox import Outgoing
+from bot.services.outbox import Drop, Outgoing
 
 BURST_S = 0.25
 
@@ -78,9 +78,23 @@ class PacedSender:
         self.stats = SenderStats()
         self._paused_until = 0.0  # a 429 on any chat pauses everyone: Telegram's limit is global
 
-    async def send(self, chat_id: int, message: Outgoing) -> Message:
-        """Send one message, waiting for the pace and through any number of 429s."""
-        return await self._paced(chat_id, lambda: self._call(chat_id, message))
+    async def send(
+        self,
+        chat_id: int,
+        message: Outgoing,
+        *,
+        still_wanted: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Message:
+        """Send one message, waiting for the pace and through any number of 429s.
+
+        ``still_wanted`` is asked right before each call to Telegram, after every wait: a pace
+        or a 429 pause can last minutes, and what was true when the message was rendered (the
+        ticket is active) may not be any more. If it says no, :class:`Drop` is raised and
+        nothing is sent.
+        """
+        return await self._paced(
+            chat_id, lambda: self._call(chat_id, message), still_wanted=still_wanted
+        )
 
     async def edit_text(
         self,
@@ -104,10 +118,18 @@ class PacedSender:
             if "not modified" not in error.message.lower():
                 raise
 
-    async def _paced(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
+    async def _paced(
+        self,
+        chat_id: int,
+        call: Callable[[], Awaitable[T]],
+        *,
+        still_wanted: Callable[[], Awaitable[bool]] | None = None,
+    ) -> T:
         while True:
             await self.chats.wait(chat_id)
             await self._global_slot()
+            if still_wanted is not None and not await still_wanted():
+                raise Drop("no longer wanted at the moment of sending")
             try:
                 result = await call()
             except TelegramRetryAfter as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from bot.context import AppContext
 from bot.services.base import Service
 from bot.services.webinars import WebinarService, WebinarSummary
 from storage.enums import PaymentStatus
@@ -34,9 +35,13 @@ def _add(money: Money, currency: str, amount: int) -> None:
 
 
 class StatsService(Service):
+    def __init__(self, session, app: AppContext, *, webinars: WebinarService) -> None:
+        super().__init__(session, app)
+        self.webinars = webinars
+
     async def for_org(self, org_id: int) -> SalesStats:
         """Tickets, revenue per currency and per payment method, refunds, and each webinar."""
-        summaries = await WebinarService(self.session, self.app).summaries(org_id)
+        summaries = await self.webinars.summaries(org_id)
         totals = await WebinarRepository(self.session).payment_totals(org_id)
         await self.session.commit()
         revenue: Money = {}

@@ -7,12 +7,13 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiogram.enums import ChatMemberStatus, ChatType
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import ChatMemberAdministrator
 
+from bot.context import AppContext
 from bot.i18n import N_
 from bot.services.admin_input import (
     DEFAULT_OFFSETS,
@@ -32,14 +33,14 @@ from bot.services.admin_input import (
 )
 from bot.services.base import Service
 from bot.services.organizations import Membership
+from bot.services.outbox import OutboxService
+from bot.services.refunds import RefundService, WebinarRefunds
+from bot.services.reminders import ReminderService
 from storage.enums import AccessMode, OutboxKind, WebinarStatus
 from storage.models import Organization, Webinar
 from storage.repositories.links import LinkRepository
 from storage.repositories.outbox import OutboxRepository
 from storage.repositories.webinars import WebinarRepository
-
-if TYPE_CHECKING:
-    from bot.services import Services
 
 log = logging.getLogger(__name__)
 SHARE_PREFIX = "w_"
@@ -123,7 +124,7 @@ class EditOutcome:
 class CancelOutcome:
     webinar: Webinar
     tickets: int
-    refunds: Any = None  # whatever the refunds service reports, when it exists
+    refunds: WebinarRefunds
 
 
 @dataclass(frozen=True)
@@ -133,21 +134,30 @@ class GroupCheck:
 
 
 class WebinarService(Service):
+    def __init__(
+        self,
+        session,
+        app: AppContext,
+        *,
+        reminders: ReminderService,
+        refunds: RefundService,
+        outbox: OutboxService,
+    ) -> None:
+        super().__init__(session, app)
+        self.reminders = reminders
+        self.refunds = refunds
+        self.outbox = outbox
+
     @property
     def repo(self) -> WebinarRepository:
         return WebinarRepository(self.session)
 
-    def _services(self) -> Services:
-        from bot.services import Services
-
-        return Services(self.session, self.app)
-
     def share_link(self, webinar: Webinar) -> str:
         return f"https://t.me/{self.app.bot_username}?start={SHARE_PREFIX}{webinar.code}"
 
-    async def get(self, org_id: int, webinar_id: int) -> Webinar:
+    async def get(self, org_id: int, webinar_id: int, *, lock: bool = False) -> Webinar:
         """The webinar if it belongs to ``org_id``; a forged or stale id gets NotAvailable."""
-        webinar = await self.repo.in_org(org_id, webinar_id)
+        webinar = await self.repo.in_org(org_id, webinar_id, lock=lock)
         if webinar is None:
             raise NotAvailable
         return webinar
@@ -265,7 +275,7 @@ class WebinarService(Service):
         self, org_id: int, webinar_id: int, field: WebinarField, value: Any
     ) -> EditOutcome:
         """Set one field (already parsed with :meth:`parse`) and apply what follows from it."""
-        webinar = await self.get(org_id, webinar_id)
+        webinar = await self.get(org_id, webinar_id, lock=True)
         self._editable(webinar)
         tickets = len(await self.repo.active_tickets(webinar.id))
         to_notify = 0
@@ -314,10 +324,7 @@ class WebinarService(Service):
         (participants hear about a moved start from the reminders service)."""
         webinar.schedule_version += 1
         await self.session.flush()
-        reminders = getattr(self._services(), "reminders", None)
-        replan = getattr(reminders, "replan_webinar", None)
-        if replan is not None:
-            await replan(webinar, previous_start=previous_start)
+        await self.reminders.replan_webinar(webinar, previous_start=previous_start)
 
     async def _org(self, org_id: int) -> Organization:
         org = await self.session.get(Organization, org_id)
@@ -403,7 +410,7 @@ class WebinarService(Service):
 
     async def publish(self, org_id: int, webinar_id: int) -> Webinar:
         """Put a draft on sale once it can really be sold and attended."""
-        webinar = await self.get(org_id, webinar_id)
+        webinar = await self.get(org_id, webinar_id, lock=True)
         self._editable(webinar)
         org = await self._org(org_id)
         if webinar.starts_at <= self.clock.now():
@@ -423,7 +430,7 @@ class WebinarService(Service):
 
     async def unpublish(self, org_id: int, webinar_id: int) -> Webinar:
         """Stop selling; tickets already sold stay valid."""
-        webinar = await self.get(org_id, webinar_id)
+        webinar = await self.get(org_id, webinar_id, lock=True)
         self._editable(webinar)
         webinar.status = WebinarStatus.DRAFT
         webinar.updated_at = self.clock.now()
@@ -431,34 +438,40 @@ class WebinarService(Service):
         return webinar
 
     async def cancel(self, org_id: int, webinar_id: int, requested_by: int) -> CancelOutcome:
-        """Cancel for good: stop sales, drop planned messages, refund and tell the participants.
-
-        The cancellation commits before the refunds start: refunds talk to payment providers and
-        may fail one by one, and none of that may bring a cancelled webinar back on sale.
+        """Cancel for good: stop sales, drop planned messages, queue every refund, in one
+        transaction under the webinar's lock (see :mod:`bot.services.purchases`): a payment
+        either bought its ticket before this snapshot, or finds the webinar cancelled and is
+        refunded automatically. The refund worker pays everyone back and tells each participant.
         """
-        webinar = await self.get(org_id, webinar_id)
+        webinar = await self.get(org_id, webinar_id, lock=True)
         self._editable(webinar)
+        org = await self._org(org_id)
         now = self.clock.now()
         webinar.status = WebinarStatus.CANCELLED
         webinar.cancelled_at = now
         webinar.updated_at = now
         # Reminders, "new start time" notices, access and broadcasts all go: what each
-        # participant hears now is the cancellation, with their refund (the refunds service).
-        await self._services().reminders.drop_for_webinar(webinar)
+        # participant hears now is the cancellation, with their refund.
+        await self.reminders.drop_for_webinar(webinar)
         await OutboxRepository(self.session).drop_open(
             reason="webinar cancelled",
             kinds=(OutboxKind.ACCESS, OutboxKind.BROADCAST),
             webinar_id=webinar.id,
         )
-        tickets = len(await self.repo.active_tickets(webinar.id))
+        refunds = await self.refunds.cancel_webinar_tickets(webinar, org)
         await self.session.commit()
-        refunds = None
-        # The refunds service pays every ticket back and tells each participant, in the
-        # organization's language, that the webinar is cancelled.
-        refunder = getattr(self._services(), "refunds", None)
-        if refunder is not None:
-            refunds = await refunder.refund_webinar(webinar.id, requested_by=requested_by)
-        return CancelOutcome(webinar=webinar, tickets=tickets, refunds=refunds)
+        log.info(
+            "webinar %s cancelled by %s: %s refunds queued, %s free tickets withdrawn",
+            webinar.id,
+            requested_by,
+            refunds.queued,
+            refunds.withdrawn,
+        )
+        self.app.wake.refunds()
+        self.app.wake.outbox()
+        return CancelOutcome(
+            webinar=webinar, tickets=refunds.queued + refunds.withdrawn, refunds=refunds
+        )
 
     async def resend_access(self, org_id: int, webinar_id: int) -> int:
         """Send the current access again to every participant; a repeated press sends nothing."""
@@ -466,7 +479,7 @@ class WebinarService(Service):
         self._editable(webinar)
         # The version is the moment of the last change: one delivery per ticket per change.
         version = int((webinar.updated_at or webinar.created_at).timestamp())
-        outbox = self._services().outbox
+        outbox = self.outbox
         planned = 0
         for ticket in await self.repo.active_tickets(webinar.id):
             planned += await outbox.enqueue(

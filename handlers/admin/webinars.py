@@ -326,26 +326,16 @@ async def cancel(
     outcome = await services.webinars.cancel(
         membership.org.id, callback_data.id, requested_by=query.from_user.id
     )
-    failed = getattr(outcome.refunds, "failed", 0)
-    refunded = getattr(outcome.refunds, "refunded", 0)
-    processing = getattr(outcome.refunds, "processing", 0)
+    queued = outcome.refunds.queued
     await show(query, *await render_card(membership, services, outcome.webinar.id))
     text = _("«{title}» is cancelled.", title=escape(outcome.webinar.title))
-    if refunded:
-        text += " " + _n("{n} ticket refunded.", "{n} tickets refunded.", refunded)
-    if processing:
+    if queued:
         text += " " + _n(
-            "{n} refund is still being processed by the payment provider: its participant is "
-            "told once it is done, and you if it is canceled.",
-            "{n} refunds are still being processed by the payment provider: each participant "
-            "is told once theirs is done, and you if one is canceled.",
-            processing,
-        )
-    if failed:
-        text += " " + _n(
-            "{n} refund failed: /refund retries it.",
-            "{n} refunds failed: /refund retries them.",
-            failed,
+            "{n} refund is on its way: the participant is told once the money is back, and "
+            "you are alerted if the payment provider refuses it.",
+            "{n} refunds are on their way: each participant is told once their money is "
+            "back, and you are alerted if the payment provider refuses one.",
+            queued,
         )
     await reply(query, text)
 

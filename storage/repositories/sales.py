@@ -20,7 +20,6 @@ from storage.enums import (
     OrderStatus,
     PaymentMethod,
     PaymentStatus,
-    RefundReason,
     RefundStatus,
     Role,
     TicketStatus,
@@ -38,6 +37,17 @@ from storage.models import (
 from storage.repositories.base import Repository
 
 OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
+OWED_STATUSES = (PaymentStatus.REFUND_PENDING, PaymentStatus.REFUND_FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRefund:
+    """A pending refund one worker holds until its lease (``next_check_at``) lapses;
+    ``attempts`` (bumped by every claim) is the fencing token of what the worker records."""
+
+    refund_id: int
+    payment_id: int
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +151,10 @@ class SalesRepository(Repository):
     async def open_order(
         self, *, webinar_id: int, user_id: int, method: PaymentMethod, amount: int, currency: str
     ) -> Order | None:
-        """An unpaid order for the same purchase, reused so repeated presses add no rows."""
+        """An unpaid order for the same purchase, reused so repeated presses add no rows.
+
+        An order that ever took a charge is never reused, whatever its status says."""
+        charged = select(Payment.id).where(Payment.order_id == Order.id).exists()
         return (
             await self.session.scalars(
                 select(Order)
@@ -152,6 +165,7 @@ class SalesRepository(Repository):
                     Order.amount_minor == amount,
                     Order.currency == currency,
                     Order.status.in_(OPEN_ORDER_STATUSES),
+                    ~charged,
                 )
                 .order_by(Order.id.desc())
                 .limit(1)
@@ -210,16 +224,17 @@ class SalesRepository(Repository):
             )
         ).one_or_none()
 
-    async def ticket_payment(self, order_id: int) -> Payment | None:
-        """The payment that bought an order's ticket (not a duplicate charge)."""
+    async def ticket_of_payment(self, payment_id: int) -> Ticket | None:
+        """The ticket this payment bought, if it bought one."""
         return (
-            await self.session.scalars(
-                select(Payment)
-                .where(Payment.order_id == order_id, Payment.is_duplicate.is_(False))
-                .order_by(Payment.id)
-                .limit(1)
-            )
-        ).first()
+            await self.session.scalars(select(Ticket).where(Ticket.payment_id == payment_id))
+        ).one_or_none()
+
+    async def order_has_charge(self, order_id: int) -> bool:
+        found = await self.session.scalar(
+            select(Payment.id).where(Payment.order_id == order_id).limit(1)
+        )
+        return found is not None
 
     # -- refunds -------------------------------------------------------------------------------
 
@@ -287,23 +302,51 @@ class SalesRepository(Repository):
             key=lambda claim: claim.refund_id,
         )
 
-    async def refunds_to_retry(self, *, stale_before: datetime, since: datetime) -> list[int]:
-        """Payments whose refund is stuck: pending since a crash, or failed on the network."""
-        rows = await self.session.scalars(
-            select(Refund.payment_id).where(
-                Refund.created_at >= since,
-                (
-                    (Refund.status == RefundStatus.PENDING)
-                    & (func.coalesce(Refund.completed_at, Refund.created_at) < stale_before)
-                )
-                | (
-                    (Refund.status == RefundStatus.FAILED)
-                    & (Refund.error_code == "network_error")
-                    & (Refund.reason != RefundReason.ORGANIZER)
-                ),
-            )
+    async def claim_due_refunds(
+        self, *, now: datetime, lease_until: datetime, limit: int, refund_id: int | None = None
+    ) -> list[QueuedRefund]:
+        """Take up to ``limit`` pending refunds that are due (or the one ``refund_id``).
+
+        The claim pattern of the outbox: ``FOR UPDATE SKIP LOCKED`` lets replicas take disjoint
+        rows on PostgreSQL (SQLite has one writer); moving ``next_check_at`` to ``lease_until``
+        hides the rows from everyone else until the lease lapses, so a worker that dies leaves
+        its refunds to the next one, and ``attempts`` fences what a stale worker may record.
+        """
+        due = select(Refund.id).where(
+            Refund.status == RefundStatus.PENDING, Refund.next_check_at <= now
         )
-        return list(rows)
+        if refund_id is not None:
+            due = due.where(Refund.id == refund_id)
+        due = due.order_by(Refund.next_check_at, Refund.id).limit(limit)
+        if self.locks:
+            due = due.with_for_update(skip_locked=True)
+        claimed = (
+            await self.session.execute(
+                update(Refund)
+                .where(Refund.id.in_(due.scalar_subquery()))
+                .values(next_check_at=lease_until, attempts=Refund.attempts + 1)
+                .returning(Refund.id, Refund.payment_id, Refund.attempts)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+        return sorted(
+            (QueuedRefund(row.id, row.payment_id, row.attempts) for row in claimed),
+            key=lambda claim: claim.refund_id,
+        )
+
+    async def owed_refunds(self, org_id: int) -> list[tuple[Payment, Refund, int | None]]:
+        """Charges of an organization's webinars being paid back (or whose refund failed), with
+        their refund and the ticket they bought, oldest first: money owed, until it is back."""
+        rows = await self.session.execute(
+            select(Payment, Refund, Ticket.id)
+            .join(Refund, Refund.payment_id == Payment.id)
+            .join(Order, Order.id == Payment.order_id)
+            .join(Webinar, Webinar.id == Order.webinar_id)
+            .outerjoin(Ticket, Ticket.payment_id == Payment.id)
+            .where(Webinar.org_id == org_id, Payment.status.in_(OWED_STATUSES))
+            .order_by(Payment.id)
+        )
+        return [(payment, refund, ticket_id) for payment, refund, ticket_id in rows.all()]
 
     # -- tickets -------------------------------------------------------------------------------
 
@@ -318,10 +361,9 @@ class SalesRepository(Repository):
     async def ticket(self, ticket_id: int) -> Ticket | None:
         return await self.session.get(Ticket, ticket_id)
 
-    async def ticket_of_order(self, order_id: int) -> Ticket | None:
-        return (
-            await self.session.scalars(select(Ticket).where(Ticket.order_id == order_id))
-        ).one_or_none()
+    async def ticket_is_active(self, ticket_id: int) -> bool:
+        status = await self.session.scalar(select(Ticket.status).where(Ticket.id == ticket_id))
+        return status == TicketStatus.ACTIVE
 
     async def active_ticket(self, webinar_id: int, user_id: int) -> Ticket | None:
         return (

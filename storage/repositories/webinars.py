@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 
 from storage.enums import OrderStatus, PaymentStatus, TicketStatus, WebinarStatus
 from storage.models import AccessLink, Order, Payment, Ticket, User, Webinar
@@ -19,11 +19,15 @@ class WebinarRepository(Repository):
         await self.session.flush()
         return webinar
 
-    async def in_org(self, org_id: int, webinar_id: int) -> Webinar | None:
-        """The webinar only if it belongs to ``org_id``: the one way handlers reach a webinar."""
-        return await self.session.scalar(
-            select(Webinar).where(Webinar.id == webinar_id, Webinar.org_id == org_id)
-        )
+    async def in_org(self, org_id: int, webinar_id: int, *, lock: bool = False) -> Webinar | None:
+        """The webinar only if it belongs to ``org_id``: the one way handlers reach a webinar.
+
+        ``lock``: a change of seats or state takes the webinar's row lock (PostgreSQL), the
+        same lock a payment takes after its order's, so the two are never interleaved."""
+        statement = select(Webinar).where(Webinar.id == webinar_id, Webinar.org_id == org_id)
+        if lock and self.dialect == "postgresql":
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
 
     async def for_org(
         self, org_id: int, *, cancelled: bool = True, limit: int | None = None
@@ -140,10 +144,7 @@ class WebinarRepository(Repository):
             select(Ticket, User, Order, Payment)
             .join(User, User.id == Ticket.user_id)
             .outerjoin(Order, Order.id == Ticket.order_id)
-            .outerjoin(
-                Payment,
-                and_(Payment.order_id == Order.id, Payment.is_duplicate.is_(False)),
-            )
+            .outerjoin(Payment, Payment.id == Ticket.payment_id)
             .where(Ticket.webinar_id == webinar_id)
             .order_by(Ticket.created_at, Ticket.id)
         )

@@ -61,19 +61,25 @@ async def sell(services: Services, webinar, user_id: int, *, stars: int = 100) -
     )
     session.add(order)
     await session.flush()
-    session.add(
-        Payment(
-            order_id=order.id,
-            user_id=user_id,
-            method=PaymentMethod.STARS,
-            telegram_payment_charge_id=f"ch-{order.id}",
-            amount_minor=stars,
-            currency="XTR",
-            status=PaymentStatus.SUCCEEDED,
-            created_at=NOW,
-        )
+    payment = Payment(
+        order_id=order.id,
+        user_id=user_id,
+        method=PaymentMethod.STARS,
+        telegram_payment_charge_id=f"ch-{order.id}",
+        amount_minor=stars,
+        currency="XTR",
+        status=PaymentStatus.SUCCEEDED,
+        created_at=NOW,
     )
-    ticket = Ticket(order_id=order.id, webinar_id=webinar.id, user_id=user_id, created_at=NOW)
+    session.add(payment)
+    await session.flush()
+    ticket = Ticket(
+        order_id=order.id,
+        payment_id=payment.id,
+        webinar_id=webinar.id,
+        user_id=user_id,
+        created_at=NOW,
+    )
     session.add(ticket)
     await session.flush()
     return ticket

@@ -103,9 +103,9 @@ async def test_with_the_sandbox_enforcing_429s_every_reminder_arrives_once(
             server, settings, clock, translator, engine, send_rate_per_s=80.0
         ) as application:
             clock.set(START - timedelta(hours=1))
-            assert application.app.dispatcher is not None
-            stats = await application.app.dispatcher.run_until_idle()
-            sender = application.app.dispatcher.sender
+            assert application.outbox is not None
+            stats = await application.outbox.run_until_idle()
+            sender = application.outbox.sender
         assert stats.sent == 20
         assert server.stats.rate_limited > 0
         assert sender.stats.retry_after == server.stats.rate_limited
@@ -134,7 +134,7 @@ async def test_two_bot_processes_on_one_database_send_each_reminder_once(
                 running_bot(server, settings, clock, translator, engine, **fast) as first,
                 running_bot(server, settings, clock, translator, second_engine, **fast) as second,
             ):
-                a, b = first.app.dispatcher, second.app.dispatcher
+                a, b = first.outbox, second.outbox
                 assert a is not None
                 assert b is not None
                 a.batch_size = b.batch_size = 15

@@ -16,8 +16,12 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import AppContext
+from bot.factory import create_refunders
 from bot.services import Services
-from bot.services.sales import CheckoutAnswer, InvoiceResult, PaymentOutcome
+from bot.services.purchases import PaymentOutcome
+from bot.services.refund_worker import RefundWorker
+from bot.services.refunds import RefundStatusCode
+from bot.services.sales import CheckoutAnswer, InvoiceResult
 from bot.settings import Settings
 from storage.enums import PaymentMethod
 from storage.models import Order, Webinar
@@ -57,10 +61,13 @@ async def stars_app(
     app_context: AppContext,
     fake_bot_api: FakeBotApi,  # noqa: F811 - the imported fixture
 ) -> AsyncIterator[AppContext]:
-    """The app with a Bot whose ``refundStarPayment`` goes to the fake."""
+    """The app with a Bot whose ``refundStarPayment`` goes to the fake, and the refunders the
+    settings configure (built once, as the application does)."""
     bot = make_bot(fake_bot_api.url)
     app_context.bot = bot
+    app_context.refunders = create_refunders(app_context.settings, bot)
     yield app_context
+    await app_context.refunders.aclose()
     app_context.bot = None
     await bot.session.close()
 
@@ -79,10 +86,13 @@ class Buyer:
     app: AppContext
     user_id: int
     fake: FakeBotApi | None = None
+    work_refunds: bool = True
 
-    async def _run(self, name: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+    async def _run(self, name: str, *args: object, service: str = "sales", **kwargs: object):  # type: ignore[no-untyped-def]
         async with self.app.session_factory() as session:
-            return await getattr(Services(session, self.app).sales, name)(*args, **kwargs)
+            return await getattr(getattr(Services(session, self.app), service), name)(
+                *args, **kwargs
+            )
 
     async def invoice(
         self, webinar: Webinar, method: PaymentMethod = PaymentMethod.STARS
@@ -106,8 +116,9 @@ class Buyer:
         charge = charge or charge_id()
         if self.fake is not None:
             self.fake.charges[charge] = self.user_id
-        return await self._run(
+        outcome = await self._run(
             "complete_payment",
+            service="purchases",
             user_id=self.user_id,
             payload=order.token,
             total_amount=order.amount_minor,
@@ -115,6 +126,10 @@ class Buyer:
             telegram_charge_id=charge,
             provider_charge_id=provider_charge,
         )
+        if self.work_refunds:
+            # What the wake-up after the commit makes the refund worker do in the bot.
+            await refunds_done(self.app)
+        return outcome
 
     async def buy(self, webinar: Webinar, method: PaymentMethod = PaymentMethod.STARS):  # type: ignore[no-untyped-def]
         result = await self.invoice(webinar, method)
@@ -132,4 +147,19 @@ async def add_buyers(session: AsyncSession, first: int, n: int) -> list[int]:
     return ids
 
 
-__all__ = ["OWNER_ID", "Buyer", "add_buyers", "charge_id"]
+async def refunds_done(app: AppContext) -> int:
+    """Let the refund worker process every refund due now (what its job does in production)."""
+    return await RefundWorker(app).run_until_idle()
+
+
+async def refund_now(app: AppContext, ticket_id: int, by: int | None = OWNER_ID):  # type: ignore[no-untyped-def]
+    """An organizer's refund, asked for and then processed by the worker, as the bot does it."""
+    async with app.session_factory() as session:
+        queued = await Services(session, app).refunds.refund_ticket(ticket_id, requested_by=by)
+    if queued.refund_id is None or queued.status != RefundStatusCode.QUEUED:
+        return queued
+    async with app.session_factory() as session:
+        return await Services(session, app).refunds.run(queued.refund_id)
+
+
+__all__ = ["OWNER_ID", "Buyer", "add_buyers", "charge_id", "refund_now", "refunds_done"]

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import FakeClock
 from bot.context import AppContext
-from bot.services.sales import PaymentResult
+from bot.services.purchases import PaymentResult
 from storage.database import create_engine, create_session_factory
 from storage.enums import AccessMode, PaymentStatus, TicketStatus
 from storage.models import AccessLink, Order, Payment, Ticket, Webinar

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import AppContext
+from bot.factory import create_refunders
 from bot.services import Services
+from bot.services.purchases import PaymentResult
 from bot.services.refunds import RefundStatusCode
-from bot.services.sales import PaymentResult
 from storage.enums import (
     AccessMode,
     OrderStatus,
@@ -34,6 +34,8 @@ from tests.sales.conftest import (
     Buyer,
     FakeBotApi,
     add_buyers,
+    refund_now,
+    refunds_done,
 )
 
 
@@ -45,8 +47,7 @@ async def rows(session: AsyncSession, model: type, *where: Any) -> list[Any]:
 
 
 async def refund(app: AppContext, ticket_id: int, by: int | None = OWNER_ID):  # type: ignore[no-untyped-def]
-    async with app.session_factory() as session:
-        return await Services(session, app).refunds.refund_ticket(ticket_id, requested_by=by)
+    return await refund_now(app, ticket_id, by)
 
 
 async def test_an_organizer_refund_revokes_the_ticket_frees_the_seat_and_tells_the_buyer(
@@ -72,8 +73,9 @@ async def test_an_organizer_refund_revokes_the_ticket_frees_the_seat_and_tells_t
     assert (stored.status, stored.requested_by) == (RefundStatus.SUCCEEDED, OWNER_ID)
     reminders = await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.REMINDER)
     assert {row.status for row in reminders} == {OutboxStatus.DROPPED}
-    [notice] = await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.NOTICE)
-    assert notice.chat_id == 2001
+    [notice, told] = await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.NOTICE)
+    assert (notice.chat_id, told.chat_id) == (2001, OWNER_ID)
+    assert "refunded" in told.payload["text"]
     assert "reembols" in notice.payload["text"]
 
     # The seat is free again, and the revoked link is not reused.
@@ -113,18 +115,21 @@ async def test_a_failed_refund_changes_nothing_visible_and_can_be_retried(
 
     fake_bot_api.next_error = (500, "Internal Server Error", None)
     failed = await refund(stars_app, bought.ticket.id)
-    assert failed.status == RefundStatusCode.FAILED
-    assert failed.retryable
+    # No answer is no decision: the refund stays queued and is asked again later.
+    assert failed.status == RefundStatusCode.RETRYING
     [ticket] = await rows(session, Ticket)
     assert ticket.status == TicketStatus.ACTIVE
     [payment] = await rows(session, Payment)
-    assert payment.status == PaymentStatus.REFUND_FAILED
+    assert payment.status == PaymentStatus.REFUND_PENDING
     [stored] = await rows(session, Refund)
-    assert (stored.status, stored.error_code) == (RefundStatus.FAILED, "network_error")
+    assert (stored.status, stored.error_code) == (RefundStatus.PENDING, "network_error")
     assert await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.NOTICE) == []
 
-    retried = await refund(stars_app, bought.ticket.id)
-    assert retried.status == RefundStatusCode.REFUNDED
+    assert await refunds_done(stars_app) == 0  # not due yet
+    stars_app.clock.advance(minutes=2)
+    assert await refunds_done(stars_app) == 1
+    [payment] = await rows(session, Payment)
+    assert payment.status == PaymentStatus.REFUNDED
     [stored_again] = await rows(session, Refund)
     assert stored_again.id == stored.id  # same row, same idempotency key
     assert stored_again.status == RefundStatus.SUCCEEDED
@@ -147,6 +152,7 @@ async def test_stripe_refund_with_the_real_sdk_against_localstripe(
     app_context.settings = app_context.settings.model_copy(
         update={"stripe_api_key": SecretStr(STRIPE_KEY), "stripe_api_base": localstripe.api_base}
     )
+    app_context.refunders = create_refunders(app_context.settings, app_context.bot)
     org = await make_org(session, OWNER_ID, accept_stripe=True, accept_stars=False)
     webinar = await make_webinar(session, org, price_minor=1999, price_stars=None)
     await add_buyers(session, 2001, 1)
@@ -177,6 +183,7 @@ async def test_yookassa_refund_with_the_real_sdk_against_the_fake(
             "yookassa_api_url": fake_yookassa.url,
         }
     )
+    app_context.refunders = create_refunders(app_context.settings, app_context.bot)
     org = await make_org(
         session, OWNER_ID, language="ru", currency="RUB", accept_yookassa=True, accept_stars=False
     )
@@ -202,10 +209,11 @@ async def test_cancelling_a_webinar_refunds_everyone_and_tells_them(
     for user_id in (2001, 2002, 2003):
         await Buyer(stars_app, user_id, fake_bot_api).buy(webinar)
     async with stars_app.session_factory() as s:
-        summary = await Services(s, stars_app).refunds.refund_webinar(
-            webinar.id, requested_by=OWNER_ID
+        cancelled = await Services(s, stars_app).webinars.cancel(
+            org.id, webinar.id, requested_by=OWNER_ID
         )
-    assert (summary.refunded, summary.failed) == (3, 0)
+    assert cancelled.refunds.queued == 3
+    assert await refunds_done(stars_app) == 3
     assert {t.status for t in await rows(session, Ticket)} == {TicketStatus.REFUNDED}
     notices = await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.NOTICE)
     assert sorted(n.chat_id for n in notices) == [2001, 2002, 2003]
@@ -240,12 +248,9 @@ async def test_a_refund_reported_by_telegram_is_recorded_once(
     assert len(notices) == 1
 
 
-@pytest.mark.parametrize("crash", [True])
-async def test_an_interrupted_automatic_refund_is_retried_by_the_job(
-    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi, crash: bool
+async def test_an_automatic_refund_the_provider_did_not_answer_is_retried_by_the_worker(
+    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi
 ) -> None:
-    from bot.services.sales import sales_maintenance
-
     org = await make_org(session, OWNER_ID)
     webinar = await make_webinar(session, org)
     await add_buyers(session, 2001, 1)
@@ -255,9 +260,13 @@ async def test_an_interrupted_automatic_refund_is_retried_by_the_job(
     duplicate = await bob.pay(order, charge="dup-1")
     assert duplicate.result == PaymentResult.REFUNDING
     [dup] = await rows(session, Payment, Payment.telegram_payment_charge_id == "dup-1")
-    assert dup.status == PaymentStatus.REFUND_FAILED
+    assert dup.status == PaymentStatus.REFUND_PENDING  # queued: the update did not wait
+    await refunds_done(stars_app)  # the provider fails once: asked again later
+    [dup] = await rows(session, Payment, Payment.telegram_payment_charge_id == "dup-1")
+    assert dup.status == PaymentStatus.REFUND_PENDING
+    assert await refunds_done(stars_app) == 0  # not due yet
     stars_app.clock.advance(minutes=5)
-    await sales_maintenance(stars_app)
+    await refunds_done(stars_app)
     [dup] = await rows(session, Payment, Payment.telegram_payment_charge_id == "dup-1")
     assert dup.status == PaymentStatus.REFUNDED
     assert fake_bot_api.refunded == {"dup-1"}

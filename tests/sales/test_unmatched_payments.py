@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.application import BotApplication
 from bot.context import AppContext
+from bot.factory import create_refunders
 from bot.sandbox import SandboxServer
 from bot.sandbox.yookassa import FakeYooKassa
 from bot.services import Services
-from bot.services.sales import PaymentResult
+from bot.services.purchases import PaymentResult
 from storage.enums import (
     OutboxKind,
     PaymentMethod,
@@ -28,7 +29,14 @@ from storage.enums import (
 )
 from storage.models import Order, OutboxMessage, Payment, Refund, Ticket
 from tests.factories import make_org, make_user, make_webinar
-from tests.sales.conftest import OWNER_ID, SECRET_KEY, SHOP_ID, STRIPE_KEY, FakeBotApi
+from tests.sales.conftest import (
+    OWNER_ID,
+    SECRET_KEY,
+    SHOP_ID,
+    STRIPE_KEY,
+    FakeBotApi,
+    refunds_done,
+)
 
 
 async def rows(session: AsyncSession, model: type, *where: Any) -> list[Any]:
@@ -48,7 +56,7 @@ async def pay_unmatched(
     user_id: int = 2001,
 ):  # type: ignore[no-untyped-def]
     async with app.session_factory() as session:
-        return await Services(session, app).sales.complete_payment(
+        outcome = await Services(session, app).purchases.complete_payment(
             user_id=user_id,
             payload="no-such-order-token",
             total_amount=amount,
@@ -56,6 +64,8 @@ async def pay_unmatched(
             telegram_charge_id=charge,
             provider_charge_id=provider_charge,
         )
+    await refunds_done(app)
+    return outcome
 
 
 async def test_an_unmatched_stars_payment_is_stored_refunded_and_explained_once(
@@ -100,6 +110,7 @@ async def test_an_unmatched_yookassa_payment_is_refunded_by_its_provider_id(
             "yookassa_api_url": fake_yookassa.url,
         }
     )
+    app_context.refunders = create_refunders(app_context.settings, app_context.bot)
     await make_user(session, 2001, language_code="ru")
     await session.commit()
     provider_payment = await create_payment("990.00", "RUB")
@@ -126,6 +137,7 @@ async def test_an_unmatched_stripe_payment_is_refunded_by_its_charge(
     app_context.settings = app_context.settings.model_copy(
         update={"stripe_api_key": SecretStr(STRIPE_KEY), "stripe_api_base": localstripe.api_base}
     )
+    app_context.refunders = create_refunders(app_context.settings, app_context.bot)
     await make_user(session, 2001)
     await session.commit()
     charge = await make_charge(1999, "usd")

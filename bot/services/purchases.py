@@ -1,0 +1,349 @@
+"""Completing a purchase: a successful payment becomes a ticket, or a queued refund.
+
+Read top to bottom, :meth:`PurchaseService.complete_payment` is the whole use case:
+
+1. lock the order (the invoice payload is its token), then its webinar: the one lock order of
+   every path that changes a webinar's seats or state (cancel takes the webinar's lock too, so
+   a payment either lands before a cancellation's snapshot of tickets or sees it cancelled);
+2. record the charge once (unique Telegram charge id: a replayed update changes nothing);
+3. decide whether the charge buys a seat; if not, queue its refund and tell the buyer why;
+4. otherwise mark the order paid, issue the ticket *of this payment*, allocate the link, plan
+   the access message and the reminders;
+
+all in one transaction. Refunds are never called from here: they are queued work (see
+:mod:`bot.services.refunds`). A charge whose payload matches no order is recorded all the same
+(without an order) and refunded: money taken is never only a line in a log.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from bot.context import AppContext
+from bot.i18n import _
+from bot.services import money_texts, orders
+from bot.services.access import AccessService
+from bot.services.base import Service
+from bot.services.outbox import OutboxService
+from bot.services.refunds import RefundService
+from bot.services.reminders import ReminderService
+from bot.services.sales import SalesService
+from bot.services.users import UserService
+from payments.base import method_of_charge
+from storage.enums import AccessMode, OrderStatus, PaymentMethod, RefundReason, WebinarStatus
+from storage.models import Order, Organization, Ticket, Webinar
+from storage.repositories.sales import SalesRepository
+
+log = logging.getLogger(__name__)
+
+
+class PaymentResult(StrEnum):
+    ISSUED = "issued"  # ticket issued, access delivery planned
+    WAITING_LINK = "waiting_link"  # ticket issued, link pool empty: the link follows
+    REFUNDING = "refunding"  # recorded, cannot buy a seat (or matches no order): refunded
+    REPLAY = "replay"  # this charge was recorded before: nothing changed
+    UNKNOWN_ORDER = "unknown_order"  # a free registration for a webinar that does not exist
+
+
+@dataclass
+class PaymentOutcome:
+    result: PaymentResult
+    order: Order | None = None
+    webinar: Webinar | None = None
+    org: Organization | None = None
+    ticket: Ticket | None = None
+    payment_id: int | None = None
+    reason: RefundReason | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PurchaseService(Service):
+    def __init__(
+        self,
+        session,
+        app: AppContext,
+        *,
+        access: AccessService,
+        reminders: ReminderService,
+        refunds: RefundService,
+        outbox: OutboxService,
+        users: UserService,
+        sales: SalesService,
+    ) -> None:
+        super().__init__(session, app)
+        self.sales = sales
+        self.access = access
+        self.reminders = reminders
+        self.refunds = refunds
+        self.outbox = outbox
+        self.users = users
+
+    @property
+    def repo(self) -> SalesRepository:
+        return SalesRepository(self.session)
+
+    async def complete_payment(
+        self,
+        *,
+        user_id: int,
+        payload: str,
+        total_amount: int,
+        currency: str,
+        telegram_charge_id: str,
+        provider_charge_id: str | None = None,
+    ) -> PaymentOutcome:
+        """Record a successful payment and issue the ticket (or queue its refund), in one
+        transaction. A replayed update changes nothing."""
+        outcome: PaymentOutcome | None = None
+        for attempt in range(3):
+            try:
+                outcome = await self._record_payment(
+                    user_id=user_id,
+                    payload=payload,
+                    total_amount=total_amount,
+                    currency=currency,
+                    telegram_charge_id=telegram_charge_id,
+                    provider_charge_id=provider_charge_id,
+                )
+                await self.session.commit()
+                break
+            except IntegrityError:
+                # Two charges of one buyer racing for the same webinar: the loser sees the
+                # winner's ticket on the next attempt and becomes a refunded duplicate.
+                await self.session.rollback()
+                if attempt == 2:
+                    raise
+        assert outcome is not None
+        if outcome.result == PaymentResult.REFUNDING:
+            self.app.wake.refunds()
+        if outcome.result != PaymentResult.REPLAY:
+            self.app.wake.outbox()
+        return outcome
+
+    async def _record_payment(
+        self,
+        *,
+        user_id: int,
+        payload: str,
+        total_amount: int,
+        currency: str,
+        telegram_charge_id: str,
+        provider_charge_id: str | None,
+    ) -> PaymentOutcome:
+        now = self.clock.now()
+        repo = self.repo
+        order = await repo.order_by_token(payload, lock=True)
+        if order is None:
+            return await self._record_unmatched(
+                user_id=user_id,
+                total_amount=total_amount,
+                currency=currency,
+                telegram_charge_id=telegram_charge_id,
+                provider_charge_id=provider_charge_id,
+            )
+        webinar = await repo.webinar(order.webinar_id, lock=True)
+        assert webinar is not None
+        org = await repo.org(webinar.org_id)
+        assert org is not None
+        payment_id = await repo.insert_payment(
+            order_id=order.id,
+            user_id=user_id,
+            method=PaymentMethod(order.method),
+            telegram_charge_id=telegram_charge_id,
+            provider_charge_id=provider_charge_id,
+            amount_minor=total_amount,
+            currency=currency,
+            now=now,
+        )
+        outcome = PaymentOutcome(
+            PaymentResult.REPLAY, order=order, webinar=webinar, org=org, payment_id=payment_id
+        )
+        if payment_id is None:
+            return outcome
+
+        reason = await self._refund_reason(order, webinar, user_id, total_amount, currency, now)
+        if reason is not None:
+            payment = await repo.payment(payment_id)
+            assert payment is not None
+            payment.is_duplicate = reason == RefundReason.DUPLICATE
+            orders.close_unbought(order, now)
+            await self.refunds.queue_automatic(payment, reason)
+            await self.outbox.notice(
+                dedupe_key=f"autorefund:{payment.id}",
+                chat_id=payment.user_id,
+                text=money_texts.automatic_refund_notice(reason, payment, webinar, org),
+                org_id=org.id,
+                webinar_id=webinar.id,
+            )
+            log.info("payment %s of order %s refunded: %s", payment_id, order.id, reason)
+            outcome.result, outcome.reason = PaymentResult.REFUNDING, reason
+            return outcome
+
+        orders.mark_paid(order, now)
+        ticket = orders.new_ticket(
+            webinar_id=webinar.id,
+            user_id=order.user_id,
+            now=now,
+            order=order,
+            payment_id=payment_id,
+        )
+        await repo.add(ticket)
+        outcome.ticket = ticket
+        outcome.result = await self.issue_access(ticket, webinar, org)
+        log.info("payment %s of order %s bought ticket %s", payment_id, order.id, ticket.id)
+        return outcome
+
+    async def _refund_reason(
+        self,
+        order: Order,
+        webinar: Webinar,
+        user_id: int,
+        total_amount: int,
+        currency: str,
+        now: datetime,
+    ) -> RefundReason | None:
+        """Why this fresh charge cannot buy a seat, or ``None`` if it can (webinar locked)."""
+        if (user_id, total_amount, currency) != (order.user_id, order.amount_minor, order.currency):
+            return RefundReason.MISMATCH
+        if order.status not in orders.OPEN_ORDER_STATUSES:
+            return RefundReason.DUPLICATE
+        if webinar.status == WebinarStatus.CANCELLED:
+            return RefundReason.CANCELLED
+        if await self.repo.active_ticket(webinar.id, order.user_id):
+            return RefundReason.DUPLICATE
+        if orders.has_live_hold(order, now) or webinar.capacity is None:
+            return None
+        # The hold lapsed: take a seat only if one is free (under the webinar's lock).
+        taken = await self.repo.seats_taken(webinar.id, now, exclude_order_id=order.id)
+        return RefundReason.NO_SEAT if taken >= webinar.capacity else None
+
+    async def _record_unmatched(
+        self,
+        *,
+        user_id: int,
+        total_amount: int,
+        currency: str,
+        telegram_charge_id: str,
+        provider_charge_id: str | None,
+    ) -> PaymentOutcome:
+        """A charge whose payload matches no order: record it, queue its refund, tell the buyer.
+
+        Same table and constraint as every payment (a redelivered update is a replay), and the
+        same refund queue (retries, alerts), with no order, webinar or ticket.
+        """
+        method = self._unmatched_method(currency, provider_charge_id)
+        payment_id = await self.repo.insert_payment(
+            order_id=None,
+            user_id=user_id,
+            method=method,
+            telegram_charge_id=telegram_charge_id,
+            provider_charge_id=provider_charge_id,
+            amount_minor=total_amount,
+            currency=currency,
+            now=self.clock.now(),
+        )
+        if payment_id is None:
+            return PaymentOutcome(PaymentResult.REPLAY)
+        log.error(
+            "payment %s (%s %s from user %s) matches no order: refunding it",
+            payment_id,
+            total_amount,
+            currency,
+            user_id,
+        )
+        payment = await self.repo.payment(payment_id)
+        assert payment is not None
+        await self.refunds.queue_automatic(payment, RefundReason.UNMATCHED)
+        # No organization to speak for: the buyer's own language.
+        lang = self.users.locale_of(await self.users.repo.get(user_id))
+        await self.outbox.notice(
+            dedupe_key=f"unmatched:{payment.id}",
+            chat_id=user_id,
+            text=money_texts.unmatched_notice(total_amount, currency, lang),
+        )
+        return PaymentOutcome(
+            PaymentResult.REFUNDING, payment_id=payment.id, reason=RefundReason.UNMATCHED
+        )
+
+    def _unmatched_method(self, currency: str, provider_charge_id: str | None) -> PaymentMethod:
+        """The method to refund an unmatched charge through. When the charge does not say,
+        the configured card provider; a wrong guess fails safely (the provider does not know
+        the charge) and the bot's owners are alerted."""
+        found = method_of_charge(currency, provider_charge_id)
+        if found is not None:
+            return PaymentMethod(found.value)
+        if self.settings.yookassa_provider_token and not self.settings.stripe_provider_token:
+            return PaymentMethod.YOOKASSA
+        return PaymentMethod.STRIPE
+
+    async def register_free(self, user_id: int, webinar_id: int) -> PaymentOutcome:
+        """Issue a ticket for a free webinar (no order, no payment), seat rules as for sales."""
+        try:
+            outcome = await self._register_free(user_id, webinar_id)
+        except IntegrityError:
+            await self.session.rollback()
+            webinar = await self.repo.webinar(webinar_id)
+            await self.session.commit()
+            return PaymentOutcome(PaymentResult.REPLAY, webinar=webinar)
+        await self.session.commit()
+        if outcome.ticket is not None and outcome.result != PaymentResult.REPLAY:
+            self.app.wake.outbox()
+        return outcome
+
+    async def _register_free(self, user_id: int, webinar_id: int) -> PaymentOutcome:
+        now = self.clock.now()
+        webinar = await self.repo.webinar(webinar_id, lock=True)
+        if webinar is None:
+            return PaymentOutcome(PaymentResult.UNKNOWN_ORDER)
+        org = await self.repo.org(webinar.org_id)
+        assert org is not None
+        outcome = PaymentOutcome(PaymentResult.REPLAY, webinar=webinar, org=org)
+        refusal = self.sales.sale_refusal(webinar, org.language)
+        if not webinar.is_free or refusal is not None:
+            outcome.extra["refusal"] = refusal or _(
+                "This payment method is not available for this webinar.", locale=org.language
+            )
+            return outcome
+        existing = await self.repo.active_ticket(webinar.id, user_id)
+        if existing is not None:
+            outcome.ticket = existing
+            return outcome
+        full = webinar.capacity is not None and (
+            await self.repo.seats_taken(webinar.id, now) >= webinar.capacity
+        )
+        if full:
+            outcome.extra["refusal"] = _(
+                "Sorry, all seats of this webinar are taken.", locale=org.language
+            )
+            return outcome
+        ticket = orders.new_ticket(
+            webinar_id=webinar.id, user_id=user_id, now=now, order=None, payment_id=None
+        )
+        await self.repo.add(ticket)
+        outcome.ticket = ticket
+        outcome.result = await self.issue_access(ticket, webinar, org)
+        return outcome
+
+    async def issue_access(
+        self, ticket: Ticket, webinar: Webinar, org: Organization
+    ) -> PaymentResult:
+        """A new ticket's link (links mode), access message and reminders, in this transaction."""
+        result = PaymentResult.ISSUED
+        if webinar.access_mode == AccessMode.LINKS:
+            link = await self.repo.take_link(webinar.id, ticket.id, self.clock.now())
+            if link is None:
+                await self.access.tell_waiting(ticket, webinar, org)
+                result = PaymentResult.WAITING_LINK
+        if result == PaymentResult.ISSUED:
+            await self.access.enqueue(ticket, webinar)
+        await self.reminders.plan_for_ticket(ticket, webinar)
+        return result
+
+
+__all__ = ["OrderStatus", "PaymentOutcome", "PaymentResult", "PurchaseService"]
