@@ -1,0 +1,163 @@
+"""Regression tests for the money and access races of the review (issue 11): each failed on the
+code before the fix. Both backends; the concurrent cases use one session per actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import stripe
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import FakeClock
+from bot.context import AppContext
+from bot.services import Services
+from bot.services.orders import OWED_ALERT_AFTER
+from bot.services.purchases import PaymentResult
+from payments.base import ErrorCode
+from payments.stripe_refunds import _map_error
+from storage.enums import (
+    OrderStatus,
+    OutboxKind,
+    PaymentStatus,
+    RefundReason,
+    RefundStatus,
+    TicketStatus,
+    WebinarStatus,
+)
+from storage.models import Order, OutboxMessage, Payment, Refund, Ticket, Webinar
+from tests.factories import make_org, make_webinar
+from tests.sales.conftest import OWNER_ID, Buyer, FakeBotApi, add_buyers, refunds_done
+
+
+async def rows(session: AsyncSession, model: type, *where: Any) -> list[Any]:
+    statement = select(model).where(*where).execution_options(populate_existing=True)
+    result = list((await session.scalars(statement)).all())
+    await session.commit()
+    return result
+
+
+async def test_a_late_refund_of_an_earlier_charge_never_revokes_what_a_later_charge_bought(
+    session: AsyncSession, stars_app: AppContext, clock: FakeClock, fake_bot_api: FakeBotApi
+) -> None:
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, capacity=1, price_stars=100)
+    await add_buyers(session, 2001, 2)
+    bob = Buyer(stars_app, 2001, fake_bot_api)
+    ann = Buyer(stars_app, 2002, fake_bot_api)
+    first_order = (await bob.invoice(webinar)).order
+    assert (await bob.checkout(first_order)).ok
+    clock.advance(minutes=20)  # Bob's hold lapses and Ann takes the last seat
+    _ann_order, ann_bought = await ann.buy(webinar)
+
+    # Bob's late charge cannot buy a seat; its refund meets a provider that does not answer.
+    fake_bot_api.next_error = (502, "Bad Gateway", None)
+    late = await bob.pay(first_order, charge="late-1")
+    assert (late.result, late.reason) == (PaymentResult.REFUNDING, RefundReason.NO_SEAT)
+    [late_payment] = await rows(session, Payment, Payment.telegram_payment_charge_id == "late-1")
+    assert late_payment.status == PaymentStatus.REFUND_PENDING
+
+    # A seat frees and Bob buys again: a new order, never the one whose charge is being refunded.
+    async with stars_app.session_factory() as s:
+        await Services(s, stars_app).refunds.refund_ticket(ann_bought.ticket.id, requested_by=None)
+    await refunds_done(stars_app)
+    second_order, second = await bob.buy(webinar)
+    assert second_order.id != first_order.id
+    assert second.result == PaymentResult.ISSUED
+
+    # The first refund now completes: it revokes nothing that the second charge bought.
+    clock.advance(minutes=5)
+    await refunds_done(stars_app)
+    [late_payment] = await rows(session, Payment, Payment.telegram_payment_charge_id == "late-1")
+    assert late_payment.status == PaymentStatus.REFUNDED
+    [ticket] = await rows(session, Ticket, Ticket.user_id == 2001)
+    assert ticket.status == TicketStatus.ACTIVE
+    [bought_with] = await rows(session, Payment, Payment.id == ticket.payment_id)
+    assert bought_with.telegram_payment_charge_id != "late-1"
+    [old] = await rows(session, Order, Order.id == first_order.id)
+    assert old.status == OrderStatus.REFUNDED
+
+
+async def test_cancel_and_payments_racing_leave_no_active_ticket_and_no_unrefunded_charge(
+    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi
+) -> None:
+    org = await make_org(session, OWNER_ID)
+    webinars = [await make_webinar(session, org, price_stars=100) for _ in range(4)]
+    await add_buyers(session, 2001, 4)
+    buyers = [Buyer(stars_app, 2001 + i, fake_bot_api, work_refunds=False) for i in range(4)]
+    orders: dict[tuple[int, int], Order] = {}
+    for webinar in webinars:
+        for buyer in buyers:
+            order = (await buyer.invoice(webinar)).order
+            assert (await buyer.checkout(order)).ok
+            orders[webinar.id, buyer.user_id] = order
+
+    async def cancel(webinar: Webinar) -> None:
+        async with stars_app.session_factory() as s:
+            await Services(s, stars_app).webinars.cancel(org.id, webinar.id, requested_by=OWNER_ID)
+
+    await asyncio.gather(
+        *(buyer.pay(orders[webinar.id, buyer.user_id]) for webinar in webinars for buyer in buyers),
+        *(cancel(webinar) for webinar in webinars),
+    )
+    await refunds_done(stars_app)
+    assert {w.status for w in await rows(session, Webinar)} == {WebinarStatus.CANCELLED}
+    assert await rows(session, Ticket, Ticket.status == TicketStatus.ACTIVE) == []
+    payments = await rows(session, Payment)
+    assert len(payments) == 16
+    assert {p.status for p in payments} == {PaymentStatus.REFUNDED}
+    assert len(fake_bot_api.refunded) == 16
+
+
+async def test_a_charge_that_does_not_match_its_order_is_refunded_as_a_mismatch(
+    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi
+) -> None:
+    org = await make_org(session, OWNER_ID, language="es")
+    webinar = await make_webinar(session, org, price_stars=100)
+    await add_buyers(session, 2001, 1)
+    bob = Buyer(stars_app, 2001, fake_bot_api)
+    order = (await bob.invoice(webinar)).order
+    assert (await bob.checkout(order)).ok
+    order.amount_minor = 1  # what a forged or foreign update would claim
+    outcome = await bob.pay(order)
+    assert (outcome.result, outcome.reason) == (PaymentResult.REFUNDING, RefundReason.MISMATCH)
+    [payment] = await rows(session, Payment)
+    assert (payment.status, payment.is_duplicate) == (PaymentStatus.REFUNDED, False)
+    [refund] = await rows(session, Refund)
+    assert refund.reason == RefundReason.MISMATCH
+    [notice] = await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.NOTICE)
+    assert "no coincide" in notice.payload["text"]  # not "you already paid"
+    assert "ya pagaste" not in notice.payload["text"].lower()
+    assert await rows(session, Ticket) == []
+
+
+async def test_money_owed_is_never_forgotten_and_people_are_told(
+    session: AsyncSession, stars_app: AppContext, clock: FakeClock, fake_bot_api: FakeBotApi
+) -> None:
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, price_stars=100)
+    await add_buyers(session, 2001, 1)
+    bob = Buyer(stars_app, 2001, fake_bot_api)
+    order, _bought = await bob.buy(webinar)
+    for _ in range(OWED_ALERT_AFTER + 3):
+        fake_bot_api.next_error = (502, "Bad Gateway", None)
+        if _ == 0:
+            await bob.pay(order, charge="dup-1")  # a second charge: refunded automatically
+        else:
+            await refunds_done(stars_app)
+        clock.advance(hours=2)  # days pass: the old code gave up after two
+    [refund] = await rows(session, Refund)
+    assert (refund.status, refund.attempts) == (RefundStatus.PENDING, OWED_ALERT_AFTER + 3)
+    notices = await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.NOTICE)
+    alerts = [n for n in notices if "still owed" in n.payload["text"]]
+    assert [n.chat_id for n in alerts] == [OWNER_ID]  # the organizer, who is also an owner
+    await refunds_done(stars_app)  # the provider answers at last
+    [refund] = await rows(session, Refund)
+    assert refund.status == RefundStatus.SUCCEEDED
+
+
+def test_stripe_409_means_the_same_refund_is_in_flight_not_a_failure() -> None:
+    error = stripe.IdempotencyError("Keys for idempotent requests can only be used ...")
+    assert _map_error(error).error_code == ErrorCode.IN_PROGRESS
