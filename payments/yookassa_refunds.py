@@ -34,7 +34,7 @@ from payments.base import (
     provider_idempotency_key,
 )
 
-__all__ = ["YooKassaRefunder"]
+__all__ = ["SDK_LOCK", "YooKassaRefunder"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _PAYMENT_ID_LENGTH: Final = 36  # YooKassa payment ids are UUID-like; the SDK ch
 # yookassa.Configuration is process-global and ApiClient copies it when a call starts, so
 # configure-then-call must be atomic or two refunders with different shops could send one
 # shop's refund with the other's credentials. One lock for the whole process.
-_SDK_LOCK = threading.Lock()
+SDK_LOCK = threading.Lock()
 
 
 class YooKassaRefunder:
@@ -131,7 +131,7 @@ class YooKassaRefunder:
             params["description"] = request.reason[:_DESCRIPTION_MAX]
         key = provider_idempotency_key(request.idempotency_key, _IDEMPOTENCE_KEY_MAX)
 
-        with _SDK_LOCK:
+        with SDK_LOCK:
             self._configure()
             try:
                 refund = Refund.create(params, key)
@@ -175,7 +175,7 @@ class YooKassaRefunder:
             )
 
     def _status_blocking(self, refund_id: str) -> RefundResult:
-        with _SDK_LOCK:
+        with SDK_LOCK:
             self._configure()
             try:
                 refund = Refund.find_one(refund_id)
