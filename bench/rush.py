@@ -18,7 +18,8 @@ call). The last line is for scripts:
 ``rush: flows_per_s=F echo_updates_per_s=E ratio=R precheckout_p99_ms=P``.
 
 The sandbox runs without flood limits and the bot's paced sender is opened up, so the figures
-measure the bot's own work, not Telegram's 30 messages per second.
+measure the bot's own work, not Telegram's 30 messages per second. ``--rtt-ms 80`` makes every
+Bot API call wait that long before its answer, like a real network to Telegram.
 """
 
 from __future__ import annotations
@@ -283,7 +284,7 @@ async def main(args: argparse.Namespace) -> None:
         url = f"sqlite+aiosqlite:///{Path(tmp.name) / 'rush.db'}"
     await prepare_database(url)
     backend = make_url(url).get_backend_name()
-    async with SandboxServer(rate_limit=None, record_calls=False) as sandbox:
+    async with SandboxServer(rate_limit=None, record_calls=False, rtt_ms=args.rtt_ms) as sandbox:
         sandbox.add_bot(token=TOKEN, username="webinarpass_bot", first_name="WebinarPass")
         rush = await run_rush(args, sandbox, url)
         echo_per_s = await run_echo(args, sandbox, UPDATES_PER_FLOW * args.buyers)
@@ -298,7 +299,7 @@ async def main(args: argparse.Namespace) -> None:
     slots = Settings(_env_file=None).update_slots
     print(
         f"database: {backend}; buyers: {args.buyers}; concurrency: {args.concurrency}; "
-        f"update slots: {slots}"
+        f"update slots: {slots}; round trip: {args.rtt_ms:g} ms"
     )
     print(f"purchase flows: {flows_per_s:.1f}/s ({4 * flows_per_s:.1f} updates/s)")
     print(f"pre-checkout answer: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
@@ -324,6 +325,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile", metavar="FILE", help="write the bot process's cProfile stats to FILE"
+    )
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="simulated network round trip of every Bot API call, e.g. 80 (default: 0)",
     )
     return parser.parse_args(argv)
 

@@ -36,7 +36,7 @@ from payments.base import (
     provider_idempotency_key,
 )
 
-__all__ = ["YooKassaRefunder"]
+__all__ = ["SDK_LOCK", "YooKassaRefunder"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ _PAYMENT_ID_LENGTH: Final = 36  # YooKassa payment ids are UUID-like; the SDK ch
 # configure-then-call must be atomic or two refunders with different shops could send one
 # shop's refund with the other's credentials. One lock for the whole process.
 T = TypeVar("T")
-_SDK_LOCK = threading.Lock()
+SDK_LOCK = threading.Lock()
 # The SDK blocks (``requests``). Its calls run on these few threads of their own, never on the
 # event loop's default executor: a provider that hangs may hold these, but never the threads
 # aiohttp resolves host names with, nor anything else of the bot.
@@ -152,7 +152,7 @@ class YooKassaRefunder:
             params["description"] = request.reason[:_DESCRIPTION_MAX]
         key = provider_idempotency_key(request.idempotency_key, _IDEMPOTENCE_KEY_MAX)
 
-        with _SDK_LOCK:
+        with SDK_LOCK:
             self._configure()
             try:
                 refund = Refund.create(params, key)
@@ -196,7 +196,7 @@ class YooKassaRefunder:
             )
 
     def _status_blocking(self, refund_id: str) -> RefundResult:
-        with _SDK_LOCK:
+        with SDK_LOCK:
             self._configure()
             try:
                 refund = Refund.find_one(refund_id)

@@ -11,53 +11,23 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from bot.sandbox.core.state import (
+    BotMessage,
+    CallbackAnswer,
+    Charge,
+    InvoiceInfo,
+    PaymentResult,
+    SimBot,
+    UserProfile,
+)
+from bot.sandbox.core.world import World
 from bot.sandbox.transcript import format_amount
-
-if TYPE_CHECKING:
-    from bot.sandbox.server import (
-        BotMessage,
-        Charge,
-        InvoiceInfo,
-        SandboxServer,
-        SimBot,
-        UserProfile,
-    )
 
 __all__ = ["CallbackAnswer", "PaymentResult", "SimUser"]
 
 _COMMAND_RE = re.compile(r"/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
-
-
-@dataclass(frozen=True, slots=True)
-class CallbackAnswer:
-    """What the bot passed to ``answerCallbackQuery``."""
-
-    text: str | None = None
-    show_alert: bool = False
-    url: str | None = None
-    cache_time: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentResult:
-    """Outcome of :meth:`SimUser.pay`.
-
-    ``error_message`` is the bot's pre-checkout refusal text, or ``"timeout"``
-    when the bot did not answer within the server's ``precheckout_timeout``.
-    ``precheckout_latency_s`` is ``None`` when there was no pre-checkout answer.
-    """
-
-    ok: bool
-    error_message: str | None
-    precheckout_latency_s: float | None
-    telegram_payment_charge_id: str | None
-    provider_payment_charge_id: str | None
-    total_amount: int
-    currency: str
-    invoice_payload: str = ""
 
 
 class SimUser:
@@ -67,8 +37,8 @@ class SimUser:
     the user id, as in Telegram.
     """
 
-    def __init__(self, server: SandboxServer, bot: SimBot, profile: UserProfile) -> None:
-        self._server = server
+    def __init__(self, world: World, bot: SimBot, profile: UserProfile) -> None:
+        self._world = world
         self.bot = bot
         self.profile = profile
         self.started = False
@@ -130,7 +100,7 @@ class SimUser:
         caption: str | None = None,
     ) -> dict[str, Any]:
         """Upload a document the bot can fetch with ``getFile`` and download."""
-        stored = self._server._store_file(data, filename, mime_type, kind="document")
+        stored = self._world.store_file(data, filename, mime_type, kind="document")
         content: dict[str, Any] = {"document": stored.document_dict()}
         if caption:
             content["caption"] = caption
@@ -143,12 +113,13 @@ class SimUser:
             self.unblock()
         self.started = True
         chat = self.profile.private_chat()
-        message = self._server._new_user_message(self.bot, self, chat, content)
-        self._emit("message", message)
+        message = self._world.new_user_message(self.bot, self.profile, chat, content)
+        self.emit("message", message)
         return message
 
-    def _emit(self, kind: str, payload: dict[str, Any]) -> dict[str, Any] | None:
-        update = self._server._push_update(self.bot, kind, payload)
+    def emit(self, kind: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """Send the bot an update of ``kind`` from this user."""
+        update = self._world.push_update(self.bot, kind, payload)
         if update is not None:
             self._last_update = update
         return update
@@ -158,12 +129,13 @@ class SimUser:
         if self._last_update is None:
             raise AssertionError(f"{self.first_name} has produced no delivered update yet")
         self._log(f"↻ update {self._last_update['update_id']} delivered again")
-        self._server._push_raw(self.bot, self._last_update)
+        self._world.push_raw(self.bot, self._last_update)
         return self._last_update
 
     # -- messages from the bot --------------------------------------------------------------
 
-    def _deliver(self, message: BotMessage) -> None:
+    def deliver(self, message: BotMessage) -> None:
+        """Put a bot message into the inbox (the server calls this)."""
         self._inbox.put_nowait(message)
 
     async def next_message(self, timeout: float = 5.0) -> BotMessage:  # noqa: ASYNC109
@@ -197,7 +169,7 @@ class SimUser:
     @property
     def messages(self) -> list[BotMessage]:
         """All bot messages in this chat, in order, with edits applied, deleted ones left out."""
-        return self._server._chat_history(self.bot, self.id)
+        return self._world.chat_history(self.bot, self.id)
 
     @property
     def last_message(self) -> BotMessage | None:
@@ -207,7 +179,7 @@ class SimUser:
 
     def transcript(self, last: int | None = None) -> str:
         """This chat's part of the server transcript."""
-        return self._server._transcript.render(chat_id=self.id, last=last)
+        return self._world.render_transcript(chat_id=self.id, last=last)
 
     # -- buttons ----------------------------------------------------------------------------
 
@@ -227,7 +199,7 @@ class SimUser:
         """
         if text is None and callback_data is None:
             raise ValueError("pass text= or callback_data=")
-        current = self._server._current_message(self.bot, message.chat_id, message.message_id)
+        current = self._world.current_message(self.bot, message.chat_id, message.message_id)
         if current is None:
             raise AssertionError(f"message {message.message_id} was deleted; nothing to press")
         button = current.find_button(text=text, callback_data=callback_data)
@@ -244,9 +216,9 @@ class SimUser:
                 f"button {button['text']!r} is not a callback button ({sorted(button)}); "
                 "use pay() for pay buttons"
             )
-        query = self._server._open_query(self.bot, self)
+        query = self._world.open_query(self.bot, self.profile)
         self._log(f"👤 {self.first_name} ⏵ [{button['text']}]")
-        self._emit(
+        self.emit(
             "callback_query",
             {
                 "id": query.id,
@@ -274,7 +246,7 @@ class SimUser:
     ) -> CallbackAnswer | None:
         """Send a ``callback_query`` with ``data`` that no button carries: a forged, stale or
         foreign callback, as a modified client could send. Returns the bot's answer."""
-        query = self._server._open_query(self.bot, self)
+        query = self._world.open_query(self.bot, self.profile)
         self._log(f"👤 {self.first_name} ⏵ forged callback {data!r}")
         payload: dict[str, Any] = {
             "id": query.id,
@@ -284,7 +256,7 @@ class SimUser:
         }
         if message is not None:
             payload["message"] = message.data
-        self._emit("callback_query", payload)
+        self.emit("callback_query", payload)
         try:
             answer: CallbackAnswer = await asyncio.wait_for(asyncio.shield(query.future), timeout)
         except TimeoutError:
@@ -303,9 +275,9 @@ class SimUser:
         ``precheckout_timeout`` for ``answerPreCheckoutQuery``. On ``ok=True``
         the bot receives a ``successful_payment`` message with fresh charge ids.
         """
-        info = self._server._resolve_invoice(self.bot, invoice)
+        info = self._world.resolve_invoice(self.bot, invoice)
         order_info = self._order_info(info, email)
-        query = self._server._open_query(self.bot, self, pre_checkout=True)
+        query = self._world.open_query(self.bot, self.profile, pre_checkout=True)
         payload: dict[str, Any] = {
             "id": query.id,
             "from": self.profile.user_dict(),
@@ -317,12 +289,12 @@ class SimUser:
             payload["order_info"] = order_info
         amount = format_amount(info.total_amount, info.currency)
         started = time.monotonic()
-        self._emit("pre_checkout_query", payload)
-        timeout = self._server.precheckout_timeout
+        self.emit("pre_checkout_query", payload)
+        timeout = self._world.precheckout_timeout
         try:
             answer = await asyncio.wait_for(asyncio.shield(query.future), timeout)
         except TimeoutError:
-            self._server._close_query(query.id)
+            self._world.close_query(query.id)
             self._log(f"👤 {self.first_name} pays {amount} → pre-checkout timeout ({timeout:g} s)")
             return PaymentResult(
                 False, "timeout", None, None, None, info.total_amount, info.currency, info.payload
@@ -344,7 +316,7 @@ class SimUser:
                 info.currency,
                 info.payload,
             )
-        charge = self._complete_payment(info, order_info, provider_payment_charge_id)
+        charge = await self._complete_payment(info, order_info, provider_payment_charge_id)
         self._log(
             f"👤 {self.first_name} pays {amount} → pre-checkout ok ({latency_ms})"
             f" → payment {charge.telegram_payment_charge_id}"
@@ -360,10 +332,10 @@ class SimUser:
         """
         if not result.ok or result.telegram_payment_charge_id is None:
             raise ValueError("pay_again() needs a successful PaymentResult")
-        original = self._server._charge(result.telegram_payment_charge_id)
+        original = self._world.find_charge(result.telegram_payment_charge_id)
         if original is None:
             raise ValueError(f"unknown charge {result.telegram_payment_charge_id}")
-        charge = self._complete_payment(
+        charge = await self._complete_payment(
             original.invoice, original.order_info, provider_payment_charge_id
         )
         amount = format_amount(charge.total_amount, charge.currency)
@@ -383,16 +355,18 @@ class SimUser:
             order["phone_number"] = f"+1555{self.id % 10_000_000:07d}"
         return order
 
-    def _complete_payment(
+    async def _complete_payment(
         self, info: InvoiceInfo, order_info: dict[str, Any], provider_charge_id: str | None
     ) -> Charge:
-        charge = self._server._new_charge(self.bot, self, info, order_info, provider_charge_id)
-        chat = self._server._payment_chat(self, info)
-        message = self._server._new_user_message(
-            self.bot, self, chat, {"successful_payment": charge.successful_payment_dict()}
+        charge = await self._world.take_payment(
+            self.bot, self.profile, info, order_info, provider_charge_id
+        )
+        chat = self._world.payment_chat(self.profile, info)
+        message = self._world.new_user_message(
+            self.bot, self.profile, chat, {"successful_payment": charge.successful_payment_dict()}
         )
         self.started = True
-        self._emit("message", message)
+        self.emit("message", message)
         return charge
 
     async def refunded_payment(self, charge: PaymentResult | str) -> dict[str, Any]:
@@ -402,16 +376,19 @@ class SimUser:
         sends the bot a ``refunded_payment`` service message.
         """
         charge_id = charge if isinstance(charge, str) else charge.telegram_payment_charge_id
-        stored = self._server._charge(charge_id or "")
+        stored = self._world.find_charge(charge_id or "")
         if stored is None or stored.user_id != self.id:
             raise ValueError(f"{self.first_name} has no charge {charge_id!r}")
         if stored.currency != "XTR":
             raise ValueError("refunded_payment service messages exist only for Stars payments")
-        self._server._refund(stored, source="telegram")
-        message = self._server._new_user_message(
-            self.bot, self, self.profile.private_chat(), {"refunded_payment": stored.refund_dict()}
+        self._world.refund_charge(stored, source="telegram")
+        message = self._world.new_user_message(
+            self.bot,
+            self.profile,
+            self.profile.private_chat(),
+            {"refunded_payment": stored.refund_dict()},
         )
-        self._emit("message", message)
+        self.emit("message", message)
         return message
 
     # -- blocking ---------------------------------------------------------------------------
@@ -422,7 +399,7 @@ class SimUser:
             return
         self.blocked = True
         self._log(f"👤 {self.first_name} blocked the bot")
-        self._emit("my_chat_member", self._membership_change("member", "kicked"))
+        self.emit("my_chat_member", self._membership_change("member", "kicked"))
 
     def unblock(self) -> None:
         """Unblock the bot."""
@@ -430,7 +407,7 @@ class SimUser:
             return
         self.blocked = False
         self._log(f"👤 {self.first_name} unblocked the bot")
-        self._emit("my_chat_member", self._membership_change("kicked", "member"))
+        self.emit("my_chat_member", self._membership_change("kicked", "member"))
 
     def _membership_change(self, old: str, new: str) -> dict[str, Any]:
         def member(status: str) -> dict[str, Any]:
@@ -457,9 +434,9 @@ class SimUser:
         ``"member"`` if already in the chat. Raises ``ValueError`` for revoked,
         expired, exhausted or unknown links and for banned users.
         """
-        return self._server._open_invite_link(self, invite_link)
+        return self._world.open_invite_link(self.profile, invite_link)
 
     # -- helpers ----------------------------------------------------------------------------
 
     def _log(self, text: str) -> None:
-        self._server._transcript.add(text, self.id)
+        self._world.log(text, self.id)

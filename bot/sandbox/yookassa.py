@@ -2,7 +2,14 @@
 
 It implements what the official ``yookassa`` SDK calls for payments and refunds, with
 YooKassa's rules that matter for refunds: Basic auth, the ``Idempotence-Key`` header,
-refunds limited to what is left of the payment, and YooKassa's error JSON.
+refunds limited to what is left of the payment, and YooKassa's error JSON. Payments and
+refunds are listed (``GET /v3/payments``, ``GET /v3/refunds``) newest first, filtered by
+``created_at.gte/gt/lte/lt`` (and ``status``, ``payment_id``), ``limit`` 1-100 (default 10),
+a page at a time with ``next_cursor``.
+
+Connected to the sandbox Bot API server (``server.connect_provider(token, fake)``), it
+records every card payment of an invoice sent with that provider token, and its payment id
+becomes the ``provider_payment_charge_id`` the bot receives, as with Telegram.
 
     async with FakeYooKassa(shop_id="123456", secret_key="test_key") as fake:
         payment = fake.add_payment(1000, "RUB")          # or POST /v3/payments via the SDK
@@ -20,6 +27,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -50,8 +58,18 @@ class _Stored:
     request_body: Any = field(default=None)
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + "000Z"
+def _timestamp(moment: datetime) -> str:
+    """YooKassa's format: UTC, milliseconds, ``Z``."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _parse_time(value: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _ApiError(400, "invalid_request", f"Invalid {name}", name) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _money(value: Decimal, currency: str) -> dict[str, str]:
@@ -97,6 +115,8 @@ class FakeYooKassa:
         self.refunds: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self.refund_status = "succeeded"
+        # What "now" is for created_at, captured_at: tests set it to date payments.
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.delay = 0.0  # seconds to wait before answering, to test client timeouts
         self._failures: list[tuple[int, str]] = []
         self._idempotency: dict[tuple[str, str], _Stored] = {}
@@ -118,8 +138,10 @@ class FakeYooKassa:
             return self.url
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/v3/payments", self._create_payment)
+        app.router.add_get("/v3/payments", self._list_payments)
         app.router.add_get("/v3/payments/{id}", self._get_payment)
         app.router.add_post("/v3/refunds", self._create_refund)
+        app.router.add_get("/v3/refunds", self._list_refunds)
         app.router.add_get("/v3/refunds/{id}", self._get_refund)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
         await runner.setup()
@@ -152,10 +174,17 @@ class FakeYooKassa:
         status: str = "succeeded",
         description: str | None = None,
         payment_id: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Create a payment directly (no HTTP); returns the payment object."""
         value = (Decimal(amount_minor) / 100).quantize(_CENT)
-        return self._new_payment(value, currency.upper(), description, {}, status, payment_id)
+        return self._new_payment(
+            value, currency.upper(), description, metadata or {}, status, payment_id
+        )
+
+    async def record_payment(self, *, amount_minor: int, currency: str, description: str) -> str:
+        """A card payment made through the sandbox Bot API server (its ``CardProcessor``)."""
+        return str(self.add_payment(amount_minor, currency, description=description)["id"])
 
     def fail_next(self, status: int = 500, code: str = "internal_server_error") -> None:
         """Answer the next request with this HTTP status and YooKassa error code."""
@@ -285,6 +314,57 @@ class FakeYooKassa:
 
         return await self._idempotent(request, create)
 
+    async def _list_payments(self, request: web.Request) -> web.Response:
+        return web.json_response(self._page(list(self.payments.values()), request, ("status",)))
+
+    async def _list_refunds(self, request: web.Request) -> web.Response:
+        found = list(self.refunds.values())
+        return web.json_response(self._page(found, request, ("status", "payment_id")))
+
+    @staticmethod
+    def _page(
+        objects: list[dict[str, Any]], request: web.Request, equal_filters: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """One page of a list answer, newest first, with YooKassa's filters and cursor."""
+        query = request.query
+        try:
+            limit = int(query.get("limit", "10"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            raise _ApiError(400, "invalid_request", "Invalid limit", "limit")
+        bounds = []
+        for name, keep in (
+            ("created_at.gte", lambda at, bound: at >= bound),
+            ("created_at.gt", lambda at, bound: at > bound),
+            ("created_at.lte", lambda at, bound: at <= bound),
+            ("created_at.lt", lambda at, bound: at < bound),
+        ):
+            if name in query:
+                bounds.append((_parse_time(query[name], name), keep))
+        # Dicts keep insertion order: reversed, objects created in one millisecond stay newest
+        # first too.
+        found = []
+        for item in reversed(objects):
+            at = _parse_time(item["created_at"], "created_at")
+            if all(keep(at, bound) for bound, keep in bounds) and all(
+                item.get(key) == query[key] for key in equal_filters if key in query
+            ):
+                found.append(item)
+        start = 0
+        if "cursor" in query:
+            ids = [item["id"] for item in found]
+            try:
+                last = base64.urlsafe_b64decode(query["cursor"].encode()).decode()
+                start = ids.index(last) + 1
+            except (ValueError, binascii.Error, UnicodeDecodeError):
+                raise _ApiError(400, "invalid_request", "Invalid cursor", "cursor") from None
+        page = found[start : start + limit]
+        body: dict[str, Any] = {"type": "list", "items": page}
+        if start + limit < len(found):
+            body["next_cursor"] = base64.urlsafe_b64encode(page[-1]["id"].encode()).decode()
+        return body
+
     async def _get_payment(self, request: web.Request) -> web.Response:
         payment = self.payments.get(request.match_info["id"])
         if payment is None:
@@ -326,7 +406,7 @@ class FakeYooKassa:
                 "id": refund_id,
                 "payment_id": payment_id,
                 "status": self.refund_status,
-                "created_at": _now(),
+                "created_at": _timestamp(self.clock()),
                 "amount": _money(value, currency),
             }
             if body.get("description"):
@@ -397,14 +477,14 @@ class FakeYooKassa:
                     "issuer_country": "RU",
                 },
             },
-            "created_at": _now(),
+            "created_at": _timestamp(self.clock()),
             "test": True,
             "refunded_amount": _money(Decimal(0), currency),
             "refundable": succeeded,
             "metadata": metadata,
         }
         if succeeded:
-            payment["captured_at"] = _now()
+            payment["captured_at"] = _timestamp(self.clock())
         if description:
             payment["description"] = description
         self.payments[payment_id] = payment

@@ -7,8 +7,9 @@ import struct
 import pytest
 
 from bot.sandbox import ApiError, RateLimit, SandboxServer
+from bot.sandbox.api.files import image_size
+from bot.sandbox.api.messages import html_plain_text
 from bot.sandbox.ratelimit import RateLimiter
-from bot.sandbox.server import html_plain_text, image_size
 from bot.sandbox.transcript import Transcript, describe_message, format_amount, format_keyboard
 
 
