@@ -1,0 +1,130 @@
+"""Review findings (issue 11): escaping, menus, forged callbacks, join requests, CSV, long lists,
+link-import caps, group rights and group changes. End to end through the real Dispatcher and the
+sandbox Bot API server, which rejects malformed HTML and over-long texts as Telegram does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.application import BotApplication
+from bot.commands import ORGANIZER_COMMANDS, PARTICIPANT_COMMANDS, commands_for
+from bot.i18n import LOCALES, Translator
+from bot.sandbox import SandboxServer
+from bot.sandbox.server import BotMessage, html_plain_text
+from bot.sandbox.users import SimUser
+from storage.models import Webinar
+from tests.admin.test_bot import _services, seed
+from tests.admin.test_services import sell
+from tests.conftest import OWNER_ID
+from tests.factories import make_org, make_user, make_webinar
+
+Sessions = async_sessionmaker[AsyncSession]
+ROOT = Path(__file__).resolve().parents[2]
+
+HOSTILE_ORG = "<b>Acme & Co</i>"
+HOSTILE_TITLE = "<i>Pricing</b> & more"
+HOSTILE_NAME = "</i><b>Tom & Jerry"
+HOSTILE_TEXT = "a < b && c > d </i> &amp;"
+SORRY = "something went wrong"
+
+
+def visible(message: BotMessage) -> str:
+    """What the user reads: the HTML as Telegram parses it (the sandbox rejects broken HTML)."""
+    return html_plain_text(message.body)
+
+
+async def read(user: SimUser) -> str:
+    text = visible(await user.next_message())
+    assert SORRY not in text
+    return text
+
+
+async def hostile_world(session: AsyncSession) -> Webinar:
+    org = await make_org(
+        session,
+        OWNER_ID,
+        name=HOSTILE_ORG,
+        support_contact="<script>@help</script>",
+        terms_text=HOSTILE_TEXT,
+    )
+    webinar = await make_webinar(
+        session, org, title=HOSTILE_TITLE, room_password="<pass&word>", capacity=10
+    )
+    webinar.description = HOSTILE_TEXT
+    await make_user(session, 2001, first_name=HOSTILE_NAME)
+    await sell(_services(session), webinar, 2002)
+    return webinar
+
+
+async def test_hostile_names_and_texts_reach_everyone_verbatim(
+    sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions
+) -> None:
+    webinar = await seed(session_factory, hostile_world)
+    tom = sandbox.user(2001, first_name=HOSTILE_NAME, language_code="en")
+
+    await tom.start()
+    assert HOSTILE_NAME in await read(tom)
+
+    await tom.start(f"w_{webinar.code}")
+    card = await tom.next_message()
+    for text in (HOSTILE_TITLE, HOSTILE_TEXT, HOSTILE_ORG):
+        assert text in visible(card)
+    await tom.press(card, text="⭐ Pay with Telegram Stars: 100 ⭐")
+    invoice = await tom.next_message()
+    assert (await tom.pay(invoice)).ok
+    assert HOSTILE_TITLE in await read(tom)  # payment received
+    access = await read(tom)
+    assert HOSTILE_TITLE in access
+    assert "<pass&word>" in access
+    await tom.next_message()  # the calendar file
+
+    await tom.command("/my")
+    assert "<pass&word>" in await read(tom)
+    await tom.command("/terms")
+    assert HOSTILE_TEXT in await read(tom)
+    await tom.command("/paysupport")
+    assert "<script>@help</script>" in await read(tom)
+
+    olga = sandbox.user(OWNER_ID, first_name="<Olga>", language_code="en")
+    await olga.command("/participants")
+    picker = await olga.next_message()
+    await olga.press(picker, text=picker.button_texts[0])
+    listing = await olga.next_message()
+    assert HOSTILE_NAME in visible(listing)
+    assert HOSTILE_TITLE in visible(listing)
+    refund = next(text for text in listing.button_texts if "Tom" in text)
+    await olga.press(listing, text=refund)
+    assert HOSTILE_NAME in await read(olga)
+
+    for command in ("/webinars", "/org", "/team", "/stats"):
+        await olga.command(command)
+        assert HOSTILE_ORG in await read(olga), command
+    await olga.command("/broadcast")
+    await read(olga)
+
+
+def help_commands(text: str) -> set[str]:
+    return set(re.findall(r"^/(\w+):", text, flags=re.MULTILINE))
+
+
+async def test_organizer_menu_matches_help_and_readme_in_every_language(
+    sandbox: SandboxServer, bot_app: BotApplication, translator: Translator
+) -> None:
+    items = ORGANIZER_COMMANDS + PARTICIPANT_COMMANDS
+    menu = {name for name, _text in items}
+    assert "refund" in menu
+    readme = set(re.findall(r"^\| `/(\w+)", (ROOT / "README.md").read_text(), flags=re.M))
+    assert readme == menu
+    english = {c.command: c.description for c in commands_for("en", items)}
+    for n, locale in enumerate(LOCALES):
+        user = sandbox.user(7000 + n, language_code=locale.replace("_", "-").lower())
+        await user.command("/help")
+        assert help_commands(await read(user)) | {"start", "help"} == menu, locale
+        if locale != "en":
+            with translator.context():
+                translated = commands_for(locale, items)
+            assert {c.command for c in translated} == menu
+            assert all(c.description != english[c.command] for c in translated), locale
