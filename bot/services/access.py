@@ -169,8 +169,13 @@ class AccessService(Service):
         except Exception:
             log.warning("could not revoke invite link of webinar %s", webinar.id, exc_info=True)
 
-    async def may_join(self, chat_id: int, user_id: int) -> bool:
-        """A join request is approved only for a holder of an active ticket of that group."""
+    async def may_join(self, chat_id: int, user_id: int) -> bool | None:
+        """A join request to a webinar's group: approved for a holder of an active ticket of
+        that group, declined for anyone else. ``None`` for a chat that is no webinar's group:
+        the bot may administer other chats of the organizer, whose requests are not ours."""
+        if not await self.repo.webinar_by_group(chat_id):
+            await self.session.commit()
+            return None
         allowed = await self.repo.has_active_ticket_in_group(chat_id, user_id)
         await self.session.commit()
         return allowed

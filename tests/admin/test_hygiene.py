@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.application import BotApplication
@@ -15,6 +16,8 @@ from bot.i18n import LOCALES, Translator
 from bot.sandbox import SandboxServer
 from bot.sandbox.server import BotMessage, html_plain_text
 from bot.sandbox.users import SimUser
+from bot.settings import Settings
+from storage.enums import AccessMode
 from storage.models import Webinar
 from tests.admin.test_bot import _services, seed
 from tests.admin.test_services import sell
@@ -29,6 +32,13 @@ HOSTILE_TITLE = "<i>Pricing</b> & more"
 HOSTILE_NAME = "</i><b>Tom & Jerry"
 HOSTILE_TEXT = "a < b && c > d </i> &amp;"
 SORRY = "something went wrong"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """One update at a time, in arrival order: a reply to a later update proves an earlier one
+    was handled, so a test can check that it changed nothing and said nothing."""
+    return settings.model_copy(update={"update_slots": 1})
 
 
 def visible(message: BotMessage) -> str:
@@ -128,3 +138,30 @@ async def test_organizer_menu_matches_help_and_readme_in_every_language(
                 translated = commands_for(locale, items)
             assert {c.command for c in translated} == menu
             assert all(c.description != english[c.command] for c in translated), locale
+
+
+async def test_join_requests_to_chats_that_are_no_webinar_group_are_left_alone(
+    sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions
+) -> None:
+    async def build(session: AsyncSession) -> Webinar:
+        org = await make_org(session, OWNER_ID)
+        return await make_webinar(
+            session, org, access_mode=AccessMode.GROUP, group_chat_id=-100600
+        )
+
+    await seed(session_factory, build)
+    sandbox.add_chat(-100600, "Webinar group")
+    sandbox.add_chat(-100700, "The organizer's other club")
+    other = await bot_app.bot.create_chat_invite_link(-100700, creates_join_request=True)
+    ours = await bot_app.bot.create_chat_invite_link(-100600, creates_join_request=True)
+    eve = sandbox.user(2002, first_name="Eve", language_code="en")
+    assert await eve.join_via(other.invite_link) == "pending"
+    await eve.command("/help")  # one update at a time: the request was handled before this
+    await read(eve)
+    assert 2002 in sandbox.chat(-100700).join_requests
+    assert not sandbox.calls_of("declineChatJoinRequest")
+    assert not sandbox.calls_of("approveChatJoinRequest")
+
+    assert await eve.join_via(ours.invite_link) == "pending"
+    await sandbox.wait_for_call("declineChatJoinRequest")
+    assert 2002 not in sandbox.chat(-100600).join_requests
