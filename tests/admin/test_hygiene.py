@@ -4,6 +4,8 @@ sandbox Bot API server, which rejects malformed HTML and over-long texts as Tele
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from pathlib import Path
 
@@ -165,3 +167,35 @@ async def test_join_requests_to_chats_that_are_no_webinar_group_are_left_alone(
     assert await eve.join_via(ours.invite_link) == "pending"
     await sandbox.wait_for_call("declineChatJoinRequest")
     assert 2002 not in sandbox.chat(-100600).join_requests
+
+
+FORMULAS = ["=1+1", "+1+1", "-1+1", "@SUM(1)", "\t=1+1", "\r=1+1", "Plain"]
+
+
+async def test_csv_export_never_starts_a_cell_as_a_formula(
+    sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions
+) -> None:
+    async def build(session: AsyncSession) -> Webinar:
+        org = await make_org(session, OWNER_ID)
+        webinar = await make_webinar(session, org, capacity=20)
+        for n, name in enumerate(FORMULAS):
+            await sell(_services(session), webinar, 3000 + n)
+            (await make_user(session, 3000 + n)).first_name = name
+        return webinar
+
+    await seed(session_factory, build)
+    olga = sandbox.user(OWNER_ID, first_name="Olga", language_code="en")
+    await olga.command("/participants")
+    picker = await olga.next_message()
+    await olga.press(picker, text=picker.button_texts[0])
+    listing = await olga.next_message()
+    await olga.press(listing, text="📄 Export CSV")
+    document = await olga.next_message()
+    rows = list(csv.reader(io.StringIO((document.file_bytes or b"").decode("utf-8-sig"))))
+    names = [row[2] for row in rows[1:]]
+    usernames = [row[3] for row in rows[1:]]
+    assert names == [f"'{name}" for name in FORMULAS[:-1]] + ["Plain"]
+    # Readable and safe: the bare username, never "@name" (a formula to spreadsheets).
+    assert usernames == [f"p{3000 + n}" for n in range(len(FORMULAS))]
+    for row in rows[1:]:
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row)
