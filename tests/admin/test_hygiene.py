@@ -21,6 +21,7 @@ from bot.sandbox.users import SimUser
 from bot.settings import Settings
 from storage.enums import AccessMode
 from storage.models import Webinar
+from storage.repositories.links import LinkRepository
 from tests.admin.test_bot import _services, seed
 from tests.admin.test_services import sell
 from tests.conftest import OWNER_ID
@@ -199,3 +200,43 @@ async def test_csv_export_never_starts_a_cell_as_a_formula(
     assert usernames == [f"p{3000 + n}" for n in range(len(FORMULAS))]
     for row in rows[1:]:
         assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row)
+
+
+async def test_link_imports_split_lines_like_the_parser_and_are_capped(
+    sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions
+) -> None:
+    async def build(session: AsyncSession) -> Webinar:
+        org = await make_org(session, OWNER_ID)
+        return await make_webinar(session, org, access_mode=AccessMode.LINKS)
+
+    webinar = await seed(session_factory, build)
+    olga = sandbox.user(OWNER_ID, first_name="Olga", language_code="it")
+
+    async def start_import() -> None:
+        await olga.command("/webinars")
+        listing = await olga.next_message()
+        await olga.press(listing, text=f"1. {webinar.title}")
+        card = await olga.next_message()
+        await olga.press(card, text="📥 Importa link")
+        await olga.next_message()
+
+    async def upload(name: str, data: bytes) -> str:
+        await olga.send_document(name, data)
+        return await read(olga)
+
+    # Old Mac line ends: one link a line, numbered as the organizer's editor shows them.
+    await start_import()
+    links = b"\r".join(b"https://meet.example.org/j/%d" % i for i in range(3))
+    report = await upload("mac.txt", links + b"\rnot a link")
+    assert "3 link importati" in report
+    assert "riga 4" in report
+    await olga.next_message()  # the card
+
+    # Refused whole, with why; the import still waits for a smaller list.
+    await start_import()
+    too_many = b"\r".join(b"https://meet.example.org/k/%d" % i for i in range(10_001))
+    assert "Troppe righe: 10001" in await upload("many.txt", too_many)
+    too_big = b"https://meet.example.org/big\n" * (1024 * 1024 // 29 + 1)
+    assert "1 MB" in await upload("big.txt", too_big)
+    async with session_factory() as session:
+        assert len(await LinkRepository(session).urls(webinar.id)) == 3
