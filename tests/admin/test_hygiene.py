@@ -10,10 +10,13 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.application import BotApplication
 from bot.commands import ORGANIZER_COMMANDS, PARTICIPANT_COMMANDS, commands_for
+from bot.formatting import escape, page_bounds, visible_length
 from bot.i18n import LOCALES, Translator
 from bot.sandbox import SandboxServer
 from bot.sandbox.server import BotMessage, html_plain_text
@@ -148,9 +151,7 @@ async def test_join_requests_to_chats_that_are_no_webinar_group_are_left_alone(
 ) -> None:
     async def build(session: AsyncSession) -> Webinar:
         org = await make_org(session, OWNER_ID)
-        return await make_webinar(
-            session, org, access_mode=AccessMode.GROUP, group_chat_id=-100600
-        )
+        return await make_webinar(session, org, access_mode=AccessMode.GROUP, group_chat_id=-100600)
 
     await seed(session_factory, build)
     sandbox.add_chat(-100600, "Webinar group")
@@ -240,3 +241,58 @@ async def test_link_imports_split_lines_like_the_parser_and_are_capped(
     assert "1 MB" in await upload("big.txt", too_big)
     async with session_factory() as session:
         assert len(await LinkRepository(session).urls(webinar.id)) == 3
+
+
+async def test_participant_pages_fit_telegram_with_long_names(
+    sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions
+) -> None:
+    async def build(session: AsyncSession) -> Webinar:
+        org = await make_org(session, OWNER_ID)
+        webinar = await make_webinar(session, org, title="&" * 128, capacity=100)
+        for n in range(45):
+            await sell(_services(session), webinar, 4000 + n)
+            # 64 emoji and 64 "&": 192 UTF-16 units as Telegram counts, 448 chars escaped.
+            user = await make_user(session, 4000 + n)
+            user.first_name, user.last_name = "😀" * 64, "&" * 63
+        return webinar
+
+    await seed(session_factory, build)
+    olga = sandbox.user(OWNER_ID, first_name="Olga", language_code="en")
+    await olga.command("/participants")
+    picker = await olga.next_message()
+    await olga.press(picker, text=picker.button_texts[0])
+    seen: list[str] = []
+    pages = 0
+    while True:
+        page = await olga.next_message()
+        text = visible(page)
+        assert SORRY not in text
+        assert len(text.encode("utf-16-le")) // 2 <= 4096
+        pages += 1
+        lines = [line for line in text.splitlines() if line[:1].isdigit()]
+        assert lines
+        seen += [line.split()[1] for line in lines]
+        refunds = [t for t in page.button_texts if t.startswith("↩️")]
+        assert [t.split()[2] for t in refunds] == [line.split()[1] for line in lines]
+        if "➡️" not in page.button_texts:
+            break
+        await olga.press(page, text="➡️")
+    assert pages > 2
+    assert f"({pages}/{pages})" in text
+    assert len(seen) == len(set(seen)) == 45
+
+
+@given(
+    st.lists(st.text(alphabet="ab😀&<>", max_size=30).map(escape), max_size=40),
+    st.integers(min_value=1, max_value=80),
+    st.integers(min_value=1, max_value=10),
+)
+def test_page_bounds_keep_blocks_whole_and_pages_within_the_limit(
+    blocks: list[str], limit: int, most: int
+) -> None:
+    bounds = page_bounds(blocks, limit, most=most)
+    assert [i for a, b in bounds for i in range(a, b)] == list(range(len(blocks)))
+    for a, b in bounds:
+        assert 0 < b - a <= most
+        if b - a > 1:
+            assert visible_length("\n".join(blocks[a:b])) <= limit
