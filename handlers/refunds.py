@@ -7,7 +7,7 @@ organization cannot see or refund another's tickets (they look like unknown ids)
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandObject
+from aiogram.filters import BaseFilter, Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -19,8 +19,28 @@ from bot.services.refunds import RefundOutcome, RefundStatusCode, TicketPreview
 from payments.base import ErrorCode
 from storage.models import User
 
+
+class ManagesTicket(BaseFilter):
+    """Passes a refund button only for an organizer of the ticket's organization.
+
+    On the router, so no refund button can say or change anything before the check: a forged
+    or foreign one falls through to the common "no longer active" answer, which tells nothing
+    about the ticket. The service checks again when it refunds.
+    """
+
+    async def __call__(
+        self, query: CallbackQuery, services: Services, user: User | None = None
+    ) -> bool:
+        try:
+            data = RefundCallback.unpack(query.data or "")
+        except (TypeError, ValueError):
+            return False
+        return await services.organizations.manages_ticket(user, data.ticket_id)
+
+
 router = Router(name=__name__)
 router.message.filter(F.chat.type == "private")
+router.callback_query.filter(ManagesTicket())
 
 
 class RefundCallback(CallbackData, prefix="refund"):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.application import BotApplication
@@ -20,15 +21,15 @@ from bot.formatting import escape, page_bounds, visible_length
 from bot.i18n import LOCALES, Translator
 from bot.sandbox import SandboxServer
 from bot.sandbox.server import BotMessage, html_plain_text
-from bot.sandbox.users import SimUser
+from bot.sandbox.users import CallbackAnswer, SimUser
 from bot.settings import Settings
-from storage.enums import AccessMode
-from storage.models import Webinar
+from storage.enums import AccessMode, BroadcastStatus, TicketStatus, WebinarStatus
+from storage.models import Broadcast, Ticket, Webinar
 from storage.repositories.links import LinkRepository
-from tests.admin.test_bot import _services, seed
+from tests.admin.test_bot import OTHER_OWNER, _services, seed, two_orgs
 from tests.admin.test_services import sell
 from tests.conftest import OWNER_ID
-from tests.factories import make_org, make_user, make_webinar
+from tests.factories import NOW, make_org, make_user, make_webinar
 
 Sessions = async_sessionmaker[AsyncSession]
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,13 @@ HOSTILE_TITLE = "<i>Pricing</b> & more"
 HOSTILE_NAME = "</i><b>Tom & Jerry"
 HOSTILE_TEXT = "a < b && c > d </i> &amp;"
 SORRY = "something went wrong"
+REFUSALS = {
+    "This button is no longer active.",
+    "This is no longer available.",
+    "Only organizers can send broadcasts.",
+    "This webinar is no longer available.",
+    "This broadcast was already sent or cancelled.",
+}
 
 
 @pytest.fixture
@@ -50,6 +58,12 @@ def settings(settings: Settings) -> Settings:
 def visible(message: BotMessage) -> str:
     """What the user reads: the HTML as Telegram parses it (the sandbox rejects broken HTML)."""
     return html_plain_text(message.body)
+
+
+async def forge(user: SimUser, data: str, message: BotMessage) -> CallbackAnswer:
+    answer = await user.forge_callback(data, message)
+    assert answer is not None, f"no answer to {data!r}"
+    return answer
 
 
 async def read(user: SimUser) -> str:
@@ -296,3 +310,76 @@ def test_page_bounds_keep_blocks_whole_and_pages_within_the_limit(
         assert 0 < b - a <= most
         if b - a > 1:
             assert visible_length("\n".join(blocks[a:b])) <= limit
+
+
+async def test_forged_callbacks_say_and_change_nothing_before_the_authorization_check(
+    sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions
+) -> None:
+    async def build(session: AsyncSession) -> tuple[Webinar, int, int]:
+        mine, _other = await two_orgs(session)
+        ticket = (await session.scalars(select(Ticket))).one()
+        broadcast = Broadcast(
+            org_id=mine.org_id,
+            webinar_id=mine.id,
+            created_by=OWNER_ID,
+            text="Hello",
+            status=BroadcastStatus.DRAFT,
+            created_at=NOW,
+        )
+        session.add(broadcast)
+        await session.flush()
+        return mine, ticket.id, broadcast.id
+
+    mine, ticket_id, broadcast_id = await seed(session_factory, build)
+    stranger = sandbox.user(2000, first_name="Ivan", language_code="en")
+    rival = sandbox.user(OTHER_OWNER, first_name="Rita", language_code="en")
+    forged = [
+        f"refund:{ticket_id}:no",
+        f"refund:{ticket_id}:yes",
+        f"refund:{ticket_id}:ask",
+        *(
+            f"aw:{action}:{mine.id}:{value}"
+            for action, value in [
+                ("open", ""),
+                ("publish", ""),
+                ("unpublish", ""),
+                ("cancel", ""),
+                ("cancel_yes", ""),
+                ("edit", ""),
+                ("field", "title"),
+                ("mode", ""),
+                ("group", ""),
+                ("links", ""),
+                ("people", ""),
+                ("people", "1"),
+                ("csv", ""),
+                ("resend", ""),
+            ]
+        ),
+        f"at:remove:{OWNER_ID}",
+        f"at:remove_yes:{OWNER_ID}",
+        f"ao:switch:{mine.org_id}",
+        f"bcast:pick:{mine.id}",
+        f"bcast:send:{broadcast_id}",
+        f"bcast:drop:{broadcast_id}",
+    ]
+    for user in (stranger, rival):
+        await user.command("/help")
+        own = await user.next_message()  # forged buttons come "on" the presser's own message
+        for data in forged:
+            answer = await forge(user, data, own)
+            assert answer.text in REFUSALS, (user.first_name, data, answer.text)
+        await user.command("/help")  # one update at a time: everything above was handled
+        assert (await user.next_message()).message_id != own.message_id, "a message was edited"
+    async with session_factory() as session:
+        ticket = await session.get(Ticket, ticket_id)
+        assert ticket is not None
+        assert ticket.status == TicketStatus.ACTIVE
+        webinar = await session.get(Webinar, mine.id)
+        assert webinar is not None
+        assert webinar.status == WebinarStatus.PUBLISHED
+        broadcast = await session.get(Broadcast, broadcast_id)
+        assert broadcast is not None
+        assert broadcast.status == BroadcastStatus.DRAFT
+    assert not sandbox.refund_events
+    assert not sandbox.calls_of("sendDocument")
