@@ -561,6 +561,8 @@ class SimChat:
     bot_is_member: bool = True
     members: set[int] = field(default_factory=set)
     admins: set[int] = field(default_factory=set)  # users (not the bot) who administer the chat
+    # The bot's admin rights there, when it is an admin (``can_invite_users`` and so on).
+    bot_rights: dict[str, bool] = field(default_factory=dict)
     banned: set[int] = field(default_factory=set)
     join_requests: dict[int, JoinRequest] = field(default_factory=dict)
 
@@ -1539,10 +1541,13 @@ class SandboxServer:
         bot_is_member: bool = True,
         username: str | None = None,
         admins: Iterable[int] = (),
+        bot_rights: dict[str, bool] | None = None,
     ) -> SimChat:
         """Create a group, supergroup or channel (ids are negative, like Telegram's).
 
-        ``admins`` are users who administer it (they count as members too).
+        ``admins`` are users who administer it (they count as members too). ``bot_rights``
+        overrides the bot's admin rights (all the usual ones by default), e.g.
+        ``{"can_restrict_members": False}``: methods that need a right it lacks fail.
         """
         if chat_id >= 0:
             raise ValueError("group and channel ids are negative")
@@ -1554,6 +1559,7 @@ class SandboxServer:
             bot_is_admin=bot_is_admin,
             bot_is_member=bot_is_member or bot_is_admin,
             admins=set(admins),
+            bot_rights=dict(bot_rights or {}),
         )
         chat.members |= chat.admins
         self._chats[chat_id] = chat
@@ -2244,7 +2250,7 @@ class SandboxServer:
     def _member_dict(self, bot: SimBot, chat: SimChat, user_id: int) -> dict[str, Any]:
         if user_id == bot.id:
             if chat.bot_is_admin:
-                return _bot_admin_rights(bot.user_dict())
+                return {**_bot_admin_rights(bot.user_dict()), **chat.bot_rights}
             status = "member" if chat.bot_is_member else "left"
             return {"status": status, "user": bot.user_dict()}
         profile = self._profiles.get(user_id)
@@ -2582,7 +2588,7 @@ class SandboxServer:
     @_api("createChatInviteLink")
     async def _create_chat_invite_link(self, bot: SimBot, params: Params) -> dict[str, Any]:
         chat = self._group(bot, params)
-        if not chat.bot_is_admin:
+        if not chat.bot_is_admin or not chat.bot_rights.get("can_invite_users", True):
             raise _bad("not enough rights to manage chat invite links")
         name = params.string("name")
         if name and len(name) > 32:
@@ -2656,6 +2662,8 @@ class SandboxServer:
     @_api("banChatMember")
     async def _ban_chat_member(self, bot: SimBot, params: Params) -> bool:
         chat, user_id = self._join_request_target(bot, params)
+        if not chat.bot_rights.get("can_restrict_members", True):
+            raise _bad("not enough rights to restrict/unrestrict chat member")
         chat.members.discard(user_id)
         chat.banned.add(user_id)
         self._transcript.add(f"🤖 ⛔ bans {self._label(bot, user_id)} from «{chat.title}»", user_id)
@@ -2664,6 +2672,8 @@ class SandboxServer:
     @_api("unbanChatMember")
     async def _unban_chat_member(self, bot: SimBot, params: Params) -> bool:
         chat, user_id = self._join_request_target(bot, params)
+        if not chat.bot_rights.get("can_restrict_members", True):
+            raise _bad("not enough rights to restrict/unrestrict chat member")
         if params.flag("only_if_banned") and user_id not in chat.banned:
             return True
         chat.banned.discard(user_id)

@@ -386,11 +386,30 @@ class WebinarService(Service):
             ) from None
         if not isinstance(me, ChatMemberAdministrator):
             raise InvalidInput(
-                N_("I'm not an administrator there. Make me an admin who can invite users.")
+                N_(
+                    "I'm not an administrator there. Make me an admin who can invite users "
+                    "and ban users."
+                )
+            )
+        # Inviting admits payers; banning (then unbanning, so they may buy again) removes a
+        # refunded participant. Without either right, access would be sold but not kept.
+        if not me.can_invite_users and not me.can_restrict_members:
+            raise InvalidInput(
+                N_(
+                    "I need two admin rights there: to invite users via links, and to ban users "
+                    "(I remove refunded participants). Turn them on and try again."
+                )
             )
         if not me.can_invite_users:
             raise InvalidInput(
                 N_("I need the admin right to invite users via links. Turn it on and try again.")
+            )
+        if not me.can_restrict_members:
+            raise InvalidInput(
+                N_(
+                    "I need the admin right to ban users: I remove refunded participants from "
+                    "the group (and let them back if they buy again). Turn it on and try again."
+                )
             )
         if organizer.status not in (ChatMemberStatus.CREATOR, ChatMemberStatus.ADMINISTRATOR):
             raise InvalidInput(

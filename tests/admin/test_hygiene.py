@@ -26,7 +26,7 @@ from bot.settings import Settings
 from storage.enums import AccessMode, BroadcastStatus, TicketStatus, WebinarStatus
 from storage.models import Broadcast, Ticket, Webinar
 from storage.repositories.links import LinkRepository
-from tests.admin.test_bot import OTHER_OWNER, _services, seed, two_orgs
+from tests.admin.test_bot import OTHER_OWNER, _services, say, seed, two_orgs
 from tests.admin.test_services import sell
 from tests.conftest import OWNER_ID
 from tests.factories import NOW, make_org, make_user, make_webinar
@@ -383,3 +383,46 @@ async def test_forged_callbacks_say_and_change_nothing_before_the_authorization_
         assert broadcast.status == BroadcastStatus.DRAFT
     assert not sandbox.refund_events
     assert not sandbox.calls_of("sendDocument")
+
+
+async def open_edit_menu(olga: SimUser, webinar: Webinar) -> BotMessage:
+    await olga.command("/webinars")
+    listing = await olga.next_message()
+    await olga.press(listing, text=f"1. {webinar.title}")
+    card = await olga.next_message()
+    await olga.press(card, text=card.button_texts[0])  # ✏️ Edit, in her language
+    return await olga.next_message()
+
+
+async def test_group_mode_needs_the_ban_right_too(
+    sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions
+) -> None:
+    async def build(session: AsyncSession) -> Webinar:
+        org = await make_org(session, OWNER_ID)
+        return await make_webinar(session, org, status=WebinarStatus.DRAFT)
+
+    webinar = await seed(session_factory, build)
+    no_ban = {"can_restrict_members": False}
+    no_invite = {"can_invite_users": False}
+    sandbox.add_chat(-100801, "No ban", admins={OWNER_ID}, bot_rights=no_ban)
+    sandbox.add_chat(-100802, "No invite", admins={OWNER_ID}, bot_rights=no_invite)
+    sandbox.add_chat(-100803, "Neither", admins={OWNER_ID}, bot_rights=no_ban | no_invite)
+    sandbox.add_chat(-100804, "Both", admins={OWNER_ID})
+    olga = sandbox.user(OWNER_ID, first_name="Olga", language_code="ru")
+    menu = await open_edit_menu(olga, webinar)
+    await olga.press(menu, text="Способ входа")
+    modes = await olga.next_message()
+    await olga.press(modes, text=modes.button_texts[-1])
+    assert "блокировать" in await read(olga)  # the prompt names both rights
+    assert "право админа блокировать" in await say(olga, "-100801")
+    assert "приглашать пользователей по ссылкам" in await say(olga, "-100802")
+    assert "два права" in await say(olga, "-100803")
+    async with session_factory() as session:
+        stored = await session.get(Webinar, webinar.id)
+        assert stored is not None
+        assert stored.group_chat_id is None
+    assert "-100804" not in await say(olga, "-100804")  # "Connected: Both."
+    async with session_factory() as session:
+        stored = await session.get(Webinar, webinar.id)
+        assert stored is not None
+        assert stored.group_chat_id == -100804
