@@ -24,12 +24,13 @@ from bot.sandbox.server import BotMessage, html_plain_text
 from bot.sandbox.users import CallbackAnswer, SimUser
 from bot.settings import Settings
 from storage.enums import AccessMode, BroadcastStatus, TicketStatus, WebinarStatus
-from storage.models import Broadcast, Ticket, Webinar
+from storage.models import AccessLink, Broadcast, Ticket, Webinar
 from storage.repositories.links import LinkRepository
 from tests.admin.test_bot import OTHER_OWNER, _services, say, seed, two_orgs
 from tests.admin.test_services import sell
 from tests.conftest import OWNER_ID
 from tests.factories import NOW, make_org, make_user, make_webinar
+from tests.sales.test_flows import buy
 
 Sessions = async_sessionmaker[AsyncSession]
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +53,9 @@ REFUSALS = {
 def settings(settings: Settings) -> Settings:
     """One update at a time, in arrival order: a reply to a later update proves an earlier one
     was handled, so a test can check that it changed nothing and said nothing."""
-    return settings.model_copy(update={"update_slots": 1})
+    return settings.model_copy(
+        update={"update_slots": 1, "send_rate_per_s": 1000.0, "send_rate_per_chat_s": 1000.0}
+    )
 
 
 def visible(message: BotMessage) -> str:
@@ -426,3 +429,51 @@ async def test_group_mode_needs_the_ban_right_too(
         stored = await session.get(Webinar, webinar.id)
         assert stored is not None
         assert stored.group_chat_id == -100804
+
+
+def invite_in(message: BotMessage) -> str:
+    return next(word for word in visible(message).split() if word.startswith("https://t.me/+"))
+
+
+async def test_a_new_group_reinvites_every_ticket_holder_and_revokes_the_old_invites(
+    sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions
+) -> None:
+    async def build(session: AsyncSession) -> Webinar:
+        org = await make_org(session, OWNER_ID, language="it")
+        return await make_webinar(
+            session, org, access_mode=AccessMode.GROUP, group_chat_id=-100901, capacity=5
+        )
+
+    webinar = await seed(session_factory, build)
+    sandbox.add_chat(-100901, "Old group", admins={OWNER_ID})
+    sandbox.add_chat(-100902, "New group", admins={OWNER_ID})
+    bob = sandbox.user(2001, first_name="Bob", language_code="en")
+    await buy(bob, webinar, button="⭐ Paga con Telegram Stars: 100 ⭐")
+    await bob.next_message()  # payment received
+    old_invite = invite_in(await bob.next_message())
+    await bob.next_message()  # the calendar file
+
+    olga = sandbox.user(OWNER_ID, first_name="Olga", language_code="en")
+    menu = await open_edit_menu(olga, webinar)
+    await olga.press(menu, text="Telegram group")
+    await olga.next_message()
+    assert "New group" in await say(olga, "-100902")
+    assert await read(olga) == "Saved."
+
+    told = await read(bob)  # in the organization's language
+    assert "Il gruppo dei partecipanti" in told
+    access = await bob.next_message()
+    new_invite = invite_in(access)
+    assert new_invite != old_invite
+    await bob.next_message()  # the calendar file again
+    await sandbox.wait_for_call("revokeChatInviteLink")
+    with pytest.raises(ValueError, match="EXPIRED"):
+        await bob.join_via(old_invite)
+    assert await bob.join_via(new_invite) == "pending"
+    await sandbox.wait_until(lambda: sandbox.is_member(-100902, 2001), message="Bob admitted")
+    async with session_factory() as session:
+        links = (await session.scalars(select(AccessLink).order_by(AccessLink.id))).all()
+        assert [(link.url, link.revoked_at is not None) for link in links] == [
+            (old_invite, True),
+            (new_invite, False),
+        ]
