@@ -20,6 +20,7 @@ ORGANIZER_COMMANDS: list[tuple[str, str]] = [
     ("webinars", N_("Webinars, links and sales")),
     ("newwebinar", N_("Create a webinar")),
     ("participants", N_("Participants and CSV export")),
+    ("refund", N_("Refund a ticket")),
     ("stats", N_("Sales figures")),
     ("broadcast", N_("Message the participants")),
     ("org", N_("Organization settings")),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -62,3 +64,39 @@ def _drop_seconds(text: str, local: datetime) -> str:
 def escape(value: object) -> str:
     """Escape user-supplied text for Telegram's HTML parse mode."""
     return html.escape(str(value), quote=False)
+
+
+MESSAGE_LIMIT = 4096  # Telegram's limit on a message's text, counted after HTML parsing
+_TAG = re.compile(r"<[^>]*>")
+
+
+def visible_length(text: str) -> int:
+    """The length Telegram holds against its limits: the text as HTML parsing leaves it (no
+    tags, entities decoded), in UTF-16 code units (an emoji counts two)."""
+    plain = html.unescape(_TAG.sub("", text))
+    return len(plain.encode("utf-16-le")) // 2
+
+
+def page_bounds(
+    blocks: Sequence[str], limit: int, *, separator: str = "\n", most: int | None = None
+) -> list[tuple[int, int]]:
+    """Split ``blocks`` into pages of whole blocks, ``[(start, end), ...]``, each page joined
+    with ``separator`` within ``limit`` visible characters (and at most ``most`` blocks).
+
+    Blocks are never cut, so a tag or an entity opened in one is closed on the same page.
+    A block longer than ``limit`` alone gets a page of its own: callers keep blocks short.
+    """
+    pages: list[tuple[int, int]] = []
+    start, used = 0, 0
+    gap = visible_length(separator)
+    for index, block in enumerate(blocks):
+        size = visible_length(block)
+        full = most is not None and index - start >= most
+        if index > start and (used + gap + size > limit or full):
+            pages.append((start, index))
+            start, used = index, size
+        else:
+            used += size if index == start else gap + size
+    if blocks:
+        pages.append((start, len(blocks)))
+    return pages

@@ -15,6 +15,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, ChatMemberUpdated, Message
 
 from bot.commands import set_organizer_commands
+from bot.formatting import escape
 from bot.i18n import LOCALES, _
 from bot.services import Services
 from handlers.keyboards import LanguageCallback, language_keyboard
@@ -33,7 +34,7 @@ async def start(message: Message, user: User) -> None:
             "Hello, {name}! I sell access to webinars.\n\n"
             "Open a webinar's link to see it and pay right here in the chat. "
             "/my shows the webinars you bought. /help lists everything I can do.",
-            name=user.first_name or user.full_name,
+            name=escape(user.first_name or user.full_name),
         )
     )
 

@@ -6,29 +6,18 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bot.formatting import escape
+from bot.formatting import MESSAGE_LIMIT, escape, page_bounds
 from bot.i18n import _
 from bot.services import Services
 
 router = Router(name=__name__)
 router.message.filter(F.chat.type == "private")
 
-MESSAGE_LIMIT = 4096
-
 
 def chunks(blocks: list[str], limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Join blocks into as few messages as fit Telegram's length limit."""
-    messages: list[str] = []
-    current = ""
-    for block in blocks:
-        candidate = f"{current}\n\n{block}" if current else block
-        if len(candidate) > limit and current:
-            messages.append(current)
-            candidate = block
-        current = candidate
-    if current:
-        messages.append(current)
-    return messages
+    """Join blocks into as few messages as fit Telegram's length limit, as Telegram counts it
+    (HTML parsed, UTF-16 units), never cutting a block."""
+    return ["\n\n".join(blocks[a:b]) for a, b in page_bounds(blocks, limit, separator="\n\n")]
 
 
 @router.message(Command("my"))

@@ -154,8 +154,12 @@ async def buy(
 
 @router.chat_join_request()
 async def join_request(request: ChatJoinRequest, services: Services) -> None:
-    """Approve ticket holders' requests to join a webinar's group; decline everyone else."""
-    if await services.access.may_join(request.chat.id, request.from_user.id):
+    """Approve ticket holders' requests to join a webinar's group, decline everyone else's;
+    leave requests to other chats alone (their own admins decide)."""
+    allowed = await services.access.may_join(request.chat.id, request.from_user.id)
+    if allowed is None:
+        return
+    if allowed:
         await request.approve()
     else:
         await request.decline()

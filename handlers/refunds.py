@@ -7,7 +7,7 @@ organization cannot see or refund another's tickets (they look like unknown ids)
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandObject
+from aiogram.filters import BaseFilter, Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -18,8 +18,28 @@ from bot.services import Services
 from bot.services.refunds import RefundOutcome, RefundStatusCode, TicketPreview, result_text
 from storage.models import User
 
+
+class ManagesTicket(BaseFilter):
+    """Passes a refund button only for an organizer of the ticket's organization.
+
+    On the router, so no refund button can say or change anything before the check: a forged
+    or foreign one falls through to the common "no longer active" answer, which tells nothing
+    about the ticket. The service checks again when it refunds.
+    """
+
+    async def __call__(
+        self, query: CallbackQuery, services: Services, user: User | None = None
+    ) -> bool:
+        try:
+            data = RefundCallback.unpack(query.data or "")
+        except (TypeError, ValueError):
+            return False
+        return await services.organizations.manages_ticket(user, data.ticket_id)
+
+
 router = Router(name=__name__)
 router.message.filter(F.chat.type == "private")
+router.callback_query.filter(ManagesTicket())
 
 
 class RefundCallback(CallbackData, prefix="refund"):
@@ -102,18 +122,10 @@ async def refund_command(
 async def refund_button(
     query: CallbackQuery, callback_data: RefundCallback, user: User, services: Services
 ) -> None:
-    """Confirmation buttons (and the participant list's refund button).
-
-    Nothing is said before the presser is known to be an organizer of the ticket's
-    organization: a forged or stale button gets the answer an unknown ticket gets."""
+    """Confirmation buttons (and the participant list's refund button); the router's
+    :class:`ManagesTicket` filter has already checked the presser."""
     ticket_id = callback_data.ticket_id
     message = query.message if isinstance(query.message, Message) else None
-    if not await services.refunds.may_refund(ticket_id, requested_by=user.id):
-        await query.answer(
-            _("I found no ticket #{ticket} in your organizations.", ticket=ticket_id),
-            show_alert=True,
-        )
-        return
     if callback_data.action == "ask":
         text, markup = await _ask(ticket_id, user, services)
         await query.answer()

@@ -241,10 +241,13 @@ class SandboxServer:
         bot_is_member: bool = True,
         username: str | None = None,
         admins: Iterable[int] = (),
+        bot_rights: dict[str, bool] | None = None,
     ) -> SimChat:
         """Create a group, supergroup or channel (ids are negative, like Telegram's).
 
-        ``admins`` are users who administer it (they count as members too).
+        ``admins`` are users who administer it (they count as members too). ``bot_rights``
+        overrides the bot's admin rights (all the usual ones by default), e.g.
+        ``{"can_restrict_members": False}``: methods that need a right it lacks fail.
         """
         if chat_id >= 0:
             raise ValueError("group and channel ids are negative")
@@ -256,6 +259,7 @@ class SandboxServer:
             bot_is_admin=bot_is_admin,
             bot_is_member=bot_is_member or bot_is_admin,
             admins=set(admins),
+            bot_rights=dict(bot_rights or {}),
         )
         chat.members |= chat.admins
         self.state.chats[chat_id] = chat

@@ -169,8 +169,70 @@ class AccessService(Service):
         except Exception:
             log.warning("could not revoke invite link of webinar %s", webinar.id, exc_info=True)
 
-    async def may_join(self, chat_id: int, user_id: int) -> bool:
-        """A join request is approved only for a holder of an active ticket of that group."""
+    async def move_group(self, webinar: Webinar, org: Organization) -> list[str]:
+        """The webinar now admits to another group (``webinar.group_chat_id``, already set):
+        every active ticket's invite to the old group is detached and marked revoked, and its
+        holder is told and sent a fresh access message, whose invite is made for the new group
+        when it is rendered. In the caller's transaction; returns the old invite links, which
+        the caller revokes on Telegram once it has committed (:meth:`revoke_invites`)."""
+        now = self.clock.now()
+        version = int(now.timestamp())
+        outbox = OutboxService(self.session, self.app)
+        stale: list[str] = []
+        tickets = await self.repo.active_tickets(webinar.id)
+        links = await self.repo.links_of([ticket.id for ticket in tickets])
+        for ticket in tickets:
+            link = links.get(ticket.id)
+            if link is not None:
+                if link.revoked_at is None:
+                    stale.append(link.url)
+                # Detached, so the ticket can hold the new group's invite (one link a ticket).
+                link.ticket_id = None
+                link.revoked_at = link.revoked_at or now
+            await outbox.notice(
+                dedupe_key=f"group-moved:{ticket.id}:v{version}",
+                chat_id=ticket.user_id,
+                text=_(
+                    "👥 The participants' group of «{title}» has changed. Your invitation to "
+                    "the new group follows; the old invitation no longer works.",
+                    locale=org.language,
+                    title=escape(webinar.title),
+                ),
+                org_id=org.id,
+                webinar_id=webinar.id,
+                ticket_id=ticket.id,
+            )
+            await outbox.enqueue(
+                OutboxKind.ACCESS,
+                dedupe_key=f"{access_key(ticket.id)}:g{webinar.group_chat_id}:v{version}",
+                chat_id=ticket.user_id,
+                ticket_id=ticket.id,
+                webinar_id=webinar.id,
+                org_id=org.id,
+            )
+        await self.session.flush()
+        return stale
+
+    async def revoke_invites(self, chat_id: int, urls: list[str]) -> None:
+        """Revoke invite links on Telegram, best effort: a link that fails stays usable only
+        for a join request, which the bot no longer approves for that chat."""
+        if self.app.bot is None:
+            return
+        for url in urls:
+            try:
+                await self.app.bot.revoke_chat_invite_link(chat_id, url)
+            except Exception:
+                log.warning("could not revoke an invite link of chat %s", chat_id, exc_info=True)
+        if self.app.dispatcher is not None:
+            self.app.dispatcher.kick()
+
+    async def may_join(self, chat_id: int, user_id: int) -> bool | None:
+        """A join request to a webinar's group: approved for a holder of an active ticket of
+        that group, declined for anyone else. ``None`` for a chat that is no webinar's group:
+        the bot may administer other chats of the organizer, whose requests are not ours."""
+        if not await self.repo.webinar_by_group(chat_id):
+            await self.session.commit()
+            return None
         allowed = await self.repo.has_active_ticket_in_group(chat_id, user_id)
         await self.session.commit()
         return allowed

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.context import AppContext
-from bot.formatting import escape
+from bot.formatting import escape, visible_length
 from bot.i18n import _, _n
 from bot.services.base import Service
 from bot.services.outbox import Drop, Outgoing
@@ -92,12 +92,8 @@ def too_long_by(webinar: Webinar, html_text: str, *, media: bool) -> int:
 
     Telegram counts the text after parsing, so tags are not counted; entities are.
     """
-    from html import unescape
-    from re import sub
-
-    visible = unescape(sub(r"<[^>]+>", "", header(webinar) + html_text))
     limit = CAPTION_LIMIT if media else TEXT_LIMIT
-    return max(0, len(visible.encode("utf-16-le")) // 2 - limit)
+    return max(0, visible_length(header(webinar) + html_text) - limit)
 
 
 class BroadcastService(Service):

@@ -144,6 +144,15 @@ class OrganizationService(Service):
     def _forget(self, user_id: int) -> None:
         self._current.pop(user_id, None)
 
+    async def manages_ticket(self, user: User | None, ticket_id: int) -> bool:
+        """Whether ``user`` organizes the organization that sold the ticket (any of theirs,
+        not only the active one: a refund confirmation stays valid after a switch)."""
+        if user is None:
+            return False
+        allowed = await self.repo.is_ticket_member(user.id, ticket_id)
+        await self.session.commit()
+        return allowed
+
     async def memberships(self, user_id: int) -> list[Membership]:
         return [Membership(org, role) for org, role in await self.repo.memberships(user_id)]
 

@@ -94,7 +94,9 @@ class ParticipantService(Service):
                     p.ticket_id,
                     p.user_id,
                     _neutralize(p.name),
-                    f"@{p.username}" if p.username else "",
+                    # Bare, not "@name": a cell starting with "@" is a formula to spreadsheets,
+                    # and a Telegram username (letters, digits, "_") never needs the quote.
+                    _neutralize(p.username or ""),
                     p.status.value,
                     str(minor_to_decimal(p.amount_minor, p.currency)) if p.currency else "0",
                     p.currency or "",
@@ -110,6 +112,11 @@ def _iso(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP's list): a leading tab or CR is
+# dropped by some importers, which then see the "=" behind it.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
 def _neutralize(value: str) -> str:
     """Names are typed by participants: never let a spreadsheet run one as a formula."""
-    return f"'{value}" if value[:1] in ("=", "+", "-", "@") else value
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value

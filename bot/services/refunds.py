@@ -120,17 +120,6 @@ class RefundService(Service):
             ticket, webinar, org, payment, buyer.full_name if buyer else str(ticket.user_id)
         )
 
-    async def may_refund(self, ticket_id: int, *, requested_by: int) -> bool:
-        """Whether the requester is an organizer of the ticket's organization (no side effect)."""
-        ticket = await self.repo.ticket(ticket_id)
-        allowed = ticket is not None and await self._is_organizer_of(ticket, requested_by)
-        await self.session.commit()
-        return allowed
-
-    async def _is_organizer_of(self, ticket: Ticket, user_id: int) -> bool:
-        webinar = await self.repo.webinar(ticket.webinar_id)
-        return webinar is not None and await self.repo.is_member(webinar.org_id, user_id)
-
     async def _checked_ticket(
         self, ticket_id: int, requested_by: int | None
     ) -> RefundOutcome | tuple[Ticket, Webinar, Organization]:

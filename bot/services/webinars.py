@@ -360,12 +360,20 @@ class WebinarService(Service):
                 N_("Participants already have access: the access mode can no longer change.")
             )
         _check_access(mode, room_url, group_chat_id)
+        old_group = webinar.group_chat_id if webinar.access_mode == AccessMode.GROUP else None
         webinar.access_mode = mode
         webinar.room_url = room_url if mode == AccessMode.PASSWORD else None
         webinar.room_password = room_password if mode == AccessMode.PASSWORD else None
         webinar.group_chat_id = group_chat_id if mode == AccessMode.GROUP else None
         webinar.updated_at = self.clock.now()
+        stale: list[str] = []
+        moved = old_group is not None and webinar.group_chat_id not in (None, old_group)
+        if moved:
+            # Ticket holders' invites point at the old group: new ones, and they are told.
+            stale = await self._services().access.move_group(webinar, await self._org(org_id))
         await self.session.commit()
+        if moved and old_group is not None:
+            await self._services().access.revoke_invites(old_group, stale)
         return webinar
 
     async def check_group(self, chat_ref: int | str, organizer_id: int) -> GroupCheck:
@@ -393,11 +401,30 @@ class WebinarService(Service):
             ) from None
         if not isinstance(me, ChatMemberAdministrator):
             raise InvalidInput(
-                N_("I'm not an administrator there. Make me an admin who can invite users.")
+                N_(
+                    "I'm not an administrator there. Make me an admin who can invite users "
+                    "and ban users."
+                )
+            )
+        # Inviting admits payers; banning (then unbanning, so they may buy again) removes a
+        # refunded participant. Without either right, access would be sold but not kept.
+        if not me.can_invite_users and not me.can_restrict_members:
+            raise InvalidInput(
+                N_(
+                    "I need two admin rights there: to invite users via links, and to ban users "
+                    "(I remove refunded participants). Turn them on and try again."
+                )
             )
         if not me.can_invite_users:
             raise InvalidInput(
                 N_("I need the admin right to invite users via links. Turn it on and try again.")
+            )
+        if not me.can_restrict_members:
+            raise InvalidInput(
+                N_(
+                    "I need the admin right to ban users: I remove refunded participants from "
+                    "the group (and let them back if they buy again). Turn it on and try again."
+                )
             )
         if organizer.status not in (ChatMemberStatus.CREATOR, ChatMemberStatus.ADMINISTRATOR):
             raise InvalidInput(

@@ -14,7 +14,6 @@ from bot.services.links import (
     ImportOutcome,
     LineIssue,
     LineProblem,
-    decode_upload,
 )
 from bot.services.organizations import Membership
 from handlers.admin.base import IsOrganizer, WebinarAction, reply
@@ -135,7 +134,7 @@ async def uploaded(
         return
     buffer = await bot.download(document.file_id)
     data = buffer.read() if buffer is not None else b""
-    text = decode_upload(document.file_name, document.mime_type, data)
+    text = await services.links.read_upload(document.file_name, document.mime_type, data)
     await finish(message, text, membership, services, state)
 
 

@@ -160,8 +160,9 @@ def prompt(
     if state == NewWebinar.group.state:
         return (
             _(
-                "Add me to the private group or channel as an administrator with the right to "
-                "invite users. Then send its @username or id, or forward me any message from it."
+                "Add me to the private group or channel as an administrator with the rights to "
+                "invite users and to ban users (I remove refunded participants). Then send its "
+                "@username or id, or forward me any message from it."
             ),
             None,
         )

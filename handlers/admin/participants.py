@@ -8,7 +8,7 @@ from aiogram.filters import Command
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.formatting import escape, money
+from bot.formatting import MESSAGE_LIMIT, escape, money, page_bounds, visible_length
 from bot.i18n import _, _n, current_locale
 from bot.services import Services
 from bot.services.organizations import Membership
@@ -21,7 +21,9 @@ router = Router(name=__name__)
 router.message.filter(IsOrganizer())
 router.callback_query.filter(IsOrganizer())
 
+# Refund buttons per page: a keyboard holds 100 buttons, and a long one is hard to use.
 SHOWN = 30
+NAME_SHOWN = 128  # Telegram's own bound on first plus last name; longer stored names are cut
 METHODS = {
     PaymentMethod.STARS: "Stars",
     PaymentMethod.STRIPE: "Stripe",
@@ -30,7 +32,7 @@ METHODS = {
 
 
 def line(number: int, p: Participant, locale: str) -> str:
-    who = escape(p.name) + (f" (@{escape(p.username)})" if p.username else "")
+    who = escape(p.name[:NAME_SHOWN]) + (f" (@{escape(p.username)})" if p.username else "")
     if p.currency:
         paid = f"{money(p.amount_minor, p.currency, locale)} · {METHODS.get(p.method, '')}"  # type: ignore[arg-type]
     else:
@@ -58,19 +60,32 @@ async def choose_webinar(message: Message, membership: Membership, services: Ser
     await message.answer(_("Which webinar?"), reply_markup=builder.as_markup())
 
 
-def people_keyboard(webinar_id: int, shown: list[Participant]) -> InlineKeyboardMarkup:
+def people_keyboard(
+    webinar_id: int, shown: list[Participant], page: int, pages: int
+) -> InlineKeyboardMarkup:
     builder = InlineKeyboardBuilder()
+    sizes = []
     for p in shown:
         if p.method is not None:  # free tickets have nothing to refund
             builder.button(
                 text=_("↩️ Refund #{ticket} {name}", ticket=p.ticket_id, name=p.name)[:48],
                 callback_data=RefundCallback(ticket_id=p.ticket_id, action="ask"),
             )
+            sizes.append(1)
+    if pages > 1:
+        nav = [(page - 1, "⬅️"), (page + 1, "➡️")]
+        for target, arrow in nav:
+            if 0 <= target < pages:
+                builder.button(
+                    text=arrow,
+                    callback_data=WebinarAction(action="people", id=webinar_id, value=str(target)),
+                )
+        sizes.append(2 if 0 < page < pages - 1 else 1)
     builder.button(
         text=_("📄 Export CSV"), callback_data=WebinarAction(action="csv", id=webinar_id)
     )
     builder.button(text=_("⬅️ Back"), callback_data=WebinarAction(action="open", id=webinar_id))
-    builder.adjust(1)
+    builder.adjust(*sizes, 1, 1)
     return builder.as_markup()
 
 
@@ -78,7 +93,7 @@ def people_keyboard(webinar_id: int, shown: list[Participant]) -> InlineKeyboard
 async def people(
     query: CallbackQuery, callback_data: WebinarAction, membership: Membership, services: Services
 ) -> None:
-    """The paid participants of one webinar."""
+    """The paid participants of one webinar, a page at a time."""
     listing = await services.participants.list(membership.org.id, callback_data.id)
     active = listing.active
     locale = current_locale()
@@ -88,12 +103,18 @@ async def people(
         len(active),
         title=escape(listing.webinar.title),
     )
-    lines = [line(number, p, locale) for number, p in enumerate(active[:SHOWN], start=1)]
-    if len(active) > SHOWN:
-        lines.append(_("…and {more} more: see the CSV.", more=len(active) - SHOWN))
-    body = "\n".join(lines) if lines else _("Nobody yet.")
+    lines = [line(number, p, locale) for number, p in enumerate(active, start=1)]
+    # Pages are cut by what Telegram counts, never inside a line: long names fill a page sooner.
+    room = MESSAGE_LIMIT - visible_length(f"{header} (9999/9999)\n\n")
+    bounds = page_bounds(lines, room, most=SHOWN) or [(0, 0)]
+    page = int(callback_data.value) if callback_data.value.isdigit() else 0
+    page = min(page, len(bounds) - 1)
+    start, end = bounds[page]
+    if len(bounds) > 1:
+        header += f" ({page + 1}/{len(bounds)})"
+    body = "\n".join(lines[start:end]) if lines else _("Nobody yet.")
     await query.answer()
-    keyboard = people_keyboard(listing.webinar.id, active[:SHOWN])
+    keyboard = people_keyboard(listing.webinar.id, active[start:end], page, len(bounds))
     await show(query, f"{header}\n\n{body}", keyboard)
 
 

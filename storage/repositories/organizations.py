@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 
 from storage.enums import Role
-from storage.models import Organization, OrgInvite, OrgMember, User
+from storage.models import Organization, OrgInvite, OrgMember, Ticket, User, Webinar
 from storage.repositories.base import Repository
 
 
@@ -33,6 +33,17 @@ class OrganizationRepository(Repository):
             )
         ).first()
         return (row[0], row[1]) if row else None
+
+    async def is_ticket_member(self, user_id: int, ticket_id: int) -> bool:
+        """Whether ``user_id`` organizes the organization that sold ``ticket_id``."""
+        found = await self.session.scalar(
+            select(OrgMember.id)
+            .join(Webinar, Webinar.org_id == OrgMember.org_id)
+            .join(Ticket, Ticket.webinar_id == Webinar.id)
+            .where(Ticket.id == ticket_id, OrgMember.user_id == user_id)
+            .limit(1)
+        )
+        return found is not None
 
     async def memberships(self, user_id: int) -> list[tuple[Organization, Role]]:
         rows = await self.session.execute(

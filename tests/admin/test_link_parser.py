@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.services.admin_input import InvalidInput
-from bot.services.links import LineIssue, decode_upload, parse_links
+from bot.services.links import (
+    MAX_LINES,
+    MAX_UPLOAD_BYTES,
+    LineIssue,
+    checked_parse,
+    decode_upload,
+    line_count,
+    parse_links,
+)
 
 
 def test_plain_lines_name_link_pairs_and_spreadsheets() -> None:
@@ -126,3 +134,39 @@ def test_uploads_never_crash(data: bytes, name: str | None) -> None:
 def test_binary_with_zero_bytes_is_always_refused(data: bytes) -> None:
     with pytest.raises(InvalidInput):
         decode_upload("links.txt", None, data)
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        ("a", 1),
+        ("a\n", 1),
+        ("a\r\nb\r\n", 2),
+        ("a\rb\rc", 3),  # old Mac line ends: a line each, as the parser numbers them
+        ("a\n\rb", 3),
+        ("a\n\n\n", 1),
+    ],
+)
+def test_lines_are_counted_as_the_parser_splits_them(text: str, lines: int) -> None:
+    assert line_count(text) == lines
+    numbered = parse_links(text.replace("a", "https://x.example.org/a"))
+    assert all(link.line <= lines for link in numbered.links)
+
+
+@given(st.text(alphabet="ab\r\n", max_size=40))
+def test_the_line_count_bounds_every_reported_line(text: str) -> None:
+    result = parse_links(text.replace("a", "https://x.example.org/a "))
+    assert all(p.line <= line_count(text) for p in result.problems)
+    assert all(link.line <= line_count(text) for link in result.links)
+
+
+def test_imports_are_capped_by_size_and_by_lines_as_parsed() -> None:
+    checked_parse("https://x.example.org/1\r" * MAX_LINES)
+    with pytest.raises(InvalidInput) as error:
+        checked_parse("https://x.example.org/1\r" * (MAX_LINES + 1))
+    assert error.value.render("en") == (
+        "Too many lines: 10001, at most 10000 per import. Split the list."
+    )
+    with pytest.raises(InvalidInput) as error:
+        checked_parse("x" * (MAX_UPLOAD_BYTES + 1))
+    assert error.value.render("en") == "The file is too large: at most 1 MB per import."

@@ -456,6 +456,6 @@ async def test_participants_and_csv(services: Services) -> None:
     assert data.startswith(b"\xef\xbb\xbf")
     lines = data.decode("utf-8-sig").splitlines()
     assert len(lines) == 3
-    assert lines[1].split(",")[:6] == [str(first.id), "2001", "P2001", "@p2001", "active", "100"]
+    assert lines[1].split(",")[:6] == [str(first.id), "2001", "P2001", "p2001", "active", "100"]
     assert ",'=HYPERLINK(1)," in lines[2]
     assert ",refunded," in lines[2]

@@ -158,7 +158,7 @@ def admit(server: Host, bot: SimBot, chat: SimChat, user_id: int, link: InviteLi
 def member_dict(server: Host, bot: SimBot, chat: SimChat, user_id: int) -> dict[str, Any]:
     if user_id == bot.id:
         if chat.bot_is_admin:
-            return _bot_admin_rights(bot.user_dict())
+            return {**_bot_admin_rights(bot.user_dict()), **chat.bot_rights}
         status = "member" if chat.bot_is_member else "left"
         return {"status": status, "user": bot.user_dict()}
     profile = server.state.profiles.get(user_id)
@@ -209,7 +209,7 @@ async def get_chat_member(server: Host, bot: SimBot, params: Params) -> dict[str
 @api("createChatInviteLink")
 async def create_chat_invite_link(server: Host, bot: SimBot, params: Params) -> dict[str, Any]:
     chat = resolve_group(server, bot, params)
-    if not chat.bot_is_admin:
+    if not chat.bot_is_admin or not chat.bot_rights.get("can_invite_users", True):
         raise bad("not enough rights to manage chat invite links")
     name = params.string("name")
     if name and len(name) > 32:
@@ -288,6 +288,8 @@ def join_request_target(server: Host, bot: SimBot, params: Params) -> tuple[SimC
 @api("banChatMember")
 async def ban_chat_member(server: Host, bot: SimBot, params: Params) -> bool:
     chat, user_id = join_request_target(server, bot, params)
+    if not chat.bot_rights.get("can_restrict_members", True):
+        raise bad("not enough rights to restrict/unrestrict chat member")
     chat.members.discard(user_id)
     chat.banned.add(user_id)
     server.state.transcript.add(
@@ -299,6 +301,8 @@ async def ban_chat_member(server: Host, bot: SimBot, params: Params) -> bool:
 @api("unbanChatMember")
 async def unban_chat_member(server: Host, bot: SimBot, params: Params) -> bool:
     chat, user_id = join_request_target(server, bot, params)
+    if not chat.bot_rights.get("can_restrict_members", True):
+        raise bad("not enough rights to restrict/unrestrict chat member")
     if params.flag("only_if_banned") and user_id not in chat.banned:
         return True
     chat.banned.discard(user_id)

@@ -376,6 +376,8 @@ class SimChat:
     bot_is_member: bool = True
     members: set[int] = field(default_factory=set)
     admins: set[int] = field(default_factory=set)  # users (not the bot) who administer the chat
+    # The bot's admin rights there, when it is an admin (``can_invite_users`` and so on).
+    bot_rights: dict[str, bool] = field(default_factory=dict)
     banned: set[int] = field(default_factory=set)
     join_requests: dict[int, JoinRequest] = field(default_factory=dict)
 
