@@ -86,6 +86,7 @@ class Services:
             reminders=self.reminders,
             refunds=self.refunds,
             outbox=self.outbox,
+            access=self.access,
         )
 
     @cached_property

@@ -223,8 +223,7 @@ class AccessService(Service):
                 await self.app.bot.revoke_chat_invite_link(chat_id, url)
             except Exception:
                 log.warning("could not revoke an invite link of chat %s", chat_id, exc_info=True)
-        if self.app.dispatcher is not None:
-            self.app.dispatcher.kick()
+        self.app.wake.outbox()
 
     async def may_join(self, chat_id: int, user_id: int) -> bool | None:
         """A join request to a webinar's group: approved for a holder of an active ticket of

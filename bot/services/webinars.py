@@ -15,6 +15,7 @@ from aiogram.types import ChatMemberAdministrator
 
 from bot.context import AppContext
 from bot.i18n import N_
+from bot.services.access import AccessService
 from bot.services.admin_input import (
     DEFAULT_OFFSETS,
     InvalidInput,
@@ -142,8 +143,10 @@ class WebinarService(Service):
         reminders: ReminderService,
         refunds: RefundService,
         outbox: OutboxService,
+        access: AccessService,
     ) -> None:
         super().__init__(session, app)
+        self.access = access
         self.reminders = reminders
         self.refunds = refunds
         self.outbox = outbox
@@ -370,10 +373,10 @@ class WebinarService(Service):
         moved = old_group is not None and webinar.group_chat_id not in (None, old_group)
         if moved:
             # Ticket holders' invites point at the old group: new ones, and they are told.
-            stale = await self._services().access.move_group(webinar, await self._org(org_id))
+            stale = await self.access.move_group(webinar, await self._org(org_id))
         await self.session.commit()
         if moved and old_group is not None:
-            await self._services().access.revoke_invites(old_group, stale)
+            await self.access.revoke_invites(old_group, stale)
         return webinar
 
     async def check_group(self, chat_ref: int | str, organizer_id: int) -> GroupCheck:

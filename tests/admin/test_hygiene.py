@@ -19,8 +19,8 @@ from bot.application import BotApplication
 from bot.commands import ORGANIZER_COMMANDS, PARTICIPANT_COMMANDS, commands_for
 from bot.formatting import escape, page_bounds, visible_length
 from bot.i18n import LOCALES, Translator
-from bot.sandbox import SandboxServer
-from bot.sandbox.server import BotMessage, html_plain_text
+from bot.sandbox import BotMessage, SandboxServer
+from bot.sandbox.api.messages import html_plain_text
 from bot.sandbox.users import CallbackAnswer, SimUser
 from bot.settings import Settings
 from storage.enums import AccessMode, BroadcastStatus, TicketStatus, WebinarStatus
