@@ -8,6 +8,7 @@ a ticket refunded before its access went out renders to nothing and the row is d
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from bot.formatting import escape, local_datetime
 from bot.i18n import _, _n
 from bot.services.base import Service
 from bot.services.outbox import OutboxService, Outgoing
+from bot.services.reminders import folded_offsets
 from storage.enums import AccessMode, OutboxKind, TicketStatus
 from storage.models import AccessLink, Organization, OutboxMessage, Ticket, Webinar
 from storage.repositories.sales import SalesRepository
@@ -375,12 +377,22 @@ class AccessService(Service):
         if item.webinar.access_mode == AccessMode.LINKS and item.link is None:
             return None  # no link yet: assign_waiting plans the access when one arrives
         lang = item.org.language
-        text = "\n\n".join(
-            [
-                _("Here is your access:", locale=lang),
-                self.access_text(item),
-            ]
-        )
+        parts = [_("Here is your access:", locale=lang), self.access_text(item)]
+        if folded_offsets(item.webinar, item.ticket.created_at):
+            # A reminder that was due within a minute of the purchase is this very message.
+            minutes = max(
+                1, math.ceil((item.webinar.starts_at - self.clock.now()).total_seconds() / 60)
+            )
+            if item.webinar.starts_at > self.clock.now():
+                parts.append(
+                    _n(
+                        "⏰ It starts in {n} minute: this message is also your reminder.",
+                        "⏰ It starts in {n} minutes: this message is also your reminder.",
+                        minutes,
+                        locale=lang,
+                    )
+                )
+        text = "\n\n".join(parts)
         filename = f"webinar-{item.webinar.id}.ics"
         caption = _("Add the webinar to your calendar.", locale=lang)
         return [

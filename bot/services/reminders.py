@@ -31,8 +31,25 @@ START_OFFSET = 0  # "starting now": planned for every ticket, whatever the offse
 # The start reminder goes out on the dispatcher's next tick; this much lateness (a slow tick, a
 # quick restart) still counts as "starting now". Later than that it is dropped as past the start.
 START_GRACE = timedelta(minutes=2)
-# A reminder due this soon after the purchase would repeat the access message just sent.
-PURCHASE_GAP = timedelta(minutes=5)
+# A reminder due less than this after the purchase would arrive on the heels of the access
+# message: it is folded into that message instead ("it starts in 3 minutes"). Any later reminder
+# is sent, however close to the purchase: a buyer who pays 4 minutes before the start still gets
+# the "2 minutes before" one.
+FOLD_GAP = timedelta(minutes=1)
+
+
+def folded_offsets(webinar: Webinar, bought_at: datetime) -> list[int]:
+    """The reminder offsets of a ticket bought at ``bought_at`` that its access message carries."""
+    if webinar.starts_at <= bought_at:
+        return []
+    return [
+        offset
+        for offset in webinar.reminder_offsets or ()
+        if offset != START_OFFSET
+        and webinar.starts_at - timedelta(minutes=offset) < bought_at + FOLD_GAP
+    ]
+
+
 TICKET_CHUNK = 500  # tickets re-planned per query: memory stays flat for big webinars
 
 
@@ -75,7 +92,7 @@ class ReminderService(Service):
         offsets = sorted({*(webinar.reminder_offsets or ()), START_OFFSET}, reverse=True)
         for offset in offsets:
             due = webinar.starts_at - timedelta(minutes=offset)
-            if offset != START_OFFSET and due < now + PURCHASE_GAP:
+            if offset != START_OFFSET and due < now + FOLD_GAP:
                 continue
             rows.append(
                 {

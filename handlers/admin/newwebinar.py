@@ -173,6 +173,11 @@ def prompt(
             + _(
                 "Reminders before the start. Send your own times, like 48h, 2h, 15m, "
                 "or keep the usual ones."
+            )
+            + "\n\n"
+            + _(
+                "Buyers get every reminder due after their purchase. One that would come less "
+                "than a minute after it is part of their access message instead."
             ),
             choices(
                 "wb_reminders",

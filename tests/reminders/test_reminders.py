@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from bot.services.dispatcher import OutboxDispatcher
 from storage.enums import AccessMode, OutboxKind, OutboxStatus, TicketStatus, WebinarStatus
 from storage.models import AccessLink, OutboxMessage
 from tests.factories import NOW, add_links, make_org, make_webinar
-from tests.reminders.conftest import FakeBot, make_ticket
+from tests.reminders.conftest import FakeBot, fast_sender, make_ticket
 
 START = NOW + timedelta(days=3)
 
@@ -272,3 +273,62 @@ async def test_a_reminder_in_flight_is_dropped_if_the_ticket_was_refunded(
     stats = await dispatcher.run_until_idle()
     assert (stats.sent, stats.dropped) == (0, 1)
     assert fake_bot.sent == []
+
+
+async def test_a_buyer_close_to_the_start_gets_every_reminder_after_the_purchase(
+    session: AsyncSession, app_context: AppContext, clock: FakeClock
+) -> None:
+    """Paid 4 minutes before the start: the "2 minutes before" reminder still comes."""
+    clock.set(START - timedelta(minutes=4))
+    _org, _webinar, _tickets = await _world(session, app_context, reminder_offsets=[60, 2])
+    rows = await _rows(session)
+    assert [(row.payload["offset"], row.due_at) for row in rows] == [
+        (2, START - timedelta(minutes=2)),
+        (0, START),
+    ]
+
+
+async def test_a_reminder_due_within_a_minute_of_the_purchase_is_part_of_the_access_message(
+    session: AsyncSession, app_context: AppContext, clock: FakeClock
+) -> None:
+    bought_at = START - timedelta(seconds=150)  # the "2 minutes before" reminder: in 30 s
+    clock.set(bought_at)
+    org = await make_org(session, 1000, language="it")
+    webinar = await make_webinar(session, org, starts_at=START, reminder_offsets=[60, 2])
+    ticket = await make_ticket(session, webinar, 2000, created_at=bought_at)
+    services = Services(session, app_context)
+    await services.reminders.plan_for_ticket(ticket, webinar)
+    await services.access.enqueue(ticket, webinar)
+    await session.commit()
+    assert [row.payload["offset"] for row in await _rows(session)] == [0]
+    [access] = await _rows(session, OutboxKind.ACCESS)
+    text, _calendar = await services.access.render(access)
+    assert "3 minuti" in text.text
+    assert "promemoria" in text.text  # told in the message, in the organization's language
+
+
+async def test_an_access_message_waiting_for_its_turn_is_not_sent_once_the_ticket_is_refunded(
+    session: AsyncSession, app_context: AppContext, fake_bot: FakeBot
+) -> None:
+    """The pace (or a 429 pause) can hold a rendered message for minutes: the ticket is checked
+    again right before the message leaves."""
+    org = await make_org(session, 1000)
+    webinar = await make_webinar(session, org, starts_at=START)
+    ticket = await make_ticket(session, webinar, 2000)
+    services = Services(session, app_context)
+    await services.outbox.notice(dedupe_key="first", chat_id=2000, text="first")
+    await services.access.enqueue(ticket, webinar)
+    await session.commit()
+    dispatcher = OutboxDispatcher(app_context, fast_sender(fake_bot, chat_interval_s=1.0))
+    run = asyncio.create_task(dispatcher.run_once())
+    for _ in range(500):  # the notice went; the access waits a second for its turn
+        if fake_bot.sent:
+            break
+        await asyncio.sleep(0.01)
+    ticket.status = TicketStatus.REFUNDED
+    await session.commit()
+    stats = await run
+    assert [sent.text for sent in fake_bot.sent] == ["first"]
+    assert (stats.sent, stats.dropped) == (1, 1)
+    [access] = await _rows(session, OutboxKind.ACCESS)
+    assert access.status == OutboxStatus.DROPPED
