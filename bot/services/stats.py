@@ -9,6 +9,7 @@ from bot.context import AppContext
 from bot.services.base import Service
 from bot.services.webinars import WebinarService, WebinarSummary
 from storage.enums import PaymentStatus
+from storage.repositories.sales import SalesRepository
 from storage.repositories.webinars import KEPT, WebinarRepository
 
 Money = dict[str, int]  # currency -> amount in minor units
@@ -28,6 +29,10 @@ class SalesStats:
     refunds: int
     refunded: Money
     webinars: list[WebinarSummary]
+    # Charges being paid back, or whose refund the provider refused: money owed to buyers until
+    # it is back. Payment ids, so /refund p<id> can retry a refused one.
+    owed: Money = field(default_factory=dict)
+    owed_payments: list[int] = field(default_factory=list)
 
 
 def _add(money: Money, currency: str, amount: int) -> None:
@@ -43,7 +48,11 @@ class StatsService(Service):
         """Tickets, revenue per currency and per payment method, refunds, and each webinar."""
         summaries = await self.webinars.summaries(org_id)
         totals = await WebinarRepository(self.session).payment_totals(org_id)
+        owed_rows = await SalesRepository(self.session).owed_refunds(org_id)
         await self.session.commit()
+        owed: Money = {}
+        for payment, _refund, _ticket_id in owed_rows:
+            _add(owed, payment.currency, payment.amount_minor)
         revenue: Money = {}
         refunded: Money = {}
         refunds = 0
@@ -63,4 +72,6 @@ class StatsService(Service):
             refunds=refunds,
             refunded=refunded,
             webinars=summaries,
+            owed=owed,
+            owed_payments=[payment.id for payment, _refund, _ticket in owed_rows],
         )

@@ -48,6 +48,15 @@ def render(stats: SalesStats, org_name: str, locale: str) -> str:
         lines.append(
             _("↩️ Refunded: {n}, {amount}", n=stats.refunds, amount=amounts(stats.refunded, locale))
         )
+    if stats.owed_payments:
+        lines.append(
+            _(
+                "⚠️ Refunds owed: {amount} (payments {payments}). /refund p&lt;id&gt; retries "
+                "one the payment provider refused.",
+                amount=amounts(stats.owed, locale),
+                payments=", ".join(str(payment) for payment in stats.owed_payments[:SHOWN]),
+            )
+        )
     if stats.webinars:
         lines.append("")
         lines.append(_("<b>By webinar</b>"))

@@ -230,3 +230,23 @@ async def test_following_an_unknown_refund_or_an_unreachable_server(
     down = YooKassaRefunder(SHOP_ID, SECRET_KEY, api_url=f"http://127.0.0.1:{free_port()}/v3")
     unreachable = await down.refund_status(str(uuid.uuid4()))
     assert (unreachable.ok, unreachable.error_code) == (False, "network_error")
+
+
+async def test_a_hung_yookassa_never_takes_the_threads_the_bot_needs(
+    fake_yookassa: FakeYooKassa, create_payment: CreatePayment
+) -> None:
+    """Refunds against a provider that does not answer: each SDK call ends at its own HTTP
+    timeout, on the SDK's own threads, so the event loop's default executor (aiohttp resolves
+    host names there) stays free however many refunds queue up behind the SDK's lock."""
+    payment_id = await create_payment("10.00")
+    fake_yookassa.delay = 0.6
+    refunder = YooKassaRefunder(SHOP_ID, SECRET_KEY, api_url=fake_yookassa.url, timeout=0.3)
+    loop = asyncio.get_running_loop()
+    calls = [asyncio.create_task(refunder.refund(yk_request(payment_id))) for _ in range(12)]
+    await asyncio.sleep(0.1)
+    resolved = await asyncio.wait_for(loop.run_in_executor(None, lambda: "resolved"), 2.0)
+    assert resolved == "resolved"
+    results = await asyncio.gather(*calls)
+    assert {result.error_code for result in results} == {"network_error"}
+    fake_yookassa.delay = 0.0
+    await asyncio.sleep(0.7)  # the last abandoned calls end at their HTTP timeout

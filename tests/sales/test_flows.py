@@ -187,3 +187,34 @@ async def test_group_access_approves_ticket_holders_only(
     assert await eve.join_via(link) == "pending"
     await sandbox.wait_for_call("declineChatJoinRequest")
     assert not sandbox.is_member(-100500, 2002)
+
+
+async def test_a_refunded_member_the_bot_cannot_remove_is_reported_to_the_organizers(
+    sandbox: SandboxServer, bot_app: BotApplication, session: AsyncSession
+) -> None:
+    """Someone took the bot's ban right after the group was set: the refund still goes through,
+    and the organizers hear that the member is still in the group."""
+    chat = sandbox.add_chat(-100510, "Pricing participants")
+    webinar = await world(
+        session, access_mode=AccessMode.GROUP, room_url=None, group_chat_id=-100510
+    )
+    bob = sandbox.user(2001, first_name="Bob", language_code="en")
+    owner = sandbox.user(OWNER_ID, first_name="Olga", language_code="en")
+    _card, _invoice, result = await buy(bob, webinar)
+    assert result.ok
+    await bob.next_message()
+    access = await bob.next_message()
+    link = next(word for word in access.text.split() if word.startswith("https://t.me/+"))
+    assert await bob.join_via(link) == "pending"
+    await sandbox.wait_until(lambda: sandbox.is_member(-100510, 2001), message="Bob approved")
+    chat.bot_rights["can_restrict_members"] = False
+    [ticket] = await rows(session, Ticket)
+
+    await owner.command("/refund", str(ticket.id))
+    confirm = await owner.next_message()
+    await owner.press(confirm, text="💸 Refund 100 ⭐")
+    texts = [(await owner.next_message()).text for _ in range(3)]
+    assert any("could not remove user 2001" in text for text in texts), texts
+    assert sandbox.is_member(-100510, 2001)
+    [ticket] = await rows(session, Ticket)
+    assert ticket.status == TicketStatus.REFUNDED

@@ -153,6 +153,9 @@ async def test_money_owed_is_never_forgotten_and_people_are_told(
     notices = await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.NOTICE)
     alerts = [n for n in notices if "still owed" in n.payload["text"]]
     assert [n.chat_id for n in alerts] == [OWNER_ID]  # the organizer, who is also an owner
+    async with stars_app.session_factory() as s:
+        figures = await Services(s, stars_app).stats.for_org(org.id)
+    assert (figures.owed, figures.owed_payments) == ({"XTR": 100}, [refund.payment_id])
     await refunds_done(stars_app)  # the provider answers at last
     [refund] = await rows(session, Refund)
     assert refund.status == RefundStatus.SUCCEEDED
