@@ -15,7 +15,7 @@ from datetime import timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.context import AppContext
-from storage.repositories.users import ProcessedUpdateRepository
+from storage.repositories.intake import InboundUpdateRepository
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,10 @@ class JobSpec:
     seconds: float
 
 
-async def prune_processed_updates(app: AppContext) -> int:
-    """Forget update ids older than Telegram's redelivery window (a day is plenty)."""
+async def prune_inbound_updates(app: AppContext) -> int:
+    """Forget handled updates older than Telegram's redelivery window (a day is plenty)."""
     async with app.session_factory() as session:
-        removed = await ProcessedUpdateRepository(session).prune(
-            app.clock.now() - timedelta(days=1)
-        )
+        removed = await InboundUpdateRepository(session).prune(app.clock.now() - timedelta(days=1))
         await session.commit()
     return removed
 
@@ -48,7 +46,7 @@ def job_specs() -> list[JobSpec]:
         JobSpec("outbox-dispatch", dispatch_outbox, 1.0),
         JobSpec("sales-maintenance", sales_maintenance, 60),
         JobSpec("refund-follow-up", follow_refunds, 30),
-        JobSpec("prune-processed-updates", prune_processed_updates, 3600),
+        JobSpec("prune-inbound-updates", prune_inbound_updates, 3600),
     ]
 
 
