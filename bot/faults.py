@@ -5,9 +5,10 @@ look: no cleanup, no flush, no ``finally``) when the environment variable ``WEBI
 names that point; otherwise it does nothing. The variable is read once, at import, so a point
 that is not armed costs one comparison.
 
-Points: ``intake.stored`` (updates stored and committed, not handled yet),
+Points: ``intake.stored`` (updates stored and committed, not handled nor acknowledged yet),
 ``payments.recorded`` (a successful payment committed, the buyer not answered yet),
-``intake.handled`` (an update handled and answered, not yet marked done).
+``intake.handled`` (an update handled and answered, not yet marked done). The intake's points
+take the detail ``payment`` when the update is a successful or refunded payment.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ ENV = "WEBINARPASS_CRASH_AT"
 EXIT_CODE = 137
 
 _armed = os.environ.get(ENV) or None
+ARMED = _armed is not None  # callers may skip computing a detail when nothing is armed
 
 
-def crash_point(name: str) -> None:
-    if _armed is not None and _armed == name:
+def crash_point(name: str, detail: str | None = None) -> None:
+    """Crash here if armed with ``name``, or with ``name:detail`` (``intake.stored:payment``:
+    only where the update is a payment)."""
+    if _armed is not None and (_armed == name or _armed == f"{name}:{detail}"):
         os._exit(EXIT_CODE)

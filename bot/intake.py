@@ -35,7 +35,7 @@ from aiogram.methods import TelegramMethod
 from aiogram.types import TelegramObject, Update
 
 from bot.context import AppContext
-from bot.faults import crash_point
+from bot.faults import ARMED, crash_point
 from bot.i18n import _
 from bot.priority import Priority, PrioritySlots, priority_of_raw
 from storage.repositories.intake import Held, InboundUpdateRepository, Incoming
@@ -82,6 +82,10 @@ def describe(raw: dict[str, Any]) -> Incoming:
         raise TypeError(msg)
     kind = next((key for key in raw if key != "update_id"), "unknown")[:32]
     return Incoming(update_id, kind, int(priority_of_raw(raw)), raw)
+
+
+def _detail(items: list[Incoming] | list[Held]) -> str | None:
+    return "payment" if any(item.priority == Priority.PAYMENT for item in items) else None
 
 
 def error_label(error: BaseException) -> str:
@@ -161,7 +165,8 @@ class Intake:
             if later:
                 await repo.store(self.bot.id, later, now=now, lease_until=None)
             await session.commit()
-        crash_point("intake.stored")
+        if ARMED:
+            crash_point("intake.stored", _detail(items))
         for item in held:
             self._hand(item)
         return len(held)
@@ -225,7 +230,8 @@ class Intake:
                 self._started.add(item.id)
                 error = await self._feed(item)
                 if error is None:
-                    crash_point("intake.handled")
+                    if ARMED:
+                        crash_point("intake.handled", _detail([item]))
                     self._in_hand.pop(item.id, None)
                     self._done.append(item)
                     self._flush_wanted.set()
