@@ -384,6 +384,9 @@ class Intake:
             async with self.app.session_factory() as session:
                 await InboundUpdateRepository(session).finish(batch, now=self._now())
                 await session.commit()
+        except asyncio.CancelledError:
+            self._done[:0] = batch  # stopping: the last flush writes them (a repeat is harmless)
+            raise
         except Exception:
             log.exception("could not mark %s handled updates done; trying again", len(batch))
             self._done[:0] = batch
@@ -400,10 +403,10 @@ class Intake:
             with suppress(asyncio.CancelledError):
                 await self._polling
             self._polling = None
-        for task in self._background[:1]:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+        if self._background:
+            # Let the sweep end its round: cancelled mid-claim, it would leave rows leased to us.
+            self._sweep_wanted.set()
+            await self._background[0]
         for item_id, task in list(self._tasks.items()):
             if item_id not in self._started:
                 task.cancel()
