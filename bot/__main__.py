@@ -5,9 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
+from contextlib import suppress
 
-from bot.settings import MissingTokenError, Settings, require_token
+from bot.settings import (
+    MissingTokenError,
+    Settings,
+    WebhookSecretError,
+    require_token,
+    require_webhook_secret,
+)
 
 
 def _configure_logging(level: str) -> None:
@@ -20,16 +28,24 @@ def _configure_logging(level: str) -> None:
 
 
 async def _run(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully: take nothing new, finish the
+    updates in hand (20 s at most), release the rest, close everything, exit 0."""
     from bot.application import BotApplication
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with suppress(NotImplementedError):  # Windows has no signal handlers in asyncio
+            loop.add_signal_handler(signum, stop.set)
     application = BotApplication(settings)
     await application.setup()
     try:
         if settings.webhook_mode:
             await application.start_webhook()
-            await asyncio.Event().wait()
         else:
-            await application.run_polling()
+            await application.start_polling()
+        await stop.wait()
+        logging.getLogger(__name__).info("stopping: finishing the updates in hand")
     finally:
         await application.stop()
 
@@ -74,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             return locales_main(args.action)
         else:
             require_token(settings)  # before anything else starts: one clear sentence, exit 2
+            if settings.webhook_mode:
+                require_webhook_secret(settings)
             asyncio.run(_run(settings))
-    except MissingTokenError as error:
+    except (MissingTokenError, WebhookSecretError) as error:
         print(error, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

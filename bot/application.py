@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import logging
-from contextlib import suppress
 
 from aiogram import Bot, Dispatcher
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,12 +26,13 @@ from bot.factory import (
     create_refunders,
 )
 from bot.i18n import Translator
+from bot.intake import Intake
 from bot.jobs import create_scheduler
 from bot.services import Services
 from bot.services.dispatcher import OutboxDispatcher
 from bot.services.refund_worker import RefundWorker
 from bot.services.sender import PacedSender
-from bot.settings import Settings, require_token
+from bot.settings import Settings, require_token, require_webhook_secret
 from payments.registry import RefunderRegistry
 from storage.migrate import upgrade
 
@@ -67,8 +68,10 @@ class BotApplication:
         self.bot: Bot
         self.dispatcher: Dispatcher
         self.scheduler: AsyncIOScheduler | None = None
+        self.intake: Intake
         self._polling: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
+        self._webhook_secret = b""
 
     async def setup(self) -> None:
         """Build everything and migrate; does not start receiving updates."""
@@ -100,6 +103,14 @@ class BotApplication:
         async with self.app.session_factory() as session:
             Services(session, self.app).check_wiring()
         self.dispatcher = create_dispatcher(self.app, create_fsm_storage(self.settings))
+        self.intake = Intake(
+            self.app,
+            self.dispatcher,
+            self.bot,
+            slots=self.settings.update_slots,
+            lease_s=self.settings.intake_lease_s,
+            max_attempts=self.settings.intake_max_attempts,
+        )
         with self.app.translator.context():
             await set_commands(self.bot)
         if self.run_scheduler:
@@ -108,54 +119,82 @@ class BotApplication:
         log.info("webinarpass is up as @%s", self.app.bot_username)
 
     async def start_polling(self) -> None:
-        """Poll in a background task (tests, demo); :meth:`stop` ends it."""
+        """Poll in a background task (tests, demo, ``python -m bot``); :meth:`stop` ends it."""
         await self.bot.delete_webhook(drop_pending_updates=False)
-        self._polling = asyncio.create_task(
-            self.dispatcher.start_polling(
-                self.bot, handle_signals=False, close_bot_session=False, polling_timeout=10
-            )
+        # Telegram lets one process poll a bot: rows a previous process held are ours now.
+        await self.intake.start(take_over=True)
+        self._polling = self.intake.start_polling(
+            timeout_s=10, allowed_updates=self.dispatcher.resolve_used_update_types()
         )
-        # Wait until the dispatcher is really polling, so no update sent right after is missed.
-        for _ in range(200):
-            if self.dispatcher._running_lock.locked():
-                break
-            await asyncio.sleep(0.01)
 
     async def run_polling(self) -> None:
-        """Poll in the foreground until interrupted (``python -m bot``)."""
-        await self.bot.delete_webhook(drop_pending_updates=False)
-        await self.dispatcher.start_polling(self.bot, close_bot_session=False)
+        """Poll in the foreground until :meth:`stop` (from another task) ends it."""
+        await self.start_polling()
+        assert self._polling is not None
+        await asyncio.shield(self._polling)
 
     async def start_webhook(self) -> web.AppRunner:
-        """Serve Telegram's webhook pushes on WEBHOOK_HOST:WEBHOOK_PORT and register the URL."""
+        """Serve Telegram's webhook pushes on WEBHOOK_HOST:WEBHOOK_PORT and register the URL.
+
+        Refuses to start without a strong ``WEBHOOK_SECRET``: the webhook's URL is all a stranger
+        would need to push forged updates (a fake payment, say) otherwise.
+        """
         settings = self.settings
-        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        secret = require_webhook_secret(settings)
+        self._webhook_secret = secret.encode()
         web_app = web.Application()
-        SimpleRequestHandler(
-            dispatcher=self.dispatcher, bot=self.bot, secret_token=secret
-        ).register(web_app, path=settings.webhook_path)
-        setup_application(web_app, self.dispatcher, bot=self.bot)
+        web_app.router.add_post(settings.webhook_path, self._on_webhook)
         web_app.router.add_get("/healthz", _healthz)
-        self._runner = web.AppRunner(web_app)
+        await self.intake.start()
+        self._runner = web.AppRunner(web_app, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.webhook_host, settings.webhook_port)
         await site.start()
         url = settings.webhook_url or ""
         if not url.endswith(settings.webhook_path):
             url = url.rstrip("/") + settings.webhook_path
-        await self.bot.set_webhook(url, secret_token=secret, drop_pending_updates=False)
+        await self.bot.set_webhook(
+            url,
+            secret_token=secret,
+            allowed_updates=self.dispatcher.resolve_used_update_types(),
+            drop_pending_updates=False,
+        )
         return self._runner
 
-    async def stop(self) -> None:
-        if self._polling is not None:
-            with suppress(RuntimeError):
-                await self.dispatcher.stop_polling()
-            with suppress(asyncio.CancelledError):
-                await self._polling
-            self._polling = None
+    async def _on_webhook(self, request: web.Request) -> web.Response:
+        """Store the update and commit, then answer 200; 500 if it could not be stored, so
+        Telegram sends it again."""
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
+        if not hmac.compare_digest(given, self._webhook_secret):
+            log.warning("webhook call with a wrong secret token from %s refused", request.remote)
+            return web.Response(status=401)
+        if self.intake.stopping:
+            return web.Response(status=503)  # shutting down: Telegram retries, another replica
+        try:
+            update = json.loads(await request.read())
+            if not isinstance(update, dict):
+                raise TypeError("an update is a JSON object")
+        except (ValueError, TypeError):
+            return web.Response(status=400)
+        try:
+            await self.intake.accept([update])
+        except (KeyError, TypeError):
+            return web.Response(status=400)
+        except Exception:
+            log.exception("could not store a webhook update; Telegram will send it again")
+            return web.Response(status=500)
+        return web.Response(status=200)
+
+    async def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop receiving, finish the updates in hand within ``timeout_s``, release the rest,
+        then close everything."""
         if self._runner is not None:
+            # Stop listening; requests in flight finish storing (and are answered) first.
             await self._runner.cleanup()
             self._runner = None
+        if hasattr(self, "intake"):
+            await self.intake.stop(timeout_s)
+        self._polling = None
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None

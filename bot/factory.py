@@ -14,13 +14,8 @@ from bot.clock import Clock, SystemClock
 from bot.context import AppContext
 from bot.i18n import Translator
 from bot.inline_filters import resolve_pure_filters_inline
-from bot.middlewares import (
-    DatabaseMiddleware,
-    DeduplicateMiddleware,
-    EndTransactionMiddleware,
-    UserMiddleware,
-)
-from bot.priority import UpdatePriorityMiddleware
+from bot.intake import IntakeErrorMiddleware
+from bot.middlewares import DatabaseMiddleware, EndTransactionMiddleware, UserMiddleware
 from bot.settings import Settings
 from bot.telegram_session import BotSession
 from payments.base import PaymentMethod
@@ -88,10 +83,10 @@ def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Di
     from handlers.errors import on_error
 
     dispatcher = Dispatcher(storage=storage or MemoryStorage(), app=app)
-    dispatcher.update.outer_middleware(UpdatePriorityMiddleware(app.settings.update_slots))
+    # Updates come from the intake (bot/intake.py), which stores them first, de-duplicates them
+    # and bounds how many are handled at once, urgent first.
+    dispatcher.update.outer_middleware(IntakeErrorMiddleware())
     dispatcher.update.outer_middleware(DatabaseMiddleware(app))
-    if app.settings.webhook_mode:
-        dispatcher.update.outer_middleware(DeduplicateMiddleware(app))
     dispatcher.update.outer_middleware(UserMiddleware(app))
     dispatcher.include_routers(*get_routers())
     resolve_pure_filters_inline(dispatcher)

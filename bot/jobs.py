@@ -18,7 +18,7 @@ from bot.context import AppContext
 from bot.services.dispatcher import dispatch_outbox
 from bot.services.refund_worker import work_refunds
 from bot.services.sales import sales_maintenance
-from storage.repositories.users import ProcessedUpdateRepository
+from storage.repositories.intake import InboundUpdateRepository
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,10 @@ class JobSpec:
     seconds: float
 
 
-async def prune_processed_updates(app: AppContext) -> int:
-    """Forget update ids older than Telegram's redelivery window (a day is plenty)."""
+async def prune_inbound_updates(app: AppContext) -> int:
+    """Forget handled updates older than Telegram's redelivery window (a day is plenty)."""
     async with app.session_factory() as session:
-        removed = await ProcessedUpdateRepository(session).prune(
-            app.clock.now() - timedelta(days=1)
-        )
+        removed = await InboundUpdateRepository(session).prune(app.clock.now() - timedelta(days=1))
         await session.commit()
     return removed
 
@@ -47,7 +45,7 @@ def job_specs() -> list[JobSpec]:
         JobSpec("outbox-dispatch", dispatch_outbox, 1.0),
         JobSpec("sales-maintenance", sales_maintenance, 60),
         JobSpec("refund-worker", work_refunds, 5),
-        JobSpec("prune-processed-updates", prune_processed_updates, 3600),
+        JobSpec("prune-inbound-updates", prune_inbound_updates, 3600),
     ]
 
 

@@ -24,7 +24,6 @@ from aiogram.types import User as TelegramUser
 
 from bot.context import AppContext
 from bot.services import Services
-from storage.repositories.users import ProcessedUpdateRepository
 
 if TYPE_CHECKING:
     from aiogram import Bot
@@ -80,25 +79,6 @@ class EndTransactionMiddleware(BaseRequestMiddleware):
             if task is asyncio.current_task() and session.in_transaction():
                 await session.commit()
         return await make_request(bot, method)
-
-
-class DeduplicateMiddleware(BaseMiddleware):
-    """Handle each update id once across webhook replicas (Telegram redelivers on slow answers)."""
-
-    def __init__(self, app: AppContext) -> None:
-        self.app = app
-
-    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        if isinstance(event, Update):
-            services: Services = data["services"]
-            repo = ProcessedUpdateRepository(services.session)
-            bot_id = data["bot"].id
-            fresh = await repo.claim(bot_id, event.update_id, self.app.clock.now())
-            await services.session.commit()
-            if not fresh:
-                log.info("update %s already handled, skipped", event.update_id)
-                return None
-        return await handler(event, data)
 
 
 class UserMiddleware(BaseMiddleware):

@@ -5,11 +5,12 @@ payment fails. In a ticket rush hundreds of updates arrive at once, and handling
 concurrently in arrival order makes each one as slow as the whole backlog: the checkout of the
 buyer who is paying waits behind the webinar cards of everyone still looking.
 
-:class:`UpdatePriorityMiddleware` is the first outer middleware of the dispatcher, so it sees
-every update, polled or pushed by a webhook. At most ``slots`` updates are handled at once; when
-one finishes, the next to start is the waiting pre-checkout query that arrived first, then a
-payment (money has moved: the buyer waits for the access), then everything else in arrival order.
-Updates waiting for a slot hold nothing: no database session, no lock.
+The intake (``bot/intake.py``) hands every stored update, polled or pushed by a webhook, to
+:class:`PrioritySlots`: at most ``slots`` updates are handled at once; when one finishes, the next
+to start is the waiting pre-checkout query that arrived first, then a payment (money has moved:
+the buyer waits for the access), then everything else in arrival order. Updates waiting for a
+slot hold nothing: no database session, no lock. :class:`UpdatePriorityMiddleware` does the same
+for a dispatcher fed directly.
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def priority_of(update: Update) -> Priority:
     message = update.message
     if message is not None and (
         message.successful_payment is not None or message.refunded_payment is not None
+    ):
+        return Priority.PAYMENT
+    return Priority.OTHER
+
+
+def priority_of_raw(update: dict[str, Any]) -> Priority:
+    """:func:`priority_of` on an update's JSON, before any model is built."""
+    if "pre_checkout_query" in update:
+        return Priority.CHECKOUT
+    message = update.get("message")
+    if isinstance(message, dict) and (
+        "successful_payment" in message or "refunded_payment" in message
     ):
         return Priority.PAYMENT
     return Priority.OTHER

@@ -6,6 +6,7 @@ are spelled out with ``validation_alias`` instead of being derived from field na
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
     seat_hold_minutes: int = Field(default=15, ge=1, validation_alias=_env("SEAT_HOLD_MINUTES"))
     outbox_batch_size: int = Field(default=100, ge=1, validation_alias=_env("OUTBOX_BATCH_SIZE"))
     update_slots: int = Field(default=16, ge=1, validation_alias=_env("UPDATE_SLOTS"))
+    intake_lease_s: float = Field(default=60.0, gt=0, validation_alias=_env("INTAKE_LEASE_S"))
+    intake_max_attempts: int = Field(default=8, ge=1, validation_alias=_env("INTAKE_MAX_ATTEMPTS"))
     send_rate_per_s: float = Field(default=28.0, gt=0, validation_alias=_env("SEND_RATE_PER_S"))
     send_rate_per_chat_s: float = Field(
         default=1.0, gt=0, validation_alias=_env("SEND_RATE_PER_CHAT_S")
@@ -114,3 +117,29 @@ def require_token(settings: Settings) -> str:
     if settings.bot_token is None or not settings.bot_token.get_secret_value().strip():
         raise MissingTokenError
     return settings.bot_token.get_secret_value().strip()
+
+
+# Telegram's own rule for secret_token (1-256 characters of A-Z, a-z, 0-9, _ and -), with a floor
+# of 32 characters: about 190 bits from that alphabet, out of reach of guessing.
+_SECRET = re.compile(r"[A-Za-z0-9_-]{32,256}")
+
+
+class WebhookSecretError(RuntimeError):
+    """Raised when webhook mode is started without a strong ``WEBHOOK_SECRET``."""
+
+    MESSAGE = (
+        "WEBHOOK_SECRET must be set in webhook mode to 32-256 characters of A-Z, a-z, 0-9, "
+        "_ and - (so only Telegram can push updates to the bot); generate one with "
+        '`python -c "import secrets; print(secrets.token_urlsafe(32))"`.'
+    )
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+
+def require_webhook_secret(settings: Settings) -> str:
+    """Return the webhook secret or raise :class:`WebhookSecretError`."""
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    if not _SECRET.fullmatch(secret):
+        raise WebhookSecretError
+    return secret

@@ -9,13 +9,21 @@ from aiogram.types import ErrorEvent
 
 from bot.context import AppContext
 from bot.i18n import _
+from bot.intake import Attempt
 
 log = logging.getLogger(__name__)
 
 
-async def on_error(event: ErrorEvent, app: AppContext, locale: str | None = None) -> bool:
+async def on_error(
+    event: ErrorEvent,
+    app: AppContext,
+    locale: str | None = None,
+    intake_attempt: Attempt | None = None,
+) -> bool:
     """Log the failure and apologise to the user, once, in their language."""
     log.exception("update %s failed", event.update.update_id, exc_info=event.exception)
+    if intake_attempt is not None and intake_attempt.number > 1:
+        return True  # the intake retries the update; the user heard the apology the first time
     # aiogram runs error handlers outside the inner middlewares, so the locale the user middleware
     # found (it shares the data dict) is applied here explicitly.
     with app.translator.context():

@@ -7,6 +7,7 @@ import logging
 from aiogram import F, Router
 from aiogram.types import Message, PreCheckoutQuery
 
+from bot.faults import crash_point
 from bot.formatting import escape
 from bot.i18n import _
 from bot.services import Services
@@ -50,6 +51,7 @@ async def successful_payment(message: Message, services: Services) -> None:
         telegram_charge_id=payment.telegram_payment_charge_id,
         provider_charge_id=payment.provider_payment_charge_id,
     )
+    crash_point("payments.recorded")
     if outcome.result == PaymentResult.ISSUED:
         assert outcome.org is not None
         assert outcome.webinar is not None

@@ -108,3 +108,9 @@ class BroadcastStatus(StrEnum):
     SENDING = "sending"
     DONE = "done"
     CANCELLED = "cancelled"
+
+
+class InboundStatus(StrEnum):
+    PENDING = "pending"  # stored and acknowledged; handled by whoever holds its lease
+    DONE = "done"
+    PARKED = "parked"  # failed its last attempt; the bot's owners were alerted

@@ -33,6 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from storage.enums import (
     AccessMode,
     BroadcastStatus,
+    InboundStatus,
     OrderStatus,
     OutboxKind,
     OutboxStatus,
@@ -340,11 +341,32 @@ class OutboxMessage(TimestampMixin, Base):
     sent_at: Mapped[datetime | None]
 
 
-class ProcessedUpdate(Base):
-    """Update ids already handled, so a redelivered webhook update is handled once per fleet."""
+class InboundUpdate(Base):
+    """An update Telegram sent, stored before it is acknowledged and handled from here.
 
-    __tablename__ = "processed_updates"
+    ``pending`` (handled by the holder of ``lease_until``, or due at ``next_attempt_at``) ->
+    ``done`` | ``parked``. Unique on (bot, update id): a redelivered update is stored once.
+    ``attempts`` (bumped by every claim) fences a holder whose lease expired.
+    """
 
-    bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    processed_at: Mapped[datetime]
+    __tablename__ = "inbound_updates"
+    __table_args__ = (
+        UniqueConstraint("bot_id", "update_id"),
+        Index("ix_inbound_updates_due", "status", "priority", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    bot_id: Mapped[int] = mapped_column(BigInteger)
+    update_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[InboundStatus] = mapped_column(
+        _enum(InboundStatus), default=InboundStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -47,3 +47,17 @@ def test_migrate_creates_the_schema_and_is_repeatable(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "up to date" in result.stdout
     assert (tmp_path / "cli.db").exists()
+
+
+def test_webhook_mode_without_a_strong_secret_explains_what_to_set(tmp_path: Path) -> None:
+    env = _clean_env(tmp_path)
+    env.update(
+        BOT_TOKEN="123456789:TEST-token", WEBHOOK_URL="https://bot.example.org", WEBHOOK_SECRET="x"
+    )
+    result = _run(env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "WEBHOOK_SECRET" in message
+    assert "secrets.token_urlsafe(32)" in message
+    assert len(message.splitlines()) == 1
+    assert not (tmp_path / "cli.db").exists(), "nothing should start before the secret check"

@@ -3,10 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from storage.models import ProcessedUpdate, User
+from storage.models import User
 from storage.repositories.base import Repository
 
 
@@ -70,24 +68,3 @@ class UserRepository(Repository):
             return {}
         rows = await self.session.scalars(select(User).where(User.id.in_(user_ids)))
         return {user.id: user for user in rows}
-
-
-class ProcessedUpdateRepository(Repository):
-    async def claim(self, bot_id: int, update_id: int, now: datetime) -> bool:
-        """Record an update id; False when another worker (or an earlier delivery) had it."""
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        statement = (
-            insert(ProcessedUpdate)
-            .values(bot_id=bot_id, update_id=update_id, processed_at=now)
-            .on_conflict_do_nothing()
-        )
-        result = await self.session.execute(statement)
-        return bool(result.rowcount)
-
-    async def prune(self, before: datetime) -> int:
-        from sqlalchemy import delete
-
-        result = await self.session.execute(
-            delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < before)
-        )
-        return int(result.rowcount or 0)

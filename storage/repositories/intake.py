@@ -1,0 +1,210 @@
+"""Inbound updates: stored before Telegram is told they arrived, then handled from the table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from storage.enums import InboundStatus
+from storage.models import InboundUpdate
+from storage.repositories.base import Repository
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One update as Telegram sent it, with what the intake derives from it."""
+
+    update_id: int
+    kind: str
+    priority: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An update this process holds under a lease. ``attempts`` is the fencing token: once the
+    lease expired and someone else claimed the row, this holder can no longer write it."""
+
+    id: int
+    update_id: int
+    kind: str
+    priority: int
+    attempts: int
+    payload: dict[str, Any]
+    received_at: datetime
+
+
+class InboundUpdateRepository(Repository):
+    async def store(
+        self,
+        bot_id: int,
+        updates: Sequence[Incoming],
+        *,
+        now: datetime,
+        lease_until: datetime | None,
+    ) -> list[Held]:
+        """Insert the updates not stored before, in one statement; returns the new ones.
+
+        With ``lease_until`` the new rows are held by the caller at once (its first attempt),
+        so the common path costs this insert and the final update, nothing else.
+        """
+        if not updates:
+            return []
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        held = lease_until is not None
+        statement = (
+            insert(InboundUpdate)
+            .values(
+                [
+                    {
+                        "bot_id": bot_id,
+                        "update_id": item.update_id,
+                        "kind": item.kind,
+                        "priority": item.priority,
+                        "payload": item.payload,
+                        "status": InboundStatus.PENDING,
+                        "attempts": 1 if held else 0,
+                        "lease_until": lease_until,
+                        "next_attempt_at": now,
+                        "received_at": now,
+                    }
+                    for item in updates
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
+            .returning(InboundUpdate.id, InboundUpdate.update_id)
+        )
+        new = {update_id: row_id for row_id, update_id in (await self.session.execute(statement))}
+        if not held:
+            return []
+        return [
+            Held(new[i.update_id], i.update_id, i.kind, i.priority, 1, i.payload, now)
+            for i in updates
+            if i.update_id in new
+        ]
+
+    async def claim_due(
+        self,
+        bot_id: int,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        ignore_leases: bool = False,
+    ) -> list[Held]:
+        """Hold up to ``limit`` due updates, most urgent first, in one statement.
+
+        Due: pending, its next attempt due, and nobody's lease running (``ignore_leases``: also
+        rows leased by a process that is known to be gone). PostgreSQL's ``SKIP LOCKED`` lets
+        replicas take disjoint rows; SQLite has one writer, which makes the statement atomic.
+        """
+        if limit <= 0:
+            return []
+        conditions = [
+            InboundUpdate.bot_id == bot_id,
+            InboundUpdate.status == InboundStatus.PENDING,
+            InboundUpdate.next_attempt_at <= now,
+        ]
+        if not ignore_leases:
+            conditions.append(
+                or_(InboundUpdate.lease_until.is_(None), InboundUpdate.lease_until < now)
+            )
+        due = (
+            select(InboundUpdate.id)
+            .where(*conditions)
+            .order_by(InboundUpdate.priority, InboundUpdate.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await self.session.execute(
+            update(InboundUpdate)
+            .where(InboundUpdate.id.in_(due.scalar_subquery()))
+            .values(lease_until=lease_until, attempts=InboundUpdate.attempts + 1)
+            .returning(
+                InboundUpdate.id,
+                InboundUpdate.update_id,
+                InboundUpdate.kind,
+                InboundUpdate.priority,
+                InboundUpdate.attempts,
+                InboundUpdate.payload,
+                InboundUpdate.received_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        held = [Held(*row) for row in result.all()]
+        held.sort(key=lambda item: (item.priority, item.id))
+        return held
+
+    def _held(self, items: Iterable[Held]) -> Any:
+        return tuple_(InboundUpdate.id, InboundUpdate.attempts).in_(
+            [(item.id, item.attempts) for item in items]
+        )
+
+    async def renew(self, items: Sequence[Held], *, lease_until: datetime) -> None:
+        if items:
+            await self.session.execute(
+                update(InboundUpdate)
+                .where(self._held(items), InboundUpdate.status == InboundStatus.PENDING)
+                .values(lease_until=lease_until)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def finish(
+        self, items: Sequence[Held], *, now: datetime, error: str | None = None
+    ) -> None:
+        """Mark handled updates done, all in one statement."""
+        if items:
+            await self.session.execute(
+                update(InboundUpdate)
+                .where(self._held(items), InboundUpdate.status == InboundStatus.PENDING)
+                .values(
+                    status=InboundStatus.DONE, lease_until=None, finished_at=now, last_error=error
+                )
+                .execution_options(synchronize_session=False)
+            )
+
+    async def retry_later(self, item: Held, *, at: datetime, error: str) -> bool:
+        result = await self.session.execute(
+            update(InboundUpdate)
+            .where(self._held([item]), InboundUpdate.status == InboundStatus.PENDING)
+            .values(lease_until=None, next_attempt_at=at, last_error=error)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)
+
+    async def park(self, item: Held, *, now: datetime, error: str) -> bool:
+        """Give up on an update; False if this holder had lost it meanwhile."""
+        result = await self.session.execute(
+            update(InboundUpdate)
+            .where(self._held([item]), InboundUpdate.status == InboundStatus.PENDING)
+            .values(
+                status=InboundStatus.PARKED, lease_until=None, finished_at=now, last_error=error
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)
+
+    async def release(self, items: Sequence[Held], *, now: datetime) -> None:
+        """Let go of held updates not finished (shutdown): due again at once, for anyone."""
+        if items:
+            await self.session.execute(
+                update(InboundUpdate)
+                .where(self._held(items), InboundUpdate.status == InboundStatus.PENDING)
+                .values(lease_until=None, next_attempt_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def prune(self, before: datetime) -> int:
+        """Forget handled updates finished before ``before`` (parked ones stay for a person)."""
+        result = await self.session.execute(
+            delete(InboundUpdate).where(
+                InboundUpdate.status == InboundStatus.DONE, InboundUpdate.finished_at < before
+            )
+        )
+        return int(result.rowcount or 0)

@@ -1,0 +1,274 @@
+"""The durable intake in-process: the real bot on the sandbox, the real database.
+
+Every update is stored before it is acknowledged, handled once even when Telegram sends it
+again, retried when its handler fails (a database error in the payment path included), and
+parked with an alert to the bot's owners after its last attempt. Webhook mode checks its secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import Message
+from pydantic import SecretStr
+from sqlalchemy import event, exc, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from bot.application import BotApplication
+from bot.clock import FakeClock
+from bot.i18n import Translator
+from bot.sandbox import SandboxServer
+from bot.settings import Settings, WebhookSecretError, require_webhook_secret
+from storage.enums import InboundStatus, OutboxKind
+from storage.models import InboundUpdate, OutboxMessage, Payment, Ticket, Webinar
+from tests.conftest import OWNER_ID
+from tests.factories import make_org, make_webinar
+
+STARS_BUTTON = "⭐ Paga con Telegram Stars: 100 ⭐"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """A sender that does not make tests wait a second per chat."""
+    return settings.model_copy(update={"send_rate_per_s": 1000.0, "send_rate_per_chat_s": 1000.0})
+
+
+async def world(session: AsyncSession) -> Webinar:
+    org = await make_org(session, OWNER_ID, language="it", timezone="Europe/Rome")
+    webinar = await make_webinar(session, org, price_stars=100, capacity=20)
+    await session.commit()  # one SQLite connection: let the bot write
+    return webinar
+
+
+async def rows(session: AsyncSession, model: type, *where: Any) -> list[Any]:
+    statement = select(model).where(*where).execution_options(populate_existing=True)
+    found = list((await session.scalars(statement)).all())
+    await session.commit()
+    return found
+
+
+async def test_an_update_sent_again_is_handled_once(
+    sandbox: SandboxServer, bot_app: BotApplication, session: AsyncSession
+) -> None:
+    ann = sandbox.user(5001, first_name="Ann", language_code="en")
+    await ann.command("/help")
+    await ann.next_message()
+    await ann.replay_last_update()
+    await ann.expect_silence(0.5)
+    for _ in range(250):  # the done mark is written right after the reply, batched
+        (stored,) = await rows(session, InboundUpdate)
+        if stored.status == InboundStatus.DONE:
+            break
+        await asyncio.sleep(0.02)
+    assert (stored.kind, stored.attempts, stored.status) == ("message", 1, InboundStatus.DONE)
+    assert stored.payload["message"]["text"] == "/help"
+
+
+class FailOnce:
+    """A real database error on the next ``INSERT INTO payments`` (the engine's own event hook:
+    SQLAlchemy raises it exactly where a dropped connection or a full disk would)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine.sync_engine
+        self.fired = 0
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO PAYMENTS") and not self.fired:
+            self.fired += 1
+            raise exc.OperationalError(statement, {}, RuntimeError("disk I/O error (injected)"))
+
+    def __enter__(self) -> FailOnce:
+        event.listen(self.engine, "before_cursor_execute", self)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self)
+
+
+async def test_a_database_error_in_the_payment_path_is_retried_not_skipped(
+    sandbox: SandboxServer,
+    bot_app: BotApplication,
+    session: AsyncSession,
+    engine: AsyncEngine,
+    clock: FakeClock,
+) -> None:
+    webinar = await world(session)
+    bob = sandbox.user(5002, first_name="Bob", language_code="en")
+    await bob.command("/start", f"w_{webinar.code}")
+    card = await bob.next_message()
+    await bob.press(card, text=STARS_BUTTON)
+    invoice = await bob.next_message()
+    with FailOnce(engine) as failure:
+        assert (await bob.pay(invoice)).ok
+        apology = await bob.next_message()
+        assert failure.fired == 1
+    assert "something went wrong" in apology.text
+    assert await rows(session, Payment) == []
+    (payment_update,) = [
+        stored
+        for stored in await rows(session, InboundUpdate, InboundUpdate.kind == "message")
+        if "successful_payment" in stored.payload["message"]
+    ]
+    assert (payment_update.status, payment_update.attempts) == (InboundStatus.PENDING, 1)
+    assert payment_update.last_error == "sqlalchemy.exc.OperationalError"  # no personal data
+
+    clock.advance(timedelta(seconds=2))  # the first back-off
+    bot_app.intake.wake()
+    confirmation = await bob.next_message()
+    assert "Pagamento ricevuto" in confirmation.text
+    access = await bob.next_message()
+    assert "s3cret" in access.text
+    assert len(await rows(session, Payment)) == 1
+    assert len(await rows(session, Ticket)) == 1
+
+
+async def test_an_update_that_keeps_failing_is_parked_and_the_owners_are_told(
+    sandbox: SandboxServer,
+    settings: Settings,
+    engine: AsyncEngine,
+    clock: FakeClock,
+    session: AsyncSession,
+) -> None:
+    application = BotApplication(
+        settings.model_copy(update={"telegram_api_url": sandbox.url, "intake_max_attempts": 2}),
+        clock=clock,
+        translator=Translator(),
+        run_scheduler=False,
+        migrate=False,
+        engine=engine,
+    )
+    await application.setup()
+    broken = Router(name="broken")
+
+    @broken.message(Command("explode"))
+    async def explode(message: Message) -> None:
+        raise RuntimeError(f"a bug that quotes {message.text}")
+
+    application.dispatcher.sub_routers.insert(0, broken)
+    broken._parent_router = application.dispatcher
+    owner = sandbox.user(OWNER_ID, first_name="Olga", language_code="ru")
+    await owner.command("/help")  # the owner's language is known to the bot from here on
+    ivan = sandbox.user(5003, first_name="Ivan", language_code="en")
+    await application.start_polling()
+    try:
+        await owner.next_message()
+        await ivan.command("/explode")
+        assert "something went wrong" in (await ivan.next_message()).text
+        clock.advance(timedelta(seconds=2))
+        application.intake.wake()
+        alert = await owner.next_message()
+        assert "отложено" in alert.text
+        assert "message" in alert.text
+        await ivan.expect_silence(0.2)  # one apology, not one per attempt
+    finally:
+        await application.stop()
+    (parked,) = await rows(session, InboundUpdate, InboundUpdate.status == InboundStatus.PARKED)
+    assert parked.attempts == 2
+    assert parked.last_error == "builtins.RuntimeError"
+    assert str(parked.update_id) in alert.text
+    assert "Ivan" not in alert.text
+    assert "explode" not in alert.text
+    notices = await rows(session, OutboxMessage, OutboxMessage.kind == OutboxKind.NOTICE)
+    assert [n.chat_id for n in notices] == [OWNER_ID]
+
+
+# -- webhook mode --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [None, "", "short", "x" * 31, "a" * 40 + "!", "é" * 40, "y" * 257],
+)
+def test_webhook_mode_needs_a_strong_secret(settings: Settings, secret: str | None) -> None:
+    webhook = settings.model_copy(
+        update={
+            "webhook_url": "https://bot.example.org",
+            "webhook_secret": None if secret is None else SecretStr(secret),
+        }
+    )
+    with pytest.raises(WebhookSecretError, match="WEBHOOK_SECRET") as raised:
+        require_webhook_secret(webhook)
+    assert "secrets.token_urlsafe(32)" in str(raised.value)
+
+
+def test_a_generated_secret_is_accepted(settings: Settings) -> None:
+    secret = secrets.token_urlsafe(32)
+    webhook = settings.model_copy(
+        update={"webhook_url": "https://bot.example.org", "webhook_secret": SecretStr(secret)}
+    )
+    assert require_webhook_secret(webhook) == secret
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def webhook_app(
+    sandbox: SandboxServer, settings: Settings, engine: AsyncEngine, clock: FakeClock
+) -> AsyncIterator[BotApplication]:
+    port = free_port()
+    application = BotApplication(
+        settings.model_copy(
+            update={
+                "telegram_api_url": sandbox.url,
+                "webhook_url": f"http://127.0.0.1:{port}",
+                "webhook_host": "127.0.0.1",
+                "webhook_port": port,
+                "webhook_secret": SecretStr(secrets.token_urlsafe(32)),
+            }
+        ),
+        clock=clock,
+        translator=Translator(),
+        run_scheduler=False,
+        migrate=False,
+        engine=engine,
+    )
+    await application.setup()
+    await application.start_webhook()
+    yield application
+    await application.stop()
+
+
+async def test_a_webhook_update_is_stored_then_answered(
+    sandbox: SandboxServer, webhook_app: BotApplication, session: AsyncSession
+) -> None:
+    cleo = sandbox.user(5004, first_name="Cleo", language_code="en")
+    await cleo.command("/help")
+    assert "/my" in (await cleo.next_message()).text
+    (stored,) = await rows(session, InboundUpdate)
+    assert stored.kind == "message"
+
+
+async def test_a_wrong_webhook_secret_is_refused_and_not_logged(
+    webhook_app: BotApplication, session: AsyncSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = webhook_app.settings
+    url = f"http://127.0.0.1:{settings.webhook_port}{settings.webhook_path}"
+    forged = {
+        "update_id": 77,
+        "message": {"message_id": 1, "date": 0, "chat": {"id": 1, "type": "private"}},
+    }
+    wrong = "w" * 40
+    caplog.set_level(logging.INFO)
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": wrong}):
+            async with http.post(url, json=forged, headers=headers) as response:
+                assert response.status == 401
+    assert await rows(session, InboundUpdate) == []
+    assert "wrong secret" in caplog.text
+    assert wrong not in caplog.text
+    assert settings.webhook_secret is not None
+    assert settings.webhook_secret.get_secret_value() not in caplog.text
