@@ -26,12 +26,21 @@ async def on_error(
         return True  # the intake retries the update; the user heard the apology the first time
     # aiogram runs error handlers outside the inner middlewares, so the locale the user middleware
     # found (it shares the data dict) is applied here explicitly.
-    with app.translator.context():
-        text = _(
-            "Sorry, something went wrong on my side. Please try again in a minute.",
-            locale=locale or app.settings.default_locale,
-        )
     update = event.update
+    with app.translator.context():
+        if update.message is not None and update.message.successful_payment is not None:
+            # "Try again" would make a buyer pay twice: their charge is stored and the intake
+            # finishes the ticket on its next attempt.
+            text = _(
+                "Your payment has arrived and is safe. Your ticket is on its way: please do "
+                "not pay again.",
+                locale=locale or app.settings.default_locale,
+            )
+        else:
+            text = _(
+                "Sorry, something went wrong on my side. Please try again in a minute.",
+                locale=locale or app.settings.default_locale,
+            )
     try:
         if update.message is not None:
             await update.message.answer(text)

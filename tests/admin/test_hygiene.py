@@ -425,6 +425,7 @@ async def test_group_mode_needs_the_ban_right_too(
         assert stored is not None
         assert stored.group_chat_id is None
     assert "-100804" not in await say(olga, "-100804")  # "Connected: Both."
+    assert await read(olga)  # "Saved.", sent once the change is committed
     async with session_factory() as session:
         stored = await session.get(Webinar, webinar.id)
         assert stored is not None
