@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
+from bot.logs import configure_logging, settings_secrets
 from bot.settings import MissingTokenError, Settings, require_token
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 async def _run(settings: Settings) -> None:
@@ -60,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings()
-    _configure_logging("WARNING" if args.command == "demo" else settings.log_level)
+    configure_logging(
+        "WARNING" if args.command == "demo" else settings.log_level,
+        settings.log_format,
+        secrets=settings_secrets(settings),
+    )
     try:
         if args.command == "migrate":
             asyncio.run(_migrate(settings))

@@ -18,6 +18,7 @@ from bot.middlewares import (
     DatabaseMiddleware,
     DeduplicateMiddleware,
     EndTransactionMiddleware,
+    LogContextMiddleware,
     UserMiddleware,
 )
 from bot.priority import UpdatePriorityMiddleware
@@ -54,6 +55,7 @@ def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Di
     from handlers.errors import on_error
 
     dispatcher = Dispatcher(storage=storage or MemoryStorage(), app=app)
+    dispatcher.update.outer_middleware(LogContextMiddleware())
     dispatcher.update.outer_middleware(UpdatePriorityMiddleware(app.settings.update_slots))
     dispatcher.update.outer_middleware(DatabaseMiddleware(app))
     if app.settings.webhook_mode:

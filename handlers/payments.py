@@ -11,7 +11,7 @@ from bot.context import AppContext
 from bot.formatting import escape
 from bot.i18n import _
 from bot.services import Services
-from bot.services.sales import PaymentResult
+from bot.services.sales import PaymentOutcome, PaymentResult
 
 router = Router(name=__name__)
 log = logging.getLogger(__name__)
@@ -34,6 +34,14 @@ async def pre_checkout(query: PreCheckoutQuery, services: Services) -> None:
             ok=False, error_message=_("Sorry, something went wrong. Please try again.")
         )
         return
+    log.info(
+        "pre-checkout %s from user %s: %s %s %s",
+        query.id,
+        query.from_user.id,
+        "accepted" if answer.ok else "refused",
+        query.total_amount,
+        query.currency,
+    )
     await query.answer(ok=answer.ok, error_message=answer.error_message)
 
 
@@ -51,6 +59,7 @@ async def successful_payment(message: Message, services: Services, app: AppConte
         telegram_charge_id=payment.telegram_payment_charge_id,
         provider_charge_id=payment.provider_payment_charge_id,
     )
+    _log_payment(message.from_user.id, payment.total_amount, payment.currency, outcome)
     if outcome.result == PaymentResult.ISSUED:
         assert outcome.org is not None
         assert outcome.webinar is not None
@@ -67,6 +76,23 @@ async def successful_payment(message: Message, services: Services, app: AppConte
     # nothing and says nothing.
     if app.dispatcher is not None:
         app.dispatcher.kick()
+
+
+def _log_payment(user_id: int, amount: int, currency: str, outcome: PaymentOutcome) -> None:
+    order_id = outcome.order.id if outcome.order is not None else None
+    ticket_id = outcome.ticket.id if outcome.ticket is not None else None
+    log.info(
+        "payment %s of %s %s from user %s: %s (order %s, ticket %s%s)",
+        outcome.payment_id,
+        amount,
+        currency,
+        user_id,
+        outcome.result,
+        order_id,
+        ticket_id,
+        f", refund reason {outcome.reason}" if outcome.reason is not None else "",
+        extra={"order_id": order_id, "payment_id": outcome.payment_id, "ticket_id": ticket_id},
+    )
 
 
 @router.message(F.refunded_payment)

@@ -286,6 +286,18 @@ class ServerStats:
     updates_dropped: int = 0
     webhook_deliveries: int = 0
     webhook_failures: int = 0
+    faults: int = 0  # calls answered with an injected transport failure
+
+
+_REDIRECT_MARK = "sandbox_redirect"
+FaultKind = Literal["redirect_loop", "disconnect", "bad_gateway"]
+
+
+@dataclass
+class _Fault:
+    kind: FaultKind
+    methods: frozenset[str] | None
+    remaining: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1391,6 +1403,7 @@ class SandboxServer:
 
         self.calls: list[CallRecord] = []
         self.stats = ServerStats()
+        self._faults: list[_Fault] = []
         self.refund_events: list[RefundEvent] = []
         self.internal_errors: list[BaseException] = []
 
@@ -1650,10 +1663,60 @@ class SandboxServer:
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    async def _handle_api(self, request: web.Request) -> web.Response:
+    def inject_fault(
+        self,
+        kind: FaultKind = "redirect_loop",
+        *,
+        methods: Iterable[str] | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Answer calls with a transport failure instead of the Bot API's answer.
+
+        ``redirect_loop``: a 302 to the same URL, forever (a misconfigured proxy in front of the
+        Bot API); aiohttp's error then carries the request URL, token included.
+        ``disconnect``: the connection is closed without an answer. ``bad_gateway``: a 502 with
+        an HTML body. ``methods`` limits the fault to those methods (case-insensitive), ``times``
+        to that many calls (``None``: until :meth:`clear_faults`).
+        """
+        names = frozenset(name.lower() for name in methods) if methods else None
+        self._faults.append(_Fault(kind, names, times))
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.methods is not None and method.lower() not in fault.methods:
+                continue
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+            return fault
+        return None
+
+    async def _faulty_answer(self, request: web.Request, fault: _Fault) -> web.StreamResponse:
+        self.stats.faults += 1
+        if fault.kind == "redirect_loop":
+            raise web.HTTPFound(str(request.url.with_query({_REDIRECT_MARK: "1"})))
+        if fault.kind == "disconnect":
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never reaches the client
+        return web.Response(
+            status=502, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html"
+        )
+
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         self.stats.requests += 1
         token = request.match_info["token"]
         method = request.match_info["method"]
+        if _REDIRECT_MARK in request.query:  # the rest of an injected redirect loop
+            raise web.HTTPFound(str(request.url))
+        if self._faults:
+            fault = self._take_fault(method)
+            if fault is not None:
+                return await self._faulty_answer(request, fault)
         bot = self._bots.get(token)
         spec = _METHODS.get(method.lower())
         try:
