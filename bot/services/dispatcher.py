@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 
 from bot.context import AppContext
 from bot.logs import current_update_id
@@ -232,6 +232,7 @@ class OutboxDispatcher:
             if row is None or row.status != OutboxStatus.SENDING or row.attempts != claim.attempts:
                 stats.lost += 1
                 return
+            ticket_id = row.ticket_id  # read now: a rollback below expires the row
             if claim.broadcast_id is not None:
                 stats.broadcasts.add(claim.broadcast_id)
             if claim.attempts > MAX_CLAIMS:
@@ -246,9 +247,7 @@ class OutboxDispatcher:
                     raise Drop("nothing to send")
             except Drop as drop:
                 await session.rollback()
-                await self._settle(
-                    repo, claim, stats, OutboxStatus.DROPPED, drop.reason, row.ticket_id
-                )
+                await self._settle(repo, claim, stats, OutboxStatus.DROPPED, drop.reason, ticket_id)
                 stats.drop_reasons[drop.reason] += 1
                 stats.stale += drop.stale
                 await session.commit()
@@ -275,21 +274,31 @@ class OutboxDispatcher:
                         await session.commit()
             except TelegramForbiddenError as error:
                 await self._settle(
-                    repo, claim, stats, OutboxStatus.BLOCKED, error.message, row.ticket_id
+                    repo, claim, stats, OutboxStatus.BLOCKED, error.message, ticket_id
                 )
                 await services.users.repo.mark_blocked(claim.chat_id, self.app.clock.now())
             except TelegramBadRequest as error:
                 await self._settle(
-                    repo, claim, stats, OutboxStatus.FAILED, error.message, row.ticket_id
+                    repo, claim, stats, OutboxStatus.FAILED, error.message, ticket_id
+                )
+            except TelegramRetryAfter as error:
+                # The sender's 429 budget ran out: due again once Telegram's pause is over.
+                await self._retry_later(
+                    repo,
+                    claim,
+                    redact_error(error),
+                    stats,
+                    ticket_id,
+                    min_delay=float(error.retry_after),
                 )
             except Exception as error:
                 # Network errors, 5xx, a 429 the sender stopped waiting for, anything unexpected:
                 # try again later, a bounded number of times.
-                await self._retry_later(repo, claim, redact_error(error), stats, row.ticket_id)
+                await self._retry_later(repo, claim, redact_error(error), stats, ticket_id)
             else:
                 now = self.app.clock.now()
                 await self._settle(
-                    repo, claim, stats, OutboxStatus.SENT, None, row.ticket_id, sent_at=now
+                    repo, claim, stats, OutboxStatus.SENT, None, ticket_id, sent_at=now
                 )
                 if row.kind == OutboxKind.ACCESS and row.ticket_id is not None:
                     # Organizers see in /participants whether access reached each buyer.
@@ -331,12 +340,14 @@ class OutboxDispatcher:
         error: str,
         stats: DispatchStats,
         ticket_id: int | None = None,
+        *,
+        min_delay: float = 0.0,
     ) -> None:
         error = redact(error)
         if claim.attempts >= MAX_ATTEMPTS:
             await self._settle(repo, claim, stats, OutboxStatus.FAILED, error, ticket_id)
             return
-        delay = BACKOFF_SECONDS[min(claim.attempts, len(BACKOFF_SECONDS)) - 1]
+        delay = max(BACKOFF_SECONDS[min(claim.attempts, len(BACKOFF_SECONDS)) - 1], min_delay)
         if await repo.settle(
             claim,
             status=OutboxStatus.PENDING,
