@@ -2,7 +2,12 @@
 
 Telegram allows about 30 messages a second overall and one a second per chat. The sender waits
 for both budgets before each call, honours ``429 retry_after`` by waiting and sending the same
-message again (never dropping it), and leaves every other error to its caller to classify.
+message again, and leaves every other error to its caller to classify.
+
+The 429 loop is bounded, in answers and in total seconds waited: a flood pause longer than that
+(Telegram answers minutes, even hours, to a bot that kept pushing) re-raises the last
+:class:`TelegramRetryAfter`, and the outbox puts the row back to pending, due after the pause,
+instead of one worker holding a batch for an hour.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from aiolimiter import AsyncLimiter
 from bot.services.outbox import Outgoing
 
 BURST_S = 0.25
+MAX_429_ATTEMPTS = 5  # answers of 429 for one message before it goes back to the outbox
+MAX_429_WAIT_S = 120.0  # seconds of retry_after waited for one message, in all
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,6 +39,7 @@ T = TypeVar("T")
 class SenderStats:
     sent: int = 0
     retry_after: int = 0  # 429 answers received
+    gave_up: int = 0  # messages handed back after too many 429s or too long a pause
 
 
 class PerChatPacer:
@@ -66,6 +74,8 @@ class PacedSender:
         rate_per_s: float = 28.0,
         chat_interval_s: float = 1.0,
         max_retry_after_s: float = 3600.0,
+        max_429_attempts: int = MAX_429_ATTEMPTS,
+        max_429_wait_s: float = MAX_429_WAIT_S,
     ) -> None:
         self.bot = bot
         # A bucket of a quarter second's tokens: enough to catch up after the loop's small
@@ -75,11 +85,13 @@ class PacedSender:
         self.global_limiter = AsyncLimiter(max(rate * BURST_S, 1.0), max(BURST_S, 1.0 / rate))
         self.chats = PerChatPacer(chat_interval_s)
         self.max_retry_after_s = max_retry_after_s
+        self.max_429_attempts = max(1, max_429_attempts)
+        self.max_429_wait_s = max_429_wait_s
         self.stats = SenderStats()
         self._paused_until = 0.0  # a 429 on any chat pauses everyone: Telegram's limit is global
 
     async def send(self, chat_id: int, message: Outgoing) -> Message:
-        """Send one message, waiting for the pace and through any number of 429s."""
+        """Send one message, waiting for the pace and through a bounded number of 429s."""
         return await self._paced(chat_id, lambda: self._call(chat_id, message))
 
     async def edit_text(
@@ -105,6 +117,8 @@ class PacedSender:
                 raise
 
     async def _paced(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
+        answers = 0
+        waited = 0.0
         while True:
             await self.chats.wait(chat_id)
             await self._global_slot()
@@ -112,10 +126,23 @@ class PacedSender:
                 result = await call()
             except TelegramRetryAfter as error:
                 self.stats.retry_after += 1
+                answers += 1
                 wait = min(float(error.retry_after), self.max_retry_after_s)
-                log.info("429 for chat %s: waiting %.1f s before sending again", chat_id, wait)
                 self._paused_until = max(self._paused_until, time.monotonic() + wait)
                 self.chats.push_back(chat_id, wait)
+                if answers >= self.max_429_attempts or waited + wait > self.max_429_wait_s:
+                    self.stats.gave_up += 1
+                    log.warning(
+                        "429 for chat %s: %d answer(s), %.0f s waited, %.0f s more asked; "
+                        "leaving the message to the outbox",
+                        chat_id,
+                        answers,
+                        waited,
+                        wait,
+                    )
+                    raise
+                waited += wait
+                log.info("429 for chat %s: waiting %.1f s before sending again", chat_id, wait)
                 continue
             self.stats.sent += 1
             return result
