@@ -18,11 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.clock import Clock
 from bot.commands import set_commands
 from bot.context import AppContext
-from bot.factory import create_app_context, create_bot, create_dispatcher, create_fsm_storage
+from bot.factory import (
+    create_app_context,
+    create_bot,
+    create_dispatcher,
+    create_fsm_storage,
+    create_sender,
+)
 from bot.i18n import Translator
 from bot.jobs import create_scheduler
 from bot.services.dispatcher import OutboxDispatcher
-from bot.services.sender import PacedSender
 from bot.settings import Settings, require_token
 from storage.migrate import upgrade
 
@@ -73,11 +78,7 @@ class BotApplication:
         self.app.bot_username = me.username or self.app.bot_username
         self.app.dispatcher = OutboxDispatcher(
             self.app,
-            PacedSender(
-                self.bot,
-                rate_per_s=self.settings.send_rate_per_s,
-                chat_interval_s=1.0 / self.settings.send_rate_per_chat_s,
-            ),
+            create_sender(self.settings, self.bot),
             batch_size=self.settings.outbox_batch_size,
         )
         self.dispatcher = create_dispatcher(self.app, create_fsm_storage(self.settings))
@@ -142,6 +143,7 @@ class BotApplication:
             self.scheduler = None
         if self.app.dispatcher is not None:
             await self.app.dispatcher.idle()
+            await self.app.dispatcher.sender.budget.close()
         await self.dispatcher.storage.close()
         await self.bot.session.close()
         if self._shared_engine is None:

@@ -22,6 +22,8 @@ from bot.middlewares import (
     UserMiddleware,
 )
 from bot.priority import UpdatePriorityMiddleware
+from bot.services.send_budget import LocalBudget, RedisBudget, SendBudget
+from bot.services.sender import PacedSender
 from bot.settings import Settings
 from bot.telegram_session import BotSession
 from storage.database import create_engine, create_session_factory
@@ -39,6 +41,22 @@ def create_bot(settings: Settings, token: str) -> Bot:
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
+
+
+def create_send_budget(settings: Settings, bot_id: int) -> SendBudget:
+    """Telegram's send limits: shared by every replica through Redis, else this process's own."""
+    if settings.redis_url:
+        return RedisBudget.from_url(
+            settings.redis_url,
+            bot_id=bot_id,
+            rate_per_s=settings.send_rate_per_s,
+            chat_interval_s=1.0 / settings.send_rate_per_chat_s,
+        )
+    return LocalBudget(settings.send_rate_per_s, 1.0 / settings.send_rate_per_chat_s)
+
+
+def create_sender(settings: Settings, bot: Bot) -> PacedSender:
+    return PacedSender(bot, budget=create_send_budget(settings, bot.id))
 
 
 def create_fsm_storage(settings: Settings) -> BaseStorage:

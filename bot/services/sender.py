@@ -12,10 +12,7 @@ instead of one worker holding a batch for an hour.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -23,11 +20,10 @@ from typing import TypeVar
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
-from aiolimiter import AsyncLimiter
 
 from bot.services.outbox import Outgoing
+from bot.services.send_budget import LocalBudget, SendBudget
 
-BURST_S = 0.25
 MAX_429_ATTEMPTS = 5  # answers of 429 for one message before it goes back to the outbox
 MAX_429_WAIT_S = 120.0  # seconds of retry_after waited for one message, in all
 
@@ -42,30 +38,6 @@ class SenderStats:
     gave_up: int = 0  # messages handed back after too many 429s or too long a pause
 
 
-class PerChatPacer:
-    """At most one message per ``interval`` seconds to each chat, remembered for recent chats."""
-
-    def __init__(self, interval: float, remember: int = 50_000) -> None:
-        self.interval = interval
-        self.remember = remember
-        self._next_slot: OrderedDict[int, float] = OrderedDict()
-
-    async def wait(self, chat_id: int) -> None:
-        now = time.monotonic()
-        slot = max(now, self._next_slot.get(chat_id, 0.0))
-        self._next_slot[chat_id] = slot + self.interval
-        self._next_slot.move_to_end(chat_id)
-        while len(self._next_slot) > self.remember:
-            self._next_slot.popitem(last=False)
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-    def push_back(self, chat_id: int, seconds: float) -> None:
-        self._next_slot[chat_id] = max(
-            self._next_slot.get(chat_id, 0.0), time.monotonic() + seconds
-        )
-
-
 class PacedSender:
     def __init__(
         self,
@@ -76,19 +48,15 @@ class PacedSender:
         max_retry_after_s: float = 3600.0,
         max_429_attempts: int = MAX_429_ATTEMPTS,
         max_429_wait_s: float = MAX_429_WAIT_S,
+        budget: SendBudget | None = None,
     ) -> None:
         self.bot = bot
-        # A bucket of a quarter second's tokens: enough to catch up after the loop's small
-        # stalls, too few for a burst that a whole second's bucket would allow after a pause
-        # (Telegram counts per second).
-        rate = max(rate_per_s, 1.0)
-        self.global_limiter = AsyncLimiter(max(rate * BURST_S, 1.0), max(BURST_S, 1.0 / rate))
-        self.chats = PerChatPacer(chat_interval_s)
+        # Without a shared budget (Redis), this process's own: the limits as if it were alone.
+        self.budget = budget or LocalBudget(rate_per_s, chat_interval_s)
         self.max_retry_after_s = max_retry_after_s
         self.max_429_attempts = max(1, max_429_attempts)
         self.max_429_wait_s = max_429_wait_s
         self.stats = SenderStats()
-        self._paused_until = 0.0  # a 429 on any chat pauses everyone: Telegram's limit is global
 
     async def send(self, chat_id: int, message: Outgoing) -> Message:
         """Send one message, waiting for the pace and through a bounded number of 429s."""
@@ -120,16 +88,15 @@ class PacedSender:
         answers = 0
         waited = 0.0
         while True:
-            await self.chats.wait(chat_id)
-            await self._global_slot()
+            await self.budget.acquire(chat_id)
             try:
                 result = await call()
             except TelegramRetryAfter as error:
                 self.stats.retry_after += 1
                 answers += 1
                 wait = min(float(error.retry_after), self.max_retry_after_s)
-                self._paused_until = max(self._paused_until, time.monotonic() + wait)
-                self.chats.push_back(chat_id, wait)
+                # A 429 on any chat pauses everyone: Telegram's limit is the bot's.
+                await self.budget.pause(chat_id, wait)
                 if answers >= self.max_429_attempts or waited + wait > self.max_429_wait_s:
                     self.stats.gave_up += 1
                     log.warning(
@@ -146,18 +113,6 @@ class PacedSender:
                 continue
             self.stats.sent += 1
             return result
-
-    async def _global_slot(self) -> None:
-        """Wait out any 429 pause, then take a token of the global rate."""
-        while True:
-            pause = self._paused_until - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-                continue
-            await self.global_limiter.acquire()
-            # A 429 may have arrived while this call queued for the token: honour it too.
-            if self._paused_until <= time.monotonic():
-                return
 
     async def _call(self, chat_id: int, message: Outgoing) -> Message:
         if message.document is not None:

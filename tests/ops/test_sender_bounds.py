@@ -72,7 +72,7 @@ async def test_the_outbox_takes_the_row_back_due_after_the_pause(
     assert "TelegramRetryAfter" in (last_error or "")
     # The sender stays paused for Telegram's 900 s (real time); once they are over (app time
     # here, and a fresh sender standing for the same one later), the row goes out like any other.
-    assert dispatcher.sender._paused_until > 0
+    assert dispatcher.sender.budget.paused_until > 0  # type: ignore[attr-defined]
     clock.advance(timedelta(seconds=901))
     later = OutboxDispatcher(app_context, fast_sender(bot))
     assert (await later.run_until_idle()).sent == 1
