@@ -27,6 +27,7 @@ from bot.factory import (
 )
 from bot.i18n import Translator
 from bot.jobs import create_scheduler
+from bot.ops_routes import add_ops_routes
 from bot.services.dispatcher import OutboxDispatcher
 from bot.settings import Settings, require_token
 from storage.migrate import upgrade
@@ -117,7 +118,7 @@ class BotApplication:
             dispatcher=self.dispatcher, bot=self.bot, secret_token=secret
         ).register(web_app, path=settings.webhook_path)
         setup_application(web_app, self.dispatcher, bot=self.bot)
-        web_app.router.add_get("/healthz", _healthz)
+        add_ops_routes(web_app, self.app, self.engine)
         self._runner = web.AppRunner(web_app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.webhook_host, settings.webhook_port)
@@ -148,7 +149,3 @@ class BotApplication:
         await self.bot.session.close()
         if self._shared_engine is None:
             await self.engine.dispose()
-
-
-async def _healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from bot.logs import configure_logging
+from tests.bot.test_redis_replicas import redis_url
+
+__all__ = ["redis_url"]  # the fixture: Redis at TEST_REDIS_URL, or the test is skipped
 
 
 class CapturedLog:

@@ -19,7 +19,6 @@ from bot.sandbox import RateLimit, SandboxServer
 from bot.services.outbox import Outgoing
 from bot.services.send_budget import RedisBudget
 from bot.services.sender import PacedSender
-from tests.bot.test_redis_replicas import redis_url  # noqa: F401  (fixture)
 from tests.conftest import TEST_TOKEN
 
 RATE = 20.0
@@ -51,7 +50,7 @@ def _budget(redis_url: str, prefix: str) -> RedisBudget:
 
 async def test_replicas_on_one_redis_stay_within_telegrams_limits(
     limited_sandbox: SandboxServer,
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     prefix = f"test:{uuid.uuid4().hex}"
     chats = list(range(7001, 7013))
@@ -86,7 +85,7 @@ async def test_replicas_on_one_redis_stay_within_telegrams_limits(
         assert len(limited_sandbox.messages(chat_id)) == REPLICAS
 
 
-async def test_a_429_seen_by_one_replica_pauses_the_others(redis_url: str) -> None:  # noqa: F811
+async def test_a_429_seen_by_one_replica_pauses_the_others(redis_url: str) -> None:
     prefix = f"test:{uuid.uuid4().hex}"
     first, second = _budget(redis_url, prefix), _budget(redis_url, prefix)
     try:
@@ -102,7 +101,7 @@ async def test_a_429_seen_by_one_replica_pauses_the_others(redis_url: str) -> No
 
 
 async def test_without_a_pause_the_budget_admits_a_burst_then_paces(
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     prefix = f"test:{uuid.uuid4().hex}"
     budget = _budget(redis_url, prefix)
