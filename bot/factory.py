@@ -14,6 +14,7 @@ from bot.clock import Clock, SystemClock
 from bot.context import AppContext
 from bot.i18n import Translator
 from bot.inline_filters import resolve_pure_filters_inline
+from bot.metrics import UpdateMetricsMiddleware
 from bot.middlewares import (
     DatabaseMiddleware,
     DeduplicateMiddleware,
@@ -73,6 +74,7 @@ def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Di
     from handlers.errors import on_error
 
     dispatcher = Dispatcher(storage=storage or MemoryStorage(), app=app)
+    dispatcher.update.outer_middleware(UpdateMetricsMiddleware())
     dispatcher.update.outer_middleware(LogContextMiddleware())
     dispatcher.update.outer_middleware(UpdatePriorityMiddleware(app.settings.update_slots))
     dispatcher.update.outer_middleware(DatabaseMiddleware(app))

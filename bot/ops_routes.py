@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from bot.health import Readiness, add_health_routes
+from bot.metrics import metrics_handler
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,5 +16,6 @@ if TYPE_CHECKING:
 
 
 def add_ops_routes(web_app: web.Application, app: AppContext, engine: AsyncEngine) -> None:
-    """``/healthz``, ``/readyz``."""
+    """``/healthz``, ``/readyz``, ``/metrics``."""
     add_health_routes(web_app, Readiness(engine, app.settings.redis_url))
+    web_app.router.add_get("/metrics", metrics_handler(app))

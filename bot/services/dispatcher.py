@@ -29,6 +29,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, Teleg
 
 from bot.context import AppContext
 from bot.logs import current_update_id
+from bot.metrics import REMINDER_LATENESS
 from bot.redaction import redact, redact_error
 from bot.services import Services
 from bot.services.outbox import renderers
@@ -297,6 +298,8 @@ class OutboxDispatcher:
                 await self._retry_later(repo, claim, redact_error(error), stats, ticket_id)
             else:
                 now = self.app.clock.now()
+                if claim.kind == OutboxKind.REMINDER:
+                    REMINDER_LATENESS.observe(max(0.0, (now - claim.due_at).total_seconds()))
                 await self._settle(
                     repo, claim, stats, OutboxStatus.SENT, None, ticket_id, sent_at=now
                 )

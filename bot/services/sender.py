@@ -21,6 +21,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
 
+from bot.metrics import MESSAGES_SENT, SEND_GAVE_UP, TELEGRAM_429
 from bot.services.outbox import Outgoing
 from bot.services.send_budget import LocalBudget, SendBudget
 
@@ -93,12 +94,14 @@ class PacedSender:
                 result = await call()
             except TelegramRetryAfter as error:
                 self.stats.retry_after += 1
+                TELEGRAM_429.inc()
                 answers += 1
                 wait = min(float(error.retry_after), self.max_retry_after_s)
                 # A 429 on any chat pauses everyone: Telegram's limit is the bot's.
                 await self.budget.pause(chat_id, wait)
                 if answers >= self.max_429_attempts or waited + wait > self.max_429_wait_s:
                     self.stats.gave_up += 1
+                    SEND_GAVE_UP.inc()
                     log.warning(
                         "429 for chat %s: %d answer(s), %.0f s waited, %.0f s more asked; "
                         "leaving the message to the outbox",
@@ -112,6 +115,7 @@ class PacedSender:
                 log.info("429 for chat %s: waiting %.1f s before sending again", chat_id, wait)
                 continue
             self.stats.sent += 1
+            MESSAGES_SENT.inc()
             return result
 
     async def _call(self, chat_id: int, message: Outgoing) -> Message:
