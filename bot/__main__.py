@@ -1,4 +1,4 @@
-"""``python -m bot [run|migrate|demo|locales]``: the bot's command line."""
+"""``python -m bot [run|migrate|copy-db|backup|demo|locales]``: the bot's command line."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import sys
 from contextlib import suppress
 
+from bot.logs import configure_logging, settings_secrets
 from bot.settings import (
     MissingTokenError,
     Settings,
@@ -16,15 +17,6 @@ from bot.settings import (
     require_token,
     require_webhook_secret,
 )
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 async def _run(settings: Settings) -> None:
@@ -62,6 +54,41 @@ async def _migrate(settings: Settings) -> None:
     print(f"Database is up to date: {settings.database_url.split('@')[-1]}")
 
 
+async def _copy_db(settings: Settings, to_url: str) -> int:
+    from storage.copy import CopyError, copy_database, describe
+    from storage.database import create_engine, is_sqlite
+
+    if not is_sqlite(settings.database_url):
+        print("copy-db copies from the configured SQLite database (DATABASE_URL)", file=sys.stderr)
+        return 2
+    source, target = create_engine(settings.database_url), create_engine(to_url)
+    print(f"Copying {describe(settings.database_url)} to {describe(to_url)}")
+    try:
+        counts = await copy_database(
+            source, target, progress=lambda table, rows: print(f"  {table}: {rows} rows")
+        )
+    except CopyError as error:
+        print(f"Nothing copied: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await source.dispose()
+        await target.dispose()
+    print(f"Done: {sum(counts.values())} rows in {len(counts)} tables, counts verified.")
+    return 0
+
+
+async def _backup(settings: Settings, path: str) -> int:
+    from storage.backup import BackupError, backup_sqlite
+
+    try:
+        pages = await backup_sqlite(settings.database_url, path)
+    except BackupError as error:
+        print(f"No backup: {error}", file=sys.stderr)
+        return 1
+    print(f"Backup written to {path} ({pages} pages)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -69,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         "run", help="start the bot (default): polling, or a webhook if WEBHOOK_URL is set"
     )
     sub.add_parser("migrate", help="apply database migrations and exit")
+    copy_db = sub.add_parser(
+        "copy-db", help="copy the SQLite database into an empty, migrated PostgreSQL one"
+    )
+    copy_db.add_argument("--to", required=True, metavar="URL", help="postgresql+asyncpg://...")
+    backup = sub.add_parser(
+        "backup", help="a consistent copy of the SQLite database, safe while the bot runs"
+    )
+    backup.add_argument("path", help="file to write (replaced if it exists)")
     demo = sub.add_parser("demo", help="run the whole product locally, no Telegram and no token")
     demo.add_argument("--quiet", action="store_true", help="print only the transcript")
     locales = sub.add_parser("locales", help="translation catalogs: extract or check")
@@ -76,10 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings()
-    _configure_logging("WARNING" if args.command == "demo" else settings.log_level)
+    configure_logging(
+        "WARNING" if args.command == "demo" else settings.log_level,
+        settings.log_format,
+        secrets=settings_secrets(settings),
+    )
     try:
         if args.command == "migrate":
             asyncio.run(_migrate(settings))
+        elif args.command == "copy-db":
+            return asyncio.run(_copy_db(settings, args.to))
+        elif args.command == "backup":
+            return asyncio.run(_backup(settings, args.path))
         elif args.command == "demo":
             from bot.demo import run_demo
 

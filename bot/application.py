@@ -24,14 +24,15 @@ from bot.factory import (
     create_dispatcher,
     create_fsm_storage,
     create_refunders,
+    create_sender,
 )
 from bot.i18n import Translator
 from bot.intake import Intake
 from bot.jobs import create_scheduler
+from bot.ops_routes import add_ops_routes
 from bot.services import Services
 from bot.services.dispatcher import OutboxDispatcher
 from bot.services.refund_worker import RefundWorker
-from bot.services.sender import PacedSender
 from bot.settings import Settings, require_token, require_webhook_secret
 from payments.registry import RefunderRegistry
 from storage.migrate import upgrade
@@ -91,11 +92,7 @@ class BotApplication:
         # The running parts, wired here and handed to whoever needs them.
         self.outbox = OutboxDispatcher(
             self.app,
-            PacedSender(
-                self.bot,
-                rate_per_s=self.settings.send_rate_per_s,
-                chat_interval_s=1.0 / self.settings.send_rate_per_chat_s,
-            ),
+            create_sender(self.settings, self.bot),
             batch_size=self.settings.outbox_batch_size,
         )
         self.refund_worker = RefundWorker(self.app)
@@ -144,7 +141,7 @@ class BotApplication:
         self._webhook_secret = secret.encode()
         web_app = web.Application()
         web_app.router.add_post(settings.webhook_path, self._on_webhook)
-        web_app.router.add_get("/healthz", _healthz)
+        add_ops_routes(web_app, self.app, self.engine)
         await self.intake.start()
         self._runner = web.AppRunner(web_app, shutdown_timeout=5.0)
         await self._runner.setup()
@@ -199,6 +196,7 @@ class BotApplication:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         await self.outbox.idle()
+        await self.outbox.sender.budget.close()
         await self.refund_worker.idle()
         self.app.wake = Wakeups()
         if self._given_refunders is None:
@@ -207,7 +205,3 @@ class BotApplication:
         await self.bot.session.close()
         if self._shared_engine is None:
             await self.engine.dispose()
-
-
-async def _healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})

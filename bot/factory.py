@@ -15,7 +15,15 @@ from bot.context import AppContext
 from bot.i18n import Translator
 from bot.inline_filters import resolve_pure_filters_inline
 from bot.intake import IntakeErrorMiddleware
-from bot.middlewares import DatabaseMiddleware, EndTransactionMiddleware, UserMiddleware
+from bot.metrics import UpdateMetricsMiddleware
+from bot.middlewares import (
+    DatabaseMiddleware,
+    EndTransactionMiddleware,
+    LogContextMiddleware,
+    UserMiddleware,
+)
+from bot.services.send_budget import LocalBudget, RedisBudget, SendBudget
+from bot.services.sender import PacedSender
 from bot.settings import Settings
 from bot.telegram_session import BotSession
 from payments.base import PaymentMethod
@@ -69,6 +77,22 @@ def create_refunders(settings: Settings, bot: Bot | None) -> RefunderRegistry:
     return registry
 
 
+def create_send_budget(settings: Settings, bot_id: int) -> SendBudget:
+    """Telegram's send limits: shared by every replica through Redis, else this process's own."""
+    if settings.redis_url:
+        return RedisBudget.from_url(
+            settings.redis_url,
+            bot_id=bot_id,
+            rate_per_s=settings.send_rate_per_s,
+            chat_interval_s=1.0 / settings.send_rate_per_chat_s,
+        )
+    return LocalBudget(settings.send_rate_per_s, 1.0 / settings.send_rate_per_chat_s)
+
+
+def create_sender(settings: Settings, bot: Bot) -> PacedSender:
+    return PacedSender(bot, budget=create_send_budget(settings, bot.id))
+
+
 def create_fsm_storage(settings: Settings) -> BaseStorage:
     """Wizard state: in memory for one process, in Redis when replicas share the work."""
     if settings.redis_url:
@@ -86,6 +110,8 @@ def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Di
     # Updates come from the intake (bot/intake.py), which stores them first, de-duplicates them
     # and bounds how many are handled at once, urgent first.
     dispatcher.update.outer_middleware(IntakeErrorMiddleware())
+    dispatcher.update.outer_middleware(UpdateMetricsMiddleware())
+    dispatcher.update.outer_middleware(LogContextMiddleware())
     dispatcher.update.outer_middleware(DatabaseMiddleware(app))
     dispatcher.update.outer_middleware(UserMiddleware(app))
     dispatcher.include_routers(*get_routers())

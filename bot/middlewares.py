@@ -23,6 +23,7 @@ from aiogram.types import TelegramObject, Update
 from aiogram.types import User as TelegramUser
 
 from bot.context import AppContext
+from bot.logs import current_update_id
 from bot.services import Services
 
 if TYPE_CHECKING:
@@ -39,6 +40,17 @@ log = logging.getLogger(__name__)
 _update_session: ContextVar[tuple[AsyncSession, asyncio.Task[Any] | None] | None] = ContextVar(
     "update_session", default=None
 )
+
+
+class LogContextMiddleware(BaseMiddleware):
+    """Stamp the update's id on every log line written while it is handled."""
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        token = current_update_id.set(event.update_id if isinstance(event, Update) else None)
+        try:
+            return await handler(event, data)
+        finally:
+            current_update_id.reset(token)
 
 
 class DatabaseMiddleware(BaseMiddleware):

@@ -7,7 +7,7 @@ are spelled out with ``validation_alias`` instead of being derived from field na
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field(default="INFO", validation_alias=_env("LOG_LEVEL"))
+    log_format: Literal["text", "json"] = Field(default="text", validation_alias=_env("LOG_FORMAT"))
 
     @field_validator("bot_owner_ids", mode="before")
     @classmethod

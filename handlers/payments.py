@@ -34,6 +34,14 @@ async def pre_checkout(query: PreCheckoutQuery, services: Services) -> None:
             ok=False, error_message=_("Sorry, something went wrong. Please try again.")
         )
         return
+    log.info(
+        "pre-checkout %s from user %s: %s %s %s",
+        query.id,
+        query.from_user.id,
+        "accepted" if answer.ok else "refused",
+        query.total_amount,
+        query.currency,
+    )
     await query.answer(ok=answer.ok, error_message=answer.error_message)
 
 

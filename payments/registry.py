@@ -6,6 +6,7 @@ import inspect
 import logging
 from collections.abc import Mapping
 
+from bot.redaction import redact_error
 from payments.base import ErrorCode, PaymentMethod, Refunder, RefundRequest, RefundResult
 
 __all__ = ["RefunderRegistry"]
@@ -56,7 +57,7 @@ class RefunderRegistry:
             return RefundResult(
                 ok=False,
                 error_code=ErrorCode.PROVIDER_ERROR,
-                detail=f"{type(exc).__name__}: {exc}",
+                detail=redact_error(exc),
             )
 
     async def refund_status(
@@ -78,7 +79,7 @@ class RefunderRegistry:
             return RefundResult(
                 ok=False,
                 error_code=ErrorCode.PROVIDER_ERROR,
-                detail=f"{type(exc).__name__}: {exc}",
+                detail=redact_error(exc),
             )
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 
+from bot.redaction import redact, redact_error
 from payments.base import ErrorCode, PaymentMethod, RefundRequest, RefundResult, check_method
 
 __all__ = ["StarsRefunder"]
@@ -76,7 +77,7 @@ class StarsRefunder:
 
 def _describe(exc: Exception) -> str:
     message = getattr(exc, "message", None)
-    return str(message) if message else f"{type(exc).__name__}: {exc}"
+    return redact(str(message)) if message else redact_error(exc)
 
 
 def _map_bad_request(exc: TelegramBadRequest) -> RefundResult:

@@ -123,3 +123,149 @@ async def add_links(session: AsyncSession, webinar: Webinar, count: int) -> list
     session.add_all(links)
     await session.flush()
     return links
+
+
+async def make_every_kind_of_row(session: AsyncSession) -> None:
+    """A world with at least one row in every table: an organization with its team and an
+    invite, a password webinar and a link webinar, an order paid and refunded, a payment that
+    matched no order, a broadcast, outbox rows, a processed update."""
+    from storage.enums import (
+        OrderStatus,
+        OutboxKind,
+        OutboxStatus,
+        PaymentMethod,
+        PaymentStatus,
+        RefundReason,
+        RefundStatus,
+        TicketStatus,
+    )
+    from storage.models import (
+        Broadcast,
+        Order,
+        OrgInvite,
+        OutboxMessage,
+        Payment,
+        ProcessedUpdate,
+        Refund,
+        Ticket,
+    )
+
+    org = await make_org(session, 1000, name="Académie «Prix»")
+    await make_user(session, 1001, first_name="Co-organizer", language_code="it")
+    buyer = await make_user(session, 2001, first_name="Bob", username="bob")
+    session.add(
+        OrgInvite(
+            org_id=org.id,
+            code=secrets.token_hex(8),
+            role=Role.ADMIN,
+            created_by=1000,
+            expires_at=NOW + timedelta(days=1),
+            created_at=NOW,
+        )
+    )
+    webinar = await make_webinar(session, org)
+    linked = await make_webinar(session, org, title="Links", access_mode=AccessMode.LINKS)
+    links = await add_links(session, linked, 3)
+    order = Order(
+        token=secrets.token_hex(16),
+        webinar_id=linked.id,
+        user_id=buyer.id,
+        method=PaymentMethod.STARS,
+        amount_minor=100,
+        currency="XTR",
+        status=OrderStatus.PAID,
+        paid_at=NOW,
+        created_at=NOW,
+    )
+    session.add(order)
+    await session.flush()
+    ticket = Ticket(
+        order_id=order.id,
+        webinar_id=linked.id,
+        user_id=buyer.id,
+        status=TicketStatus.REFUNDED,
+        access_delivered_at=NOW,
+        revoked_at=NOW + timedelta(hours=1),
+        created_at=NOW,
+    )
+    session.add(ticket)
+    await session.flush()
+    links[0].ticket_id = ticket.id
+    payment = Payment(
+        order_id=order.id,
+        user_id=buyer.id,
+        method=PaymentMethod.STARS,
+        telegram_payment_charge_id="charge-1",
+        amount_minor=100,
+        currency="XTR",
+        status=PaymentStatus.REFUNDED,
+        refunded_at=NOW + timedelta(hours=1),
+        created_at=NOW,
+    )
+    unmatched = Payment(
+        order_id=None,
+        user_id=buyer.id,
+        method=PaymentMethod.STARS,
+        telegram_payment_charge_id="charge-2",
+        amount_minor=50,
+        currency="XTR",
+        status=PaymentStatus.REFUND_PENDING,
+        created_at=NOW,
+    )
+    session.add_all([payment, unmatched])
+    await session.flush()
+    session.add_all(
+        [
+            Refund(
+                payment_id=payment.id,
+                status=RefundStatus.SUCCEEDED,
+                reason=RefundReason.ORGANIZER,
+                idempotency_key=secrets.token_hex(8),
+                requested_by=1000,
+                completed_at=NOW + timedelta(hours=1),
+                created_at=NOW,
+            ),
+            Refund(
+                payment_id=unmatched.id,
+                status=RefundStatus.PROCESSING,
+                reason=RefundReason.UNMATCHED,
+                idempotency_key=secrets.token_hex(8),
+                next_check_at=NOW + timedelta(minutes=5),
+                checks=2,
+                created_at=NOW,
+            ),
+        ]
+    )
+    broadcast = Broadcast(
+        org_id=org.id, webinar_id=webinar.id, created_by=1000, text="Ciao a tutti", created_at=NOW
+    )
+    session.add(broadcast)
+    await session.flush()
+    session.add_all(
+        [
+            OutboxMessage(
+                kind=OutboxKind.ACCESS,
+                dedupe_key=f"access:{ticket.id}",
+                chat_id=buyer.id,
+                ticket_id=ticket.id,
+                webinar_id=linked.id,
+                payload={"parts_sent": 1, "note": "ünïcödé"},
+                due_at=NOW,
+                status=OutboxStatus.SENT,
+                attempts=1,
+                sent_at=NOW,
+                created_at=NOW,
+            ),
+            OutboxMessage(
+                kind=OutboxKind.BROADCAST,
+                dedupe_key=f"broadcast:{broadcast.id}:{buyer.id}",
+                chat_id=buyer.id,
+                broadcast_id=broadcast.id,
+                webinar_id=webinar.id,
+                due_at=NOW + timedelta(minutes=1),
+                created_at=NOW,
+            ),
+        ]
+    )
+    session.add(ProcessedUpdate(bot_id=123456789, update_id=42, processed_at=NOW))
+    await session.flush()

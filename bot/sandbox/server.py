@@ -27,7 +27,7 @@ from aiohttp import web
 
 from bot.sandbox.api import callbacks, chats, files, limits, messages, payments, profile, updates
 from bot.sandbox.core.errors import ApiError
-from bot.sandbox.core.faults import Faults
+from bot.sandbox.core.faults import REDIRECT_MARK, Faults, TransportFault, TransportFaultKind
 from bot.sandbox.core.host import CardProcessor
 from bot.sandbox.core.params import Params, Upload, dumps, read_params
 from bot.sandbox.core.routing import MethodSpec, find_method
@@ -109,6 +109,7 @@ class SandboxServer:
         self._calls_by_method: dict[str, list[CallRecord]] = {}
         self.state = SandboxState()
         self.faults = Faults()
+        self._transport_faults: list[TransportFault] = []
         self.card_processors: dict[str, CardProcessor] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -362,10 +363,62 @@ class SandboxServer:
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    async def _handle_api(self, request: web.Request) -> web.Response:
+    def inject_fault(
+        self,
+        kind: TransportFaultKind = "redirect_loop",
+        *,
+        methods: Iterable[str] | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Answer calls with a transport failure instead of the Bot API's answer.
+
+        ``redirect_loop``: a 302 to the same URL, forever (a misconfigured proxy in front of the
+        Bot API); aiohttp's error then carries the request URL, token included.
+        ``disconnect``: the connection is closed without an answer. ``bad_gateway``: a 502 with
+        an HTML body. ``methods`` limits the fault to those methods (case-insensitive), ``times``
+        to that many calls (``None``: until :meth:`clear_faults`).
+        """
+        names = frozenset(name.lower() for name in methods) if methods else None
+        self._transport_faults.append(TransportFault(kind, names, times))
+
+    def clear_faults(self) -> None:
+        self._transport_faults.clear()
+
+    def _take_transport_fault(self, method: str) -> TransportFault | None:
+        for fault in self._transport_faults:
+            if fault.methods is not None and method.lower() not in fault.methods:
+                continue
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._transport_faults.remove(fault)
+            return fault
+        return None
+
+    async def _faulty_answer(
+        self, request: web.Request, fault: TransportFault
+    ) -> web.StreamResponse:
+        self.stats.faults += 1
+        if fault.kind == "redirect_loop":
+            raise web.HTTPFound(str(request.url.with_query({REDIRECT_MARK: "1"})))
+        if fault.kind == "disconnect":
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never reaches the client
+        return web.Response(
+            status=502, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html"
+        )
+
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         self.stats.requests += 1
         token = request.match_info["token"]
         method = request.match_info["method"]
+        if REDIRECT_MARK in request.query:  # the rest of an injected redirect loop
+            raise web.HTTPFound(str(request.url))
+        if self._transport_faults:
+            transport_fault = self._take_transport_fault(method)
+            if transport_fault is not None:
+                return await self._faulty_answer(request, transport_fault)
         bot = self.state.bots.get(token)
         spec = find_method(method)
         try:

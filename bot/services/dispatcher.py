@@ -26,9 +26,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 
 from bot.context import AppContext
+from bot.logs import current_update_id
+from bot.metrics import REMINDER_LATENESS
+from bot.redaction import redact, redact_error
 from bot.services import Services
 from bot.services.access import render_access
 from bot.services.broadcasts import BroadcastProgress, render_broadcast
@@ -115,6 +118,9 @@ class OutboxDispatcher:
             self._task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
+        # Started from a handler's kick, this task inherits the update's id; its lines are not
+        # that update's.
+        current_update_id.set(None)
         while self._again:
             self._again = False
             try:
@@ -219,6 +225,7 @@ class OutboxDispatcher:
             if row is None or row.status != OutboxStatus.SENDING or row.attempts != claim.attempts:
                 stats.lost += 1
                 return
+            ticket_id = row.ticket_id  # read now: a rollback below expires the row
             if claim.broadcast_id is not None:
                 stats.broadcasts.add(claim.broadcast_id)
             if claim.attempts > MAX_CLAIMS:
@@ -233,7 +240,7 @@ class OutboxDispatcher:
                     raise Drop("nothing to send")
             except Drop as drop:
                 await session.rollback()
-                await self._settle(repo, claim, stats, OutboxStatus.DROPPED, drop.reason)
+                await self._settle(repo, claim, stats, OutboxStatus.DROPPED, drop.reason, ticket_id)
                 stats.drop_reasons[drop.reason] += 1
                 stats.stale += drop.stale
                 await session.commit()
@@ -241,7 +248,7 @@ class OutboxDispatcher:
             except Exception as error:
                 log.exception("outbox row %s could not be rendered", claim.id)
                 await session.rollback()
-                await self._retry_later(repo, claim, repr(error), stats)
+                await self._retry_later(repo, claim, redact_error(error), stats)
                 await session.commit()
                 return
             payload = dict(row.payload or {})
@@ -264,17 +271,35 @@ class OutboxDispatcher:
                 await self._settle(repo, claim, stats, OutboxStatus.DROPPED, drop.reason)
                 stats.drop_reasons[drop.reason] += 1
             except TelegramForbiddenError as error:
-                await self._settle(repo, claim, stats, OutboxStatus.BLOCKED, error.message)
+                await self._settle(
+                    repo, claim, stats, OutboxStatus.BLOCKED, error.message, ticket_id
+                )
                 await services.users.repo.mark_blocked(claim.chat_id, self.app.clock.now())
             except TelegramBadRequest as error:
-                await self._settle(repo, claim, stats, OutboxStatus.FAILED, error.message)
+                await self._settle(
+                    repo, claim, stats, OutboxStatus.FAILED, error.message, ticket_id
+                )
+            except TelegramRetryAfter as error:
+                # The sender's 429 budget ran out: due again once Telegram's pause is over.
+                await self._retry_later(
+                    repo,
+                    claim,
+                    redact_error(error),
+                    stats,
+                    ticket_id,
+                    min_delay=float(error.retry_after),
+                )
             except Exception as error:
-                # Network errors, 5xx, anything unexpected: try again later, a bounded number of
-                # times. (429 never gets here: the sender waits it out and sends again.)
-                await self._retry_later(repo, claim, f"{type(error).__name__}: {error}", stats)
+                # Network errors, 5xx, a 429 the sender stopped waiting for, anything unexpected:
+                # try again later, a bounded number of times.
+                await self._retry_later(repo, claim, redact_error(error), stats, ticket_id)
             else:
                 now = self.app.clock.now()
-                await self._settle(repo, claim, stats, OutboxStatus.SENT, None, sent_at=now)
+                if claim.kind == OutboxKind.REMINDER:
+                    REMINDER_LATENESS.observe(max(0.0, (now - claim.due_at).total_seconds()))
+                await self._settle(
+                    repo, claim, stats, OutboxStatus.SENT, None, ticket_id, sent_at=now
+                )
                 if row.kind == OutboxKind.ACCESS and row.ticket_id is not None:
                     # Organizers see in /participants whether access reached each buyer.
                     await SalesRepository(session).mark_access_delivered(row.ticket_id, now)
@@ -303,8 +328,10 @@ class OutboxDispatcher:
         stats: DispatchStats,
         status: OutboxStatus,
         error: str | None,
+        ticket_id: int | None = None,
         **extra: object,
     ) -> None:
+        error = redact(error) if error else error
         settled = await repo.settle(
             claim, status=status, lease_until=None, last_error=error, **extra
         )
@@ -312,6 +339,7 @@ class OutboxDispatcher:
             stats.lost += 1
             log.warning("outbox row %s was taken over before it was marked %s", claim.id, status)
             return
+        _log_row(claim, ticket_id, status, error)
         counter = {
             OutboxStatus.SENT: "sent",
             OutboxStatus.BLOCKED: "blocked",
@@ -321,12 +349,20 @@ class OutboxDispatcher:
         setattr(stats, counter, getattr(stats, counter) + 1)
 
     async def _retry_later(
-        self, repo: OutboxRepository, claim: Claim, error: str, stats: DispatchStats
+        self,
+        repo: OutboxRepository,
+        claim: Claim,
+        error: str,
+        stats: DispatchStats,
+        ticket_id: int | None = None,
+        *,
+        min_delay: float = 0.0,
     ) -> None:
+        error = redact(error)
         if claim.attempts >= MAX_ATTEMPTS:
-            await self._settle(repo, claim, stats, OutboxStatus.FAILED, error)
+            await self._settle(repo, claim, stats, OutboxStatus.FAILED, error, ticket_id)
             return
-        delay = BACKOFF_SECONDS[min(claim.attempts, len(BACKOFF_SECONDS)) - 1]
+        delay = max(BACKOFF_SECONDS[min(claim.attempts, len(BACKOFF_SECONDS)) - 1], min_delay)
         if await repo.settle(
             claim,
             status=OutboxStatus.PENDING,
@@ -335,6 +371,16 @@ class OutboxDispatcher:
             due_at=self.app.clock.now() + timedelta(seconds=delay),
         ):
             stats.retried += 1
+            log.warning(
+                "outbox row %s (%s) to chat %s: attempt %s failed, retry in %s s: %s",
+                claim.id,
+                claim.kind,
+                claim.chat_id,
+                claim.attempts,
+                delay,
+                error,
+                extra={"outbox_id": claim.id, "ticket_id": ticket_id},
+            )
         else:
             stats.lost += 1
 
@@ -345,6 +391,22 @@ class OutboxDispatcher:
                 self._again = True  # their reports are new outbox rows: deliver them now
         except Exception:
             log.exception("broadcast progress could not be shown; the next batch tries again")
+
+
+def _log_row(claim: Claim, ticket_id: int | None, status: OutboxStatus, error: str | None) -> None:
+    """One line per message that reached its end: sent, blocked, failed or dropped."""
+    level = logging.WARNING if status == OutboxStatus.FAILED else logging.INFO
+    log.log(
+        level,
+        "outbox row %s (%s%s) to chat %s: %s%s",
+        claim.id,
+        claim.kind,
+        f", ticket {ticket_id}" if ticket_id is not None else "",
+        claim.chat_id,
+        status,
+        f" ({error})" if error else "",
+        extra={"outbox_id": claim.id, "ticket_id": ticket_id},
+    )
 
 
 def renderers() -> dict[OutboxKind, Renderer]:

@@ -181,7 +181,16 @@ class PurchaseService(Service):
                 org_id=org.id,
                 webinar_id=webinar.id,
             )
-            log.info("payment %s of order %s refunded: %s", payment_id, order.id, reason)
+            log.info(
+                "payment %s of order %s (%s %s from user %s) buys nothing: refund queued (%s)",
+                payment_id,
+                order.id,
+                total_amount,
+                currency,
+                user_id,
+                reason,
+                extra={"order_id": order.id, "payment_id": payment_id},
+            )
             outcome.result, outcome.reason = PaymentResult.REFUNDING, reason
             return outcome
 
@@ -196,7 +205,16 @@ class PurchaseService(Service):
         await repo.add(ticket)
         outcome.ticket = ticket
         outcome.result = await self.issue_access(ticket, webinar, org)
-        log.info("payment %s of order %s bought ticket %s", payment_id, order.id, ticket.id)
+        log.info(
+            "payment %s of order %s (%s %s from user %s) bought ticket %s",
+            payment_id,
+            order.id,
+            total_amount,
+            currency,
+            user_id,
+            ticket.id,
+            extra={"order_id": order.id, "payment_id": payment_id, "ticket_id": ticket.id},
+        )
         return outcome
 
     async def _refund_reason(

@@ -2,15 +2,17 @@
 
 Telegram allows about 30 messages a second overall and one a second per chat. The sender waits
 for both budgets before each call, honours ``429 retry_after`` by waiting and sending the same
-message again (never dropping it), and leaves every other error to its caller to classify.
+message again, and leaves every other error to its caller to classify.
+
+The 429 loop is bounded, in answers and in total seconds waited: a flood pause longer than that
+(Telegram answers minutes, even hours, to a bot that kept pushing) re-raises the last
+:class:`TelegramRetryAfter`, and the outbox puts the row back to pending, due after the pause,
+instead of one worker holding a batch for an hour.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -18,11 +20,13 @@ from typing import TypeVar
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
-from aiolimiter import AsyncLimiter
 
+from bot.metrics import MESSAGES_SENT, SEND_GAVE_UP, TELEGRAM_429
 from bot.services.outbox import Drop, Outgoing
+from bot.services.send_budget import LocalBudget, SendBudget
 
-BURST_S = 0.25
+MAX_429_ATTEMPTS = 5  # answers of 429 for one message before it goes back to the outbox
+MAX_429_WAIT_S = 120.0  # seconds of retry_after waited for one message, in all
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,30 +36,7 @@ T = TypeVar("T")
 class SenderStats:
     sent: int = 0
     retry_after: int = 0  # 429 answers received
-
-
-class PerChatPacer:
-    """At most one message per ``interval`` seconds to each chat, remembered for recent chats."""
-
-    def __init__(self, interval: float, remember: int = 50_000) -> None:
-        self.interval = interval
-        self.remember = remember
-        self._next_slot: OrderedDict[int, float] = OrderedDict()
-
-    async def wait(self, chat_id: int) -> None:
-        now = time.monotonic()
-        slot = max(now, self._next_slot.get(chat_id, 0.0))
-        self._next_slot[chat_id] = slot + self.interval
-        self._next_slot.move_to_end(chat_id)
-        while len(self._next_slot) > self.remember:
-            self._next_slot.popitem(last=False)
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-    def push_back(self, chat_id: int, seconds: float) -> None:
-        self._next_slot[chat_id] = max(
-            self._next_slot.get(chat_id, 0.0), time.monotonic() + seconds
-        )
+    gave_up: int = 0  # messages handed back after too many 429s or too long a pause
 
 
 class PacedSender:
@@ -66,17 +47,17 @@ class PacedSender:
         rate_per_s: float = 28.0,
         chat_interval_s: float = 1.0,
         max_retry_after_s: float = 3600.0,
+        max_429_attempts: int = MAX_429_ATTEMPTS,
+        max_429_wait_s: float = MAX_429_WAIT_S,
+        budget: SendBudget | None = None,
     ) -> None:
         self.bot = bot
-        # A bucket of a quarter second's tokens: enough to catch up after the loop's small
-        # stalls, too few for a burst that a whole second's bucket would allow after a pause
-        # (Telegram counts per second).
-        rate = max(rate_per_s, 1.0)
-        self.global_limiter = AsyncLimiter(max(rate * BURST_S, 1.0), max(BURST_S, 1.0 / rate))
-        self.chats = PerChatPacer(chat_interval_s)
+        # Without a shared budget (Redis), this process's own: the limits as if it were alone.
+        self.budget = budget or LocalBudget(rate_per_s, chat_interval_s)
         self.max_retry_after_s = max_retry_after_s
+        self.max_429_attempts = max(1, max_429_attempts)
+        self.max_429_wait_s = max_429_wait_s
         self.stats = SenderStats()
-        self._paused_until = 0.0  # a 429 on any chat pauses everyone: Telegram's limit is global
 
     async def send(
         self,
@@ -85,7 +66,7 @@ class PacedSender:
         *,
         still_wanted: Callable[[], Awaitable[bool]] | None = None,
     ) -> Message:
-        """Send one message, waiting for the pace and through any number of 429s.
+        """Send one message, waiting for the pace and through a bounded number of 429s.
 
         ``still_wanted`` is asked right before each call to Telegram, after every wait: a pace
         or a 429 pause can last minutes, and what was true when the message was rendered (the
@@ -125,34 +106,39 @@ class PacedSender:
         *,
         still_wanted: Callable[[], Awaitable[bool]] | None = None,
     ) -> T:
+        answers = 0
+        waited = 0.0
         while True:
-            await self.chats.wait(chat_id)
-            await self._global_slot()
+            await self.budget.acquire(chat_id)
             if still_wanted is not None and not await still_wanted():
                 raise Drop("no longer wanted at the moment of sending")
             try:
                 result = await call()
             except TelegramRetryAfter as error:
                 self.stats.retry_after += 1
+                TELEGRAM_429.inc()
+                answers += 1
                 wait = min(float(error.retry_after), self.max_retry_after_s)
+                # A 429 on any chat pauses everyone: Telegram's limit is the bot's.
+                await self.budget.pause(chat_id, wait)
+                if answers >= self.max_429_attempts or waited + wait > self.max_429_wait_s:
+                    self.stats.gave_up += 1
+                    SEND_GAVE_UP.inc()
+                    log.warning(
+                        "429 for chat %s: %d answer(s), %.0f s waited, %.0f s more asked; "
+                        "leaving the message to the outbox",
+                        chat_id,
+                        answers,
+                        waited,
+                        wait,
+                    )
+                    raise
+                waited += wait
                 log.info("429 for chat %s: waiting %.1f s before sending again", chat_id, wait)
-                self._paused_until = max(self._paused_until, time.monotonic() + wait)
-                self.chats.push_back(chat_id, wait)
                 continue
             self.stats.sent += 1
+            MESSAGES_SENT.inc()
             return result
-
-    async def _global_slot(self) -> None:
-        """Wait out any 429 pause, then take a token of the global rate."""
-        while True:
-            pause = self._paused_until - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-                continue
-            await self.global_limiter.acquire()
-            # A 429 may have arrived while this call queued for the token: honour it too.
-            if self._paused_until <= time.monotonic():
-                return
 
     async def _call(self, chat_id: int, message: Outgoing) -> Message:
         if message.document is not None:

@@ -207,6 +207,18 @@ class OutboxRepository(Repository):
         )
         return bool(result.rowcount)
 
+    async def due_summary(self, now: datetime) -> tuple[int, datetime | None]:
+        """How many pending rows are due at ``now``, and the due time of the oldest (the
+        ``status, due_at`` index answers both)."""
+        row = (
+            await self.session.execute(
+                select(func.count(), func.min(OutboxMessage.due_at)).where(
+                    OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.due_at <= now
+                )
+            )
+        ).one()
+        return int(row[0]), row[1]
+
     async def count_by_status(self, **where: Any) -> dict[OutboxStatus, int]:
         """Rows per status, filtered by column values (``broadcast_id=...``)."""
         statement = select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["Fault", "Faults"]
+__all__ = ["REDIRECT_MARK", "Fault", "Faults", "TransportFault", "TransportFaultKind"]
+
+REDIRECT_MARK = "sandbox_redirect"
+TransportFaultKind = Literal["redirect_loop", "disconnect", "bad_gateway"]
+
+
+@dataclass
+class TransportFault:
+    """A failure below the Bot API: a proxy's redirect loop, a dropped connection, an HTML 502."""
+
+    kind: TransportFaultKind
+    methods: frozenset[str] | None
+    remaining: int | None
 
 
 @dataclass(slots=True)

@@ -72,6 +72,7 @@ class ServerStats:
     updates_dropped: int = 0
     webhook_deliveries: int = 0
     webhook_failures: int = 0
+    faults: int = 0  # calls answered with an injected transport failure
 
 
 @dataclass(frozen=True, slots=True)
