@@ -68,7 +68,8 @@ PAYMENTS = Counter(
 )
 REFUNDS = Counter(
     "webinarpass_refunds_total",
-    "Refunds reaching a state (requested, processing, succeeded, canceled, failed).",
+    "Refunds reaching a state: requested, processing, refunded, retrying (no answer), "
+    "succeeded (after processing), canceled, failed.",
     ["state"],
 )
 

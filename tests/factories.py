@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -145,7 +146,6 @@ async def make_every_kind_of_row(session: AsyncSession) -> None:
         OrgInvite,
         OutboxMessage,
         Payment,
-        ProcessedUpdate,
         Refund,
         Ticket,
     )
@@ -267,5 +267,24 @@ async def make_every_kind_of_row(session: AsyncSession) -> None:
             ),
         ]
     )
-    session.add(ProcessedUpdate(bot_id=123456789, update_id=42, processed_at=NOW))
+    session.add(inbound_update(bot_id=123456789, update_id=42))
     await session.flush()
+
+
+def inbound_update(*, bot_id: int, update_id: int) -> Any:
+    """A handled update, as the intake leaves it."""
+    from storage.enums import InboundStatus
+    from storage.models import InboundUpdate
+
+    return InboundUpdate(
+        bot_id=bot_id,
+        update_id=update_id,
+        kind="message",
+        priority=2,
+        payload={"update_id": update_id},
+        status=InboundStatus.DONE,
+        attempts=1,
+        next_attempt_at=NOW,
+        received_at=NOW,
+        finished_at=NOW,
+    )

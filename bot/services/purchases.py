@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.context import AppContext
 from bot.i18n import _
+from bot.metrics import PAYMENTS
 from bot.services import money_texts, orders
 from bot.services.access import AccessService
 from bot.services.base import Service
@@ -120,6 +121,8 @@ class PurchaseService(Service):
                 if attempt == 2:
                     raise
         assert outcome is not None
+        method = outcome.order.method if outcome.order is not None else "unmatched"
+        PAYMENTS.labels(str(method), str(outcome.result)).inc()
         if outcome.result == PaymentResult.REFUNDING:
             self.app.wake.refunds()
         if outcome.result != PaymentResult.REPLAY:

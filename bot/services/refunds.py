@@ -20,6 +20,7 @@ from enum import StrEnum
 from bot.context import AppContext
 from bot.formatting import escape, money
 from bot.i18n import _
+from bot.metrics import REFUNDS
 from bot.services import money_texts, orders
 from bot.services.base import Service
 from bot.services.outbox import OutboxService
@@ -209,6 +210,7 @@ class RefundService(Service):
         )
         self.session.add(refund)
         await self.session.flush()
+        REFUNDS.labels("requested").inc()
         return refund
 
     async def _queue(
@@ -226,6 +228,7 @@ class RefundService(Service):
             )
             self.session.add(refund)
             await self.session.flush()
+            REFUNDS.labels("requested").inc()
         elif requested_by is not None:
             refund.requested_by = requested_by
             refund.next_check_at = min(refund.next_check_at or now, now)
@@ -370,6 +373,7 @@ class RefundService(Service):
                         locale, payment, outcome.webinar, detail
                     ),
                 )
+        REFUNDS.labels(str(outcome.status)).inc()
         outcome.refund_id, outcome.error_code, outcome.detail = (
             refund.id,
             result.error_code,
@@ -495,6 +499,7 @@ class RefundService(Service):
             orders.refund_succeeded(payment, refund, now)
             outcome = await self._apply_refunded(payment, RefundReason(refund.reason), now)
             log.info("refund of payment %s succeeded after processing", payment.id)
+            REFUNDS.labels("succeeded").inc()
             if refund.requested_by is not None:
                 await self._tell_requester(refund, outcome)
             await self._finish(outcome)
@@ -503,6 +508,7 @@ class RefundService(Service):
             refund.error_code, refund.detail = result.error_code, result.detail
             orders.refund_failed(payment, refund, now)
             log.warning("refund of payment %s was canceled: %s", payment.id, result.detail)
+            REFUNDS.labels("canceled").inc()
             outcome = await self._outcome(RefundStatusCode.FAILED, payment)
             await self._alert_canceled_refund(outcome, refund)
             await self._finish(outcome)

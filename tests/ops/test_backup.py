@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from storage.backup import BackupError, backup_sqlite
 from storage.database import create_engine, create_session_factory
 from storage.migrate import head_revision, upgrade
-from storage.models import ProcessedUpdate
-from tests.factories import NOW
+from storage.models import InboundUpdate
+from tests.factories import inbound_update
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ async def test_a_backup_taken_during_writes_opens_and_has_the_rows(tmp_path: Pat
         nonlocal written
         while not stop.is_set():
             async with sessions() as session:
-                session.add(ProcessedUpdate(bot_id=1, update_id=written, processed_at=NOW))
+                session.add(inbound_update(bot_id=1, update_id=written))
                 await session.commit()
             written += 1
             if written == 200:
@@ -69,7 +69,7 @@ async def test_a_backup_taken_during_writes_opens_and_has_the_rows(tmp_path: Pat
         assert copy.execute("SELECT version_num FROM alembic_version").fetchone()[0] == (
             head_revision()
         )
-        ids = [row[0] for row in copy.execute("SELECT update_id FROM processed_updates")]
+        ids = [row[0] for row in copy.execute("SELECT update_id FROM inbound_updates")]
     finally:
         copy.close()
     # One moment's database: every write up to some point, none missing before it.
@@ -80,9 +80,7 @@ async def test_a_backup_taken_during_writes_opens_and_has_the_rows(tmp_path: Pat
     restored = create_engine(f"sqlite+aiosqlite:///{backup}")
     try:
         async with create_session_factory(restored)() as session:
-            assert await session.scalar(select(func.count()).select_from(ProcessedUpdate)) == len(
-                ids
-            )
+            assert await session.scalar(select(func.count()).select_from(InboundUpdate)) == len(ids)
     finally:
         await restored.dispose()
         await engine.dispose()

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.clock import FakeClock
@@ -110,6 +111,7 @@ async def test_the_webhook_app_serves_both(
                 "webhook_url": f"http://127.0.0.1:{port}",
                 "webhook_host": "127.0.0.1",
                 "webhook_port": port,
+                "webhook_secret": SecretStr("health-check-secret-of-32-characters-x"),
             }
         ),
         clock=clock,

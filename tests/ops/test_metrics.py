@@ -127,7 +127,8 @@ async def test_a_purchase_shows_in_update_metrics_and_in_the_log_without_secrets
 
     log = text_log.text
     assert "accepted 100 XTR" in log
-    assert "payment 1 of 100 XTR from user 2001: issued (order 1, ticket 1)" in log
+    assert "payment 1 of order 1 (100 XTR from user 2001) bought ticket 1" in log
+    assert delta("webinarpass_payments_total", method="stars", result="issued") == 1
     assert "(access, ticket 1) to chat 2001: sent" in log
     assert "update_id=" in log
     for secret in ("s3cret", "meet.example.org", "TEST-token-for-the-sandbox"):
