@@ -348,3 +348,17 @@ class ProcessedUpdate(Base):
     bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     processed_at: Mapped[datetime]
+
+
+class JobLease(Base):
+    """Who runs a fleet-wide singleton job (reconciliation) until when.
+
+    A replica runs such a job only after taking its row: inserting it, or taking over a lease
+    that lapsed. A replica that dies mid-run leaves its lease to lapse, and the next run goes on.
+    """
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    lease_until: Mapped[datetime]
