@@ -15,7 +15,9 @@ from datetime import timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.context import AppContext
+from bot.services import Services
 from bot.services.dispatcher import dispatch_outbox
+from bot.services.reconcile import RUN_EVERY, ReconcileReport
 from bot.services.refund_worker import work_refunds
 from bot.services.sales import sales_maintenance
 from storage.repositories.intake import InboundUpdateRepository
@@ -40,12 +42,19 @@ async def prune_inbound_updates(app: AppContext) -> int:
     return removed
 
 
+async def reconcile_payments(app: AppContext) -> ReconcileReport:
+    """Compare the providers' last days with our payments and fix what is missing (hourly)."""
+    async with app.session_factory() as session:
+        return await Services(session, app).reconcile.run()
+
+
 def job_specs() -> list[JobSpec]:
     return [
         JobSpec("outbox-dispatch", dispatch_outbox, 1.0),
         JobSpec("sales-maintenance", sales_maintenance, 60),
         JobSpec("refund-worker", work_refunds, 5),
         JobSpec("prune-inbound-updates", prune_inbound_updates, 3600),
+        JobSpec("reconcile-payments", reconcile_payments, RUN_EVERY.total_seconds()),
     ]
 
 

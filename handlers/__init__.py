@@ -17,8 +17,25 @@ def get_routers() -> list[Router]:
 
 
 def _module_routers() -> list[Router]:
-    from handlers import admin, broadcast, common, my, participant, payments, refunds
+    from handlers import (
+        admin,
+        broadcast,
+        common,
+        my,
+        participant,
+        payments,
+        reconcile,
+        refunds,
+    )
 
     # Payment updates first: they match nothing else, and they are the ones a rush must not slow.
     sales = [participant.router, my.router, refunds.router]
-    return [payments.router, admin.router, *sales, broadcast.router, common.router]
+    # The owners' /reconcile before the admin wizards, which would take it for stray input.
+    return [
+        payments.router,
+        reconcile.router,
+        admin.router,
+        *sales,
+        broadcast.router,
+        common.router,
+    ]

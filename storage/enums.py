@@ -65,6 +65,7 @@ class RefundReason(StrEnum):
     DUPLICATE = "duplicate"  # a second charge for an order that was already paid
     NO_SEAT = "no_seat"  # the hold lapsed and the webinar filled up meanwhile
     TELEGRAM = "telegram"  # Telegram reported a refund we did not start
+    PROVIDER = "provider"  # reconciliation found a refund made at the provider (its dashboard)
     UNMATCHED = "unmatched"  # a payment whose invoice payload matches no order
     # The charge does not match its order (another buyer, another amount or currency): it buys
     # nothing, and the buyer is told exactly that, not "you already paid".

@@ -370,3 +370,17 @@ class InboundUpdate(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime]
     finished_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class JobLease(Base):
+    """Who runs a fleet-wide singleton job (reconciliation) until when.
+
+    A replica runs such a job only after taking its row: inserting it, or taking over a lease
+    that lapsed. A replica that dies mid-run leaves its lease to lapse, and the next run goes on.
+    """
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    lease_until: Mapped[datetime]

@@ -22,6 +22,7 @@ from bot.services.organizations import OrganizationService
 from bot.services.outbox import OutboxService
 from bot.services.participants import ParticipantService
 from bot.services.purchases import PurchaseService
+from bot.services.reconcile import ReconcileService
 from bot.services.refunds import RefundService
 from bot.services.reminders import ReminderService
 from bot.services.sales import SalesService
@@ -76,6 +77,16 @@ class Services:
             refunds=self.refunds,
             outbox=self.outbox,
             users=self.users,
+        )
+
+    @cached_property
+    def reconcile(self) -> ReconcileService:
+        return ReconcileService(
+            self.session,
+            self.app,
+            purchases=self.purchases,
+            refunds=self.refunds,
+            outbox=self.outbox,
         )
 
     @cached_property

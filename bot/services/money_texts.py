@@ -85,7 +85,7 @@ def revocation_notice(
             starts=starts,
             amount=amount,
         )
-    if reason == RefundReason.TELEGRAM:
+    if reason in (RefundReason.TELEGRAM, RefundReason.PROVIDER):
         return _(
             "Your payment for «{title}» was refunded, so your ticket is no longer valid.",
             locale=lang,

@@ -53,6 +53,9 @@ RETRY_DELAYS = (
 )
 # A worker holds a claimed refund this long; if it dies, another one takes the refund after it.
 REFUND_LEASE = timedelta(minutes=5)
+# The buyer of a charge whose provider does not tell it (a card charge reconciliation found
+# without Telegram's metadata): Telegram user ids are positive, so 0 is never a real one.
+UNKNOWN_BUYER = 0
 # After this many unanswered attempts at an automatic refund, people are told the money is owed.
 OWED_ALERT_AFTER = 5
 

@@ -98,9 +98,11 @@ class PurchaseService(Service):
         currency: str,
         telegram_charge_id: str,
         provider_charge_id: str | None = None,
+        method: PaymentMethod | None = None,
     ) -> PaymentOutcome:
         """Record a successful payment and issue the ticket (or queue its refund), in one
-        transaction. A replayed update changes nothing."""
+        transaction. A replayed update changes nothing. ``method``: the method that took the
+        charge, when the caller knows it (reconciliation); otherwise the order's."""
         outcome: PaymentOutcome | None = None
         for attempt in range(3):
             try:
@@ -111,6 +113,7 @@ class PurchaseService(Service):
                     currency=currency,
                     telegram_charge_id=telegram_charge_id,
                     provider_charge_id=provider_charge_id,
+                    method=method,
                 )
                 await self.session.commit()
                 break
@@ -121,12 +124,43 @@ class PurchaseService(Service):
                 if attempt == 2:
                     raise
         assert outcome is not None
-        method = outcome.order.method if outcome.order is not None else "unmatched"
-        PAYMENTS.labels(str(method), str(outcome.result)).inc()
+        self._committed(outcome)
+        return outcome
+
+    def _committed(self, outcome: PaymentOutcome) -> None:
+        """Count the payment and wake the workers that have something to do now."""
+        kind = outcome.order.method if outcome.order is not None else "unmatched"
+        PAYMENTS.labels(str(kind), str(outcome.result)).inc()
         if outcome.result == PaymentResult.REFUNDING:
             self.app.wake.refunds()
         if outcome.result != PaymentResult.REPLAY:
             self.app.wake.outbox()
+
+    async def record_unmatched_charge(
+        self,
+        *,
+        method: PaymentMethod,
+        user_id: int | None,
+        total_amount: int,
+        currency: str,
+        telegram_charge_id: str,
+        provider_charge_id: str | None,
+    ) -> PaymentOutcome:
+        """A charge found at its provider that no order can claim (reconciliation of a card
+        charge whose provider does not know the invoice or the buyer): recorded and refunded
+        like a payment whose payload matches no order, in one transaction. ``user_id`` ``None``:
+        the buyer is unknown, nobody is told but the bot's owners (in the reconciliation
+        report)."""
+        outcome = await self._record_unmatched(
+            user_id=user_id,
+            total_amount=total_amount,
+            currency=currency,
+            telegram_charge_id=telegram_charge_id,
+            provider_charge_id=provider_charge_id,
+            method=method,
+        )
+        await self.session.commit()
+        self._committed(outcome)
         return outcome
 
     async def _record_payment(
@@ -138,6 +172,7 @@ class PurchaseService(Service):
         currency: str,
         telegram_charge_id: str,
         provider_charge_id: str | None,
+        method: PaymentMethod | None,
     ) -> PaymentOutcome:
         now = self.clock.now()
         repo = self.repo
@@ -149,11 +184,14 @@ class PurchaseService(Service):
                 currency=currency,
                 telegram_charge_id=telegram_charge_id,
                 provider_charge_id=provider_charge_id,
+                method=method,
             )
         webinar = await repo.webinar(order.webinar_id, lock=True)
         assert webinar is not None
         org = await repo.org(webinar.org_id)
         assert org is not None
+        if await self._recorded_by_provider_id(provider_charge_id):
+            return PaymentOutcome(PaymentResult.REPLAY, order=order, webinar=webinar, org=org)
         payment_id = await repo.insert_payment(
             order_id=order.id,
             user_id=user_id,
@@ -244,24 +282,35 @@ class PurchaseService(Service):
         taken = await self.repo.seats_taken(webinar.id, now, exclude_order_id=order.id)
         return RefundReason.NO_SEAT if taken >= webinar.capacity else None
 
+    async def _recorded_by_provider_id(self, provider_charge_id: str | None) -> bool:
+        """A card charge is recorded once whatever Telegram charge id it comes with: a charge
+        that reconciliation recorded from the provider's listing (under a ``reconciled:`` id)
+        is a replay when its own ``successful_payment`` arrives late."""
+        if not provider_charge_id:
+            return False
+        return await self.repo.payment_by_provider_charge(provider_charge_id) is not None
+
     async def _record_unmatched(
         self,
         *,
-        user_id: int,
+        user_id: int | None,
         total_amount: int,
         currency: str,
         telegram_charge_id: str,
         provider_charge_id: str | None,
+        method: PaymentMethod | None = None,
     ) -> PaymentOutcome:
         """A charge whose payload matches no order: record it, queue its refund, tell the buyer.
 
         Same table and constraint as every payment (a redelivered update is a replay), and the
         same refund queue (retries, alerts), with no order, webinar or ticket.
         """
-        method = self._unmatched_method(currency, provider_charge_id)
+        method = method or self._unmatched_method(currency, provider_charge_id)
+        if await self._recorded_by_provider_id(provider_charge_id):
+            return PaymentOutcome(PaymentResult.REPLAY)
         payment_id = await self.repo.insert_payment(
             order_id=None,
-            user_id=user_id,
+            user_id=orders.UNKNOWN_BUYER if user_id is None else user_id,
             method=method,
             telegram_charge_id=telegram_charge_id,
             provider_charge_id=provider_charge_id,
@@ -281,6 +330,10 @@ class PurchaseService(Service):
         payment = await self.repo.payment(payment_id)
         assert payment is not None
         await self.refunds.queue_automatic(payment, RefundReason.UNMATCHED)
+        if user_id is None:
+            return PaymentOutcome(
+                PaymentResult.REFUNDING, payment_id=payment.id, reason=RefundReason.UNMATCHED
+            )
         # No organization to speak for: the buyer's own language.
         lang = self.users.locale_of(await self.users.repo.get(user_id))
         await self.outbox.notice(

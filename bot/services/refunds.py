@@ -557,7 +557,6 @@ class RefundService(Service):
         self, *, user_id: int, telegram_charge_id: str
     ) -> RefundOutcome:
         """Telegram says a payment was refunded (``refunded_payment``): record it, once."""
-        now = self.clock.now()
         payment = await self.repo.payment_by_charge(telegram_charge_id)
         if payment is not None:
             payment = await self.repo.payment(payment.id, lock=True)
@@ -565,22 +564,55 @@ class RefundService(Service):
             log.warning("refunded_payment for unknown charge %s", telegram_charge_id)
             await self.session.rollback()
             return RefundOutcome(RefundStatusCode.NOT_FOUND)
+        return await self._record_outside_refund(payment, RefundReason.TELEGRAM)
+
+    async def record_provider_refund(
+        self, payment_id: int, *, provider_refund_id: str | None = None
+    ) -> RefundOutcome:
+        """A provider lists this payment as refunded in full and we did not know (a refund made
+        in its dashboard, or whose answer was lost): record it once, as Telegram's are."""
+        payment = await self.repo.payment(payment_id, lock=True)
+        if payment is None:
+            await self.session.rollback()
+            return RefundOutcome(RefundStatusCode.NOT_FOUND)
+        return await self._record_outside_refund(
+            payment, RefundReason.PROVIDER, provider_refund_id=provider_refund_id
+        )
+
+    async def _record_outside_refund(
+        self, payment: Payment, reason: RefundReason, *, provider_refund_id: str | None = None
+    ) -> RefundOutcome:
+        """Money went back without our refund worker knowing: the payment is refunded and the
+        ticket it bought revoked (the payment is locked by the caller)."""
+        now = self.clock.now()
         if payment.status == PaymentStatus.REFUNDED:
             await self.session.commit()
             return RefundOutcome(RefundStatusCode.ALREADY_REFUNDED, payment=payment)
         refund = await self.repo.refund_of(payment.id)
+        if (
+            reason == RefundReason.PROVIDER
+            and refund is not None
+            and refund.status == RefundStatus.PROCESSING
+        ):
+            # Our own refund, still pending at the provider (a listing counts it as refunded):
+            # the worker follows it and revokes the ticket only once the money is really back.
+            await self.session.commit()
+            return RefundOutcome(RefundStatusCode.PROCESSING, payment=payment, refund_id=refund.id)
         if refund is None:
             refund = Refund(
                 payment_id=payment.id,
-                reason=RefundReason.TELEGRAM,
+                reason=reason,
                 idempotency_key=orders.refund_key(payment.id),
                 created_at=now,
             )
             self.session.add(refund)
         refund.error_code = None
+        refund.provider_refund_id = refund.provider_refund_id or provider_refund_id
         orders.refund_succeeded(payment, refund, now)
         outcome = await self._apply_refunded(payment, RefundReason(refund.reason), now)
-        return await self._finish(outcome)
+        outcome = await self._finish(outcome)
+        outcome.refund_id = refund.id  # flushed by the commit
+        return outcome
 
     # -- group mode ----------------------------------------------------------------------------
 

@@ -224,6 +224,37 @@ class SalesRepository(Repository):
             )
         ).one_or_none()
 
+    async def payment_by_provider_charge(self, provider_charge_id: str) -> Payment | None:
+        """The payment recorded for this provider charge id (Stripe ``ch_``/``pi_``, YooKassa's
+        payment id), whatever Telegram charge id it was recorded under."""
+        return (
+            await self.session.scalars(
+                select(Payment)
+                .where(Payment.provider_payment_charge_id == provider_charge_id)
+                .order_by(Payment.id)
+                .limit(1)
+            )
+        ).first()
+
+    async def payments_matching(
+        self, *, telegram_charge_ids: Sequence[str], provider_charge_ids: Sequence[str]
+    ) -> list[Payment]:
+        """Payments recorded under any of these Telegram or provider charge ids
+        (reconciliation with a provider's listing), read in chunks to keep statements small."""
+        found: dict[int, Payment] = {}
+        for column, ids in (
+            (Payment.telegram_payment_charge_id, list(dict.fromkeys(telegram_charge_ids))),
+            (Payment.provider_payment_charge_id, list(dict.fromkeys(provider_charge_ids))),
+        ):
+            for start in range(0, len(ids), 500):
+                rows = await self.session.scalars(
+                    select(Payment)
+                    .where(column.in_(ids[start : start + 500]))
+                    .execution_options(populate_existing=True)
+                )
+                found.update((payment.id, payment) for payment in rows)
+        return list(found.values())
+
     async def ticket_of_payment(self, payment_id: int) -> Ticket | None:
         """The ticket this payment bought, if it bought one."""
         return (
