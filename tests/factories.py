@@ -142,6 +142,7 @@ async def make_every_kind_of_row(session: AsyncSession) -> None:
     )
     from storage.models import (
         Broadcast,
+        JobLease,
         Order,
         OrgInvite,
         OutboxMessage,
@@ -268,6 +269,7 @@ async def make_every_kind_of_row(session: AsyncSession) -> None:
         ]
     )
     session.add(inbound_update(bot_id=123456789, update_id=42))
+    session.add(JobLease(name="reconcile", holder="replica-1", lease_until=NOW))
     await session.flush()
 
 
