@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.context import AppContext
 from bot.services.dispatcher import dispatch_outbox
+from bot.services.insight_jobs import plan_feedback, plan_summaries
 from bot.services.refund_worker import work_refunds
 from bot.services.sales import sales_maintenance
 from storage.repositories.users import ProcessedUpdateRepository
@@ -48,6 +49,8 @@ def job_specs() -> list[JobSpec]:
         JobSpec("sales-maintenance", sales_maintenance, 60),
         JobSpec("refund-worker", work_refunds, 5),
         JobSpec("prune-processed-updates", prune_processed_updates, 3600),
+        JobSpec("feedback-planner", plan_feedback, 60),
+        JobSpec("daily-summaries", plan_summaries, 300),
     ]
 
 
