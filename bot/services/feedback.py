@@ -24,8 +24,10 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.context import AppContext
 from bot.formatting import escape
-from bot.i18n import _
+from bot.i18n import N_, _
+from bot.services.admin_input import InvalidInput
 from bot.services.base import Service
+from bot.services.organizations import FEEDBACK_DELAYS
 from bot.services.outbox import Drop, OutboxService, Outgoing
 from storage.enums import OutboxKind, TicketStatus, WebinarStatus
 from storage.models import Organization, OutboxMessage, Ticket, Webinar
@@ -37,12 +39,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DELAY_MINUTES = 60
-DELAY_CHOICES: tuple[int | None, ...] = (60, 180, 1440, None)  # None: do not ask
 # A webinar whose feedback moment passed longer ago than this (the bot was down for days, or the
 # setting was switched on long after) is not asked about: the question would come out of the blue.
 TOO_LATE = timedelta(days=2)
-LOOKBACK = TOO_LATE + timedelta(minutes=max(d for d in DELAY_CHOICES if d) + 24 * 60)
+# Webinars that started this long ago at most can still be due (the longest delay, a long
+# webinar, then TOO_LATE).
+LOOKBACK = TOO_LATE + timedelta(minutes=max(d for d in FEEDBACK_DELAYS if d) + 24 * 60)
 COMMENT_MAX = 1000
 TICKET_CHUNK = 500
 STARS = "⭐"
@@ -65,6 +67,7 @@ class Rated:
     rating: int
     ticket_id: int
     changed: bool  # an earlier rating was replaced
+    question: str  # the question as it was asked, to show again with the choice marked
 
 
 @dataclass(frozen=True)
@@ -128,15 +131,18 @@ class FeedbackService(Service):
             planned += await self.outbox.repo.enqueue_many(rows, now=now)
         return planned
 
-    async def _own_ticket(self, user_id: int, ticket_id: int) -> tuple[Ticket, Organization] | None:
+    async def _own_ticket(
+        self, user_id: int, ticket_id: int
+    ) -> tuple[Ticket, Webinar, Organization] | None:
+        """The caller's own active ticket; anyone else's looks exactly like a missing one."""
         ticket = await self.session.get(Ticket, ticket_id)
         if ticket is None or ticket.user_id != user_id or ticket.status != TicketStatus.ACTIVE:
             return None
         webinar = await self.session.get(Webinar, ticket.webinar_id)
         org = await self.session.get(Organization, webinar.org_id) if webinar else None
-        if org is None:
+        if webinar is None or org is None:
             return None
-        return ticket, org
+        return ticket, webinar, org
 
     async def rate(self, user_id: int, ticket_id: int, rating: int) -> Rated | None:
         """Record (or change) the rating of the caller's own ticket; None: refused."""
@@ -146,7 +152,7 @@ class FeedbackService(Service):
         if found is None:
             await self.session.rollback()
             return None
-        ticket, org = found
+        ticket, webinar, org = found
         before = await self.repo.feedback_of(ticket.id)
         changed = before is not None and before.rating != rating
         await self.repo.rate(
@@ -157,16 +163,29 @@ class FeedbackService(Service):
             now=self.clock.now(),
         )
         await self.session.commit()
-        return Rated(locale=org.language, rating=rating, ticket_id=ticket.id, changed=changed)
+        return Rated(
+            locale=org.language,
+            rating=rating,
+            ticket_id=ticket.id,
+            changed=changed,
+            question=question_text(webinar, org.language),
+        )
 
     async def comment(self, user_id: int, ticket_id: int, text: str) -> Commented | None:
-        """Attach a comment to the caller's rating; None: refused (not theirs, not rated)."""
+        """Attach a comment to the caller's rating; None: refused (not theirs, not rated).
+
+        Too long a comment is refused with why (:class:`InvalidInput`), nothing stored."""
+        comment = text.strip()
+        if len(comment) > COMMENT_MAX:
+            raise InvalidInput(
+                N_("Please keep your comment under {limit} characters and send it again."),
+                limit=COMMENT_MAX,
+            )
         found = await self._own_ticket(user_id, ticket_id)
-        comment = text.strip()[:COMMENT_MAX]
         if found is None or not comment:
             await self.session.rollback()
             return None
-        ticket, org = found
+        ticket, _webinar, org = found
         stored = await self.repo.set_comment(ticket.id, comment, self.clock.now())
         await self.session.commit()
         return Commented(locale=org.language) if stored else None
