@@ -136,7 +136,7 @@ def chart_spec(series: SalesSeries, *, locale: str, title: str) -> ChartSpec:
         day_labels=[format_skeleton("MMMd", day, locale=loc) for day in series.days],
         tickets=list(series.tickets),
         panels=panels,
-        empty_text=_("No sales in this period", locale=locale),
+        empty_text=_("No sales in this period.", locale=locale),
     )
 
 

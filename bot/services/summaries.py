@@ -197,7 +197,7 @@ async def render_summary(services: Services, row: OutboxMessage) -> list[Outgoin
     # the database is not held while a thread paints.
     parts = [Outgoing(text=summary_text(summary, locale))]
     if not series.empty:
-        title = _("Sales, last {n} days", locale=locale, n=CHART_DAYS)
+        title = _n("Sales, last {n} day", "Sales, last {n} days", CHART_DAYS, locale=locale)
         png = await render(chart_spec(series, locale=locale, title=title))
         parts.append(Outgoing(photo=(f"summary-{day.isoformat()}.png", png), caption=title))
     return parts

@@ -92,7 +92,7 @@ def card(membership: Membership, configured: tuple[PaymentMethod, ...]) -> str:
 def delay_name(minutes: int | None) -> str:
     if minutes is None:
         return _("never")
-    return time_left(timedelta(minutes=minutes), current_locale()) + " " + _("after the end")
+    return _("{delay} after the end", delay=time_left(timedelta(minutes=minutes), current_locale()))
 
 
 def insights_lines(org: Organization) -> str:

@@ -103,9 +103,10 @@ def render_webinar(stats: WebinarStats, locale: str) -> str:
     summary = stats.summary
     webinar = summary.webinar
     seats = "∞" if webinar.capacity is None else str(webinar.capacity)
+    sold = f"{summary.sold}/{seats}"
     lines = [
         f"📊 <b>{escape(webinar.title)}</b>",
-        _("🎟 Tickets: {n}", n=f"{summary.sold}/{seats}"),
+        _("🎟 Tickets: {n}", n=sold),
         _("💵 Revenue: {amount}", amount=amounts(summary.revenue, locale)),
         *method_lines(stats.by_method, locale),
     ]
