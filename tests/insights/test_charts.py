@@ -50,7 +50,10 @@ async def test_the_series_count_tickets_per_local_day_and_sum_kept_revenue(
     series = await services.stats.org_series(org, 7)
     assert series.days == [TODAY - timedelta(days=6 - i) for i in range(7)]
     assert series.tickets == [0, 0, 0, 0, 1, 2, 2]
-    assert series.revenue == {"USD": [0, 0, 0, 0, 0, 1999, 1999], "XTR": [0, 0, 0, 0, 150, 300, 400]}
+    assert series.revenue == {
+        "USD": [0, 0, 0, 0, 0, 1999, 1999],
+        "XTR": [0, 0, 0, 0, 150, 300, 400],
+    }
 
     month = await services.stats.org_series(org, 30)
     assert sum(month.tickets) == 6
