@@ -230,6 +230,8 @@ async def render_feedback(services: Services, row: OutboxMessage) -> list[Outgoi
     org = await services.session.get(Organization, webinar.org_id)
     if org is None:
         raise Drop("organization deleted")
+    if org.feedback_delay_minutes is None:
+        raise Drop("ratings switched off")
     if await InsightsRepository(services.session).feedback_of(ticket.id) is not None:
         raise Drop("already rated")
     return [

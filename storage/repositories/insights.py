@@ -123,7 +123,8 @@ class InsightsRepository(Repository):
                 select(Webinar)
                 .where(
                     Webinar.feedback_planned_at.is_(None),
-                    Webinar.status == WebinarStatus.PUBLISHED,
+                    # Unpublished only stops sales: the webinar still took place.
+                    Webinar.status != WebinarStatus.CANCELLED,
                     Webinar.starts_at <= now,
                     Webinar.starts_at >= started_after,
                 )
