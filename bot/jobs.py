@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.context import AppContext
 from bot.services import Services
 from bot.services.dispatcher import dispatch_outbox
+from bot.services.insight_jobs import plan_feedback, plan_summaries
 from bot.services.reconcile import RUN_EVERY, ReconcileReport
 from bot.services.refund_worker import work_refunds
 from bot.services.sales import sales_maintenance
@@ -55,6 +56,8 @@ def job_specs() -> list[JobSpec]:
         JobSpec("refund-worker", work_refunds, 5),
         JobSpec("prune-inbound-updates", prune_inbound_updates, 3600),
         JobSpec("reconcile-payments", reconcile_payments, RUN_EVERY.total_seconds()),
+        JobSpec("feedback-planner", plan_feedback, 60),
+        JobSpec("daily-summaries", plan_summaries, 300),
     ]
 
 

@@ -21,6 +21,7 @@ def _module_routers() -> list[Router]:
         admin,
         broadcast,
         common,
+        feedback,
         my,
         participant,
         payments,
@@ -29,7 +30,7 @@ def _module_routers() -> list[Router]:
     )
 
     # Payment updates first: they match nothing else, and they are the ones a rush must not slow.
-    sales = [participant.router, my.router, refunds.router]
+    sales = [participant.router, my.router, refunds.router, feedback.router]
     # The owners' /reconcile before the admin wizards, which would take it for stray input.
     return [
         payments.router,

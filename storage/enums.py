@@ -93,6 +93,8 @@ class OutboxKind(StrEnum):
     REMINDER = "reminder"
     NOTICE = "notice"  # one-off service messages: refunds, moved start, cancellations, alerts
     BROADCAST = "broadcast"
+    FEEDBACK = "feedback"  # a participant asked to rate a webinar after its end
+    SUMMARY = "summary"  # an organizer's daily summary of yesterday
 
 
 class OutboxStatus(StrEnum):

@@ -114,6 +114,14 @@ class Organization(TimestampMixin, Base):
     yookassa_need_email: Mapped[bool] = mapped_column(Boolean, default=False)
     yookassa_receipt: Mapped[bool] = mapped_column(Boolean, default=False)
     yookassa_vat_code: Mapped[int] = mapped_column(Integer, default=1)
+    # A morning message to each organizer about yesterday (off unless an organizer asks for it).
+    daily_summary: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    # How long after a webinar's end its participants are asked for a rating; None: never.
+    feedback_delay_minutes: Mapped[int | None] = mapped_column(
+        Integer, default=60, server_default=text("60")
+    )
     created_by: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime | None]
 
@@ -170,6 +178,8 @@ class Webinar(TimestampMixin, Base):
     created_by: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    # When the feedback requests were planned (one outbox row per active ticket); None: not yet.
+    feedback_planned_at: Mapped[datetime | None]
 
     @property
     def is_free(self) -> bool:
@@ -289,6 +299,25 @@ class Refund(TimestampMixin, Base):
     next_check_at: Mapped[datetime | None]  # processing: when to ask the provider again
     checks: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+class Feedback(TimestampMixin, Base):
+    """A participant's rating (1-5) of a webinar, and an optional comment: one per ticket, so a
+    second press or a replayed update can only change it, never count twice."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("tickets.id", ondelete="CASCADE"), unique=True
+    )
+    webinar_id: Mapped[int] = mapped_column(
+        ForeignKey("webinars.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime | None]
 
 
 class Broadcast(TimestampMixin, Base):

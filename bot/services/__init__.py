@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import AppContext
 from bot.services.access import AccessService
 from bot.services.broadcasts import BroadcastService
+from bot.services.feedback import FeedbackService
 from bot.services.links import LinkService
 from bot.services.organizations import OrganizationService
 from bot.services.outbox import OutboxService
@@ -27,6 +28,7 @@ from bot.services.refunds import RefundService
 from bot.services.reminders import ReminderService
 from bot.services.sales import SalesService
 from bot.services.stats import StatsService
+from bot.services.summaries import SummaryService
 from bot.services.users import UserService
 from bot.services.webinars import WebinarService
 
@@ -115,6 +117,16 @@ class Services:
     @cached_property
     def stats(self) -> StatsService:
         return StatsService(self.session, self.app, webinars=self.webinars)
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        return FeedbackService(self.session, self.app, outbox=self.outbox)
+
+    @cached_property
+    def summaries(self) -> SummaryService:
+        return SummaryService(
+            self.session, self.app, outbox=self.outbox, stats=self.stats, users=self.users
+        )
 
     def check_wiring(self) -> None:
         """Build every service once: a constructor missing a dependency fails here, at start."""

@@ -35,9 +35,11 @@ from bot.redaction import redact, redact_error
 from bot.services import Services
 from bot.services.access import render_access
 from bot.services.broadcasts import BroadcastProgress, render_broadcast
+from bot.services.feedback import render_feedback
 from bot.services.outbox import Drop, Renderer, render_notice
 from bot.services.reminders import render_reminder
 from bot.services.sender import PacedSender
+from bot.services.summaries import render_summary
 from storage.enums import OutboxKind, OutboxStatus
 from storage.models import OutboxMessage
 from storage.repositories.outbox import Claim, OutboxRepository
@@ -416,6 +418,8 @@ def renderers() -> dict[OutboxKind, Renderer]:
         OutboxKind.ACCESS: render_access,
         OutboxKind.REMINDER: render_reminder,
         OutboxKind.BROADCAST: render_broadcast,
+        OutboxKind.FEEDBACK: render_feedback,
+        OutboxKind.SUMMARY: render_summary,
     }
 
 

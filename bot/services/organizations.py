@@ -29,6 +29,8 @@ from storage.repositories.organizations import OrganizationRepository
 from storage.repositories.users import UserRepository
 
 INVITE_TTL = timedelta(hours=24)
+# How long after a webinar's end participants are asked for a rating; None: never.
+FEEDBACK_DELAYS: tuple[int | None, ...] = (60, 180, 1440, None)
 INVITE_PREFIX = "inv_"
 
 
@@ -205,6 +207,25 @@ class OrganizationService(Service):
                     N_("YooKassa accepts payments in roubles only: set the currency to RUB first.")
                 )
             org.accept_yookassa = not org.accept_yookassa
+        org.updated_at = self.clock.now()
+        await self.session.commit()
+        return org
+
+    async def toggle_daily_summary(self, membership: Membership) -> Organization:
+        """Switch the organizers' morning summary of yesterday on or off."""
+        org = membership.org
+        org.daily_summary = not org.daily_summary
+        org.updated_at = self.clock.now()
+        await self.session.commit()
+        return org
+
+    async def set_feedback_delay(self, membership: Membership, raw: str) -> Organization:
+        """How long after a webinar's end participants are asked for a rating (or never)."""
+        choices = {str(minutes) if minutes else "off": minutes for minutes in FEEDBACK_DELAYS}
+        if raw not in choices:
+            raise InvalidInput(N_("Choose one of the options on the buttons."))
+        org = membership.org
+        org.feedback_delay_minutes = choices[raw]
         org.updated_at = self.clock.now()
         await self.session.commit()
         return org

@@ -14,6 +14,7 @@ from bot.services.base import Service
 from bot.services.webinars import WebinarService
 from storage.enums import PaymentMethod, PaymentStatus, TicketStatus
 from storage.models import Webinar
+from storage.repositories.insights import InsightsRepository
 from storage.repositories.webinars import WebinarRepository
 
 
@@ -30,6 +31,8 @@ class Participant:
     paid_at: datetime | None
     access_delivered_at: datetime | None
     refund_pending: bool = False  # a refund was asked for and the money is not back yet
+    rating: int | None = None  # 1-5, given after the webinar
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,10 @@ class ParticipantService(Service):
         """Every ticket of the caller's webinar, oldest first (refunded ones included)."""
         webinar = await self.webinars.get(org_id, webinar_id)
         rows = await WebinarRepository(self.session).participants(webinar.id)
+        feedback = await InsightsRepository(self.session).feedback_by_ticket(webinar.id)
         participants = []
         for ticket, user, order, payment in rows:
+            given = feedback.get(ticket.id)
             participants.append(
                 Participant(
                     ticket_id=ticket.id,
@@ -66,6 +71,8 @@ class ParticipantService(Service):
                     paid_at=payment.created_at if payment else None,
                     access_delivered_at=ticket.access_delivered_at,
                     refund_pending=bool(payment and payment.status == PaymentStatus.REFUND_PENDING),
+                    rating=given.rating if given else None,
+                    comment=given.comment if given else None,
                 )
             )
         return ParticipantList(webinar, participants)
@@ -86,6 +93,8 @@ class ParticipantService(Service):
                 _("Method", locale=locale),
                 _("Paid at (UTC)", locale=locale),
                 _("Access delivered at (UTC)", locale=locale),
+                _("Rating (1-5)", locale=locale),
+                _("Comment", locale=locale),
             ]
         )
         for p in listing.participants:
@@ -103,6 +112,8 @@ class ParticipantService(Service):
                     p.method.value if p.method else "free",
                     _iso(p.paid_at),
                     _iso(p.access_delivered_at),
+                    p.rating or "",
+                    _neutralize(p.comment or ""),
                 ]
             )
         return buffer.getvalue().encode("utf-8-sig")

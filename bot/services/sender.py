@@ -156,6 +156,14 @@ class PacedSender:
                 caption=message.caption,
                 reply_markup=message.reply_markup,
             )
+        if message.photo is not None:
+            filename, content = message.photo
+            return await self.bot.send_photo(
+                chat_id,
+                BufferedInputFile(content, filename=filename),
+                caption=message.caption,
+                reply_markup=message.reply_markup,
+            )
         if message.photo_file_id is not None:
             return await self.bot.send_photo(
                 chat_id,

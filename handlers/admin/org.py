@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import time, timedelta
+
 from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
+from babel.dates import format_time
 
-from bot.formatting import escape
-from bot.i18n import LANGUAGE_NAMES, _
+from bot.formatting import babel_locale, escape
+from bot.i18n import LANGUAGE_NAMES, _, current_locale
 from bot.services import Services
-from bot.services.organizations import Membership, OrgField
+from bot.services.organizations import FEEDBACK_DELAYS, Membership, OrgField
+from bot.services.reminders import time_left
+from bot.services.summaries import SUMMARY_HOUR
 from handlers.admin.base import IsOrganizer, OrgAction, WizardChoice, reply, show
 from handlers.admin.neworg import currency_choices, language_choices, timezone_choices
 from storage.enums import PaymentMethod, Role
@@ -58,25 +63,53 @@ def card(membership: Membership, configured: tuple[PaymentMethod, ...]) -> str:
     terms = org.terms_text or ""
     if len(terms) > PREVIEW:
         terms = terms[:PREVIEW] + "…"
-    return _(
-        "🏢 <b>{name}</b>\n"
-        "Your role: {role}\n\n"
-        "✉️ Contact e-mail: {email}\n"
-        "🌐 Participants' language: {language}\n"
-        "💱 Currency: {currency}\n"
-        "🕒 Time zone: {timezone}\n"
-        "🆘 Support contact: {support}\n"
-        "📜 Terms of sale: {terms}\n\n"
-        "Payment methods:\n{methods}",
-        name=escape(org.name),
-        role=role_name(membership.role),
-        email=escape(org.contact_email),
-        language=LANGUAGE_NAMES.get(org.language, org.language),
-        currency=org.currency,
-        timezone=org.timezone,
-        support=escape(org.support_contact) if org.support_contact else _("not set"),
-        terms=escape(terms) if terms else _("not set"),
-        methods="\n".join(methods),
+    return (
+        _(
+            "🏢 <b>{name}</b>\n"
+            "Your role: {role}\n\n"
+            "✉️ Contact e-mail: {email}\n"
+            "🌐 Participants' language: {language}\n"
+            "💱 Currency: {currency}\n"
+            "🕒 Time zone: {timezone}\n"
+            "🆘 Support contact: {support}\n"
+            "📜 Terms of sale: {terms}\n\n"
+            "Payment methods:\n{methods}",
+            name=escape(org.name),
+            role=role_name(membership.role),
+            email=escape(org.contact_email),
+            language=LANGUAGE_NAMES.get(org.language, org.language),
+            currency=org.currency,
+            timezone=org.timezone,
+            support=escape(org.support_contact) if org.support_contact else _("not set"),
+            terms=escape(terms) if terms else _("not set"),
+            methods="\n".join(methods),
+        )
+        + "\n\n"
+        + insights_lines(org)
+    )
+
+
+def delay_name(minutes: int | None) -> str:
+    if minutes is None:
+        return _("never")
+    return _("{delay} after the end", delay=time_left(timedelta(minutes=minutes), current_locale()))
+
+
+def insights_lines(org: Organization) -> str:
+    locale = current_locale()
+    return "\n".join(
+        [
+            _(
+                "📬 Daily summary at {time} ({timezone}): {state}",
+                time=format_time(time(SUMMARY_HOUR), format="short", locale=babel_locale(locale)),
+                timezone=org.timezone,
+                state=_("on") if org.daily_summary else _("off"),
+            ),
+            _(
+                "🙏 Participants asked for a rating: {when}",
+                when=delay_name(org.feedback_delay_minutes),
+            ),
+        ]
     )
 
 
@@ -101,9 +134,15 @@ def card_keyboard(
             text=f"{mark} {METHOD_NAMES[method]}",
             callback_data=OrgAction(action="pay", value=method),
         )
+    summary_mark = "✅" if membership.org.daily_summary else "⬜"
+    builder.button(
+        text=_("{mark} 📬 Daily summary", mark=summary_mark),
+        callback_data=OrgAction(action="summary"),
+    )
+    builder.button(text=_("🙏 Ratings after webinars"), callback_data=OrgAction(action="fbdelay"))
     if several:
         builder.button(text=_("🔀 Switch organization"), callback_data=OrgAction(action="orgs"))
-    builder.adjust(2, 2, 2, 1, *([1] * (len(configured) + several)))
+    builder.adjust(2, 2, 2, 1, *([1] * (len(configured) + 2 + several)))
     return builder.as_markup()
 
 
@@ -229,6 +268,53 @@ async def toggle_method(
     on = accepts(org, PaymentMethod(callback_data.value))
     await query.answer(_("Switched on.") if on else _("Switched off."))
     await show(query, *await render(membership, services, query.from_user.id))
+
+
+@router.callback_query(OrgAction.filter(F.action == "summary"))
+async def toggle_summary(
+    query: CallbackQuery, membership: Membership, services: Services, user: User
+) -> None:
+    """Switch the daily summary on or off."""
+    org = await services.organizations.toggle_daily_summary(membership)
+    await query.answer(_("Switched on.") if org.daily_summary else _("Switched off."))
+    await show(query, *await render(membership, services, user.id))
+
+
+@router.callback_query(OrgAction.filter(F.action == "fbdelay"))
+async def feedback_delays(query: CallbackQuery, membership: Membership) -> None:
+    """When participants are asked for a rating: the choices."""
+    builder = InlineKeyboardBuilder()
+    for minutes in FEEDBACK_DELAYS:
+        mark = "✓ " if minutes == membership.org.feedback_delay_minutes else ""
+        builder.button(
+            text=mark + delay_name(minutes),
+            callback_data=OrgAction(action="fbset", value=str(minutes) if minutes else "off"),
+        )
+    builder.button(text=_("⬅️ Back"), callback_data=OrgAction(action="card"))
+    builder.adjust(1)
+    await query.answer()
+    await show(
+        query,
+        _(
+            "After each webinar, participants can be asked once to rate it from 1 to 5 and "
+            "leave a comment. When should they be asked?"
+        ),
+        builder.as_markup(),
+    )
+
+
+@router.callback_query(OrgAction.filter(F.action == "fbset"))
+async def set_feedback_delay(
+    query: CallbackQuery,
+    callback_data: OrgAction,
+    membership: Membership,
+    services: Services,
+    user: User,
+) -> None:
+    """Save when participants are asked for a rating."""
+    await services.organizations.set_feedback_delay(membership, callback_data.value)
+    await query.answer(_("Saved."))
+    await show(query, *await render(membership, services, user.id))
 
 
 @router.callback_query(OrgAction.filter(F.action == "orgs"))
