@@ -17,8 +17,8 @@ def get_routers() -> list[Router]:
 
 
 def _module_routers() -> list[Router]:
-    from handlers import admin, broadcast, common, my, participant, payments, refunds
+    from handlers import admin, broadcast, common, my, participant, payments, refunds, timezone
 
     # Payment updates first: they match nothing else, and they are the ones a rush must not slow.
-    sales = [participant.router, my.router, refunds.router]
+    sales = [participant.router, my.router, timezone.router, refunds.router]
     return [payments.router, admin.router, *sales, broadcast.router, common.router]

@@ -22,10 +22,12 @@ from bot.services.organizations import OrganizationService
 from bot.services.outbox import OutboxService
 from bot.services.participants import ParticipantService
 from bot.services.purchases import PurchaseService
+from bot.services.recordings import RecordingService
 from bot.services.refunds import RefundService
 from bot.services.reminders import ReminderService
 from bot.services.sales import SalesService
 from bot.services.stats import StatsService
+from bot.services.timezones import TimezoneService
 from bot.services.users import UserService
 from bot.services.webinars import WebinarService
 
@@ -76,7 +78,16 @@ class Services:
             refunds=self.refunds,
             outbox=self.outbox,
             users=self.users,
+            recordings=self.recordings,
         )
+
+    @cached_property
+    def recordings(self) -> RecordingService:
+        return RecordingService(self.session, self.app, outbox=self.outbox)
+
+    @cached_property
+    def timezones(self) -> TimezoneService:
+        return TimezoneService(self.session, self.app)
 
     @cached_property
     def webinars(self) -> WebinarService:

@@ -33,6 +33,7 @@ from bot.services import Services
 from bot.services.access import render_access
 from bot.services.broadcasts import BroadcastProgress, render_broadcast
 from bot.services.outbox import Drop, Renderer, render_notice
+from bot.services.recordings import render_recording
 from bot.services.reminders import render_reminder
 from bot.services.sender import PacedSender
 from storage.enums import OutboxKind, OutboxStatus
@@ -284,7 +285,7 @@ class OutboxDispatcher:
     def _guard(self, row: OutboxMessage) -> Callable[[], Awaitable[bool]] | None:
         """What must still hold when a row's message leaves: a ticket's access and reminders
         (which carry the link or password) go only while the ticket is active."""
-        if row.ticket_id is None or row.kind not in (OutboxKind.ACCESS, OutboxKind.REMINDER):
+        if row.ticket_id is None or row.kind not in TICKET_KINDS:
             return None
         ticket_id = row.ticket_id
 
@@ -347,6 +348,11 @@ class OutboxDispatcher:
             log.exception("broadcast progress could not be shown; the next batch tries again")
 
 
+# Kinds that carry what a ticket gives (access, reminders with it, the recording): sent only
+# while the ticket is active.
+TICKET_KINDS = (OutboxKind.ACCESS, OutboxKind.REMINDER, OutboxKind.RECORDING)
+
+
 def renderers() -> dict[OutboxKind, Renderer]:
     """The renderer of each outbox kind. Features register theirs here, explicitly."""
     return {
@@ -354,6 +360,7 @@ def renderers() -> dict[OutboxKind, Renderer]:
         OutboxKind.ACCESS: render_access,
         OutboxKind.REMINDER: render_reminder,
         OutboxKind.BROADCAST: render_broadcast,
+        OutboxKind.RECORDING: render_recording,
     }
 
 

@@ -34,6 +34,7 @@ class Outgoing:
     document: tuple[str, bytes] | None = None  # (filename, content), uploaded
     document_file_id: str | None = None
     photo_file_id: str | None = None
+    video_file_id: str | None = None
     caption: str | None = None
 
 

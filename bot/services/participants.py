@@ -12,7 +12,7 @@ from bot.formatting import minor_to_decimal
 from bot.i18n import _
 from bot.services.base import Service
 from bot.services.webinars import WebinarService
-from storage.enums import PaymentMethod, PaymentStatus, TicketStatus
+from storage.enums import PaymentMethod, PaymentStatus, Product, TicketStatus
 from storage.models import Webinar
 from storage.repositories.webinars import WebinarRepository
 
@@ -30,6 +30,9 @@ class Participant:
     paid_at: datetime | None
     access_delivered_at: datetime | None
     refund_pending: bool = False  # a refund was asked for and the money is not back yet
+    product: Product = Product.SEAT
+    link_token: str | None = None  # template mode: the token in the participant's link
+    link_revoked: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class ParticipantService(Service):
         webinar = await self.webinars.get(org_id, webinar_id)
         rows = await WebinarRepository(self.session).participants(webinar.id)
         participants = []
-        for ticket, user, order, payment in rows:
+        for ticket, user, order, payment, link in rows:
             participants.append(
                 Participant(
                     ticket_id=ticket.id,
@@ -66,6 +69,9 @@ class ParticipantService(Service):
                     paid_at=payment.created_at if payment else None,
                     access_delivered_at=ticket.access_delivered_at,
                     refund_pending=bool(payment and payment.status == PaymentStatus.REFUND_PENDING),
+                    product=Product(ticket.product),
+                    link_token=link.token if link is not None else None,
+                    link_revoked=link is not None and link.revoked_at is not None,
                 )
             )
         return ParticipantList(webinar, participants)
@@ -86,6 +92,8 @@ class ParticipantService(Service):
                 _("Method", locale=locale),
                 _("Paid at (UTC)", locale=locale),
                 _("Access delivered at (UTC)", locale=locale),
+                _("Product", locale=locale),
+                _("Link token", locale=locale),
             ]
         )
         for p in listing.participants:
@@ -103,6 +111,9 @@ class ParticipantService(Service):
                     p.method.value if p.method else "free",
                     _iso(p.paid_at),
                     _iso(p.access_delivered_at),
+                    p.product.value,
+                    # The status column tells a refunded ticket's (revoked) token apart.
+                    p.link_token or "",
                 ]
             )
         return buffer.getvalue().encode("utf-8-sig")

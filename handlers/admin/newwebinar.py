@@ -31,6 +31,7 @@ from bot.services.admin_input import (
     format_offset,
     parse_chat_ref,
 )
+from bot.services.link_templates import EXAMPLE as TEMPLATE_EXAMPLE
 from bot.services.organizations import Membership
 from bot.services.webinars import WebinarDraft, WebinarField
 from handlers.admin.base import IsOrganizer, WizardChoice
@@ -59,6 +60,7 @@ class NewWebinar(StatesGroup):
     room_url = State()
     password = State()
     group = State()
+    template = State()
     reminders = State()
 
 
@@ -73,6 +75,7 @@ FIELDS: dict[str, WebinarField] = {
     NewWebinar.seats.state: WebinarField.SEATS,
     NewWebinar.room_url.state: WebinarField.ROOM_URL,
     NewWebinar.password.state: WebinarField.PASSWORD,
+    NewWebinar.template.state: WebinarField.TEMPLATE,
     NewWebinar.reminders.state: WebinarField.REMINDERS,
 }
 NEXT: dict[str, State] = {
@@ -86,6 +89,7 @@ NEXT: dict[str, State] = {
     NewWebinar.room_url.state: NewWebinar.password,
     NewWebinar.password.state: NewWebinar.reminders,
     NewWebinar.group.state: NewWebinar.reminders,
+    NewWebinar.template.state: NewWebinar.reminders,
 }
 
 
@@ -166,6 +170,17 @@ def prompt(
             ),
             None,
         )
+    if state == NewWebinar.template.state:
+        return (
+            _(
+                "The link template of your webinar platform. I fill in {name} with the "
+                "participant's name and {token} with a personal code, for example:\n{example}",
+                name="<code>{name}</code>",
+                token="<code>{token}</code>",
+                example=escape(TEMPLATE_EXAMPLE),
+            ),
+            None,
+        )
     if state == NewWebinar.reminders.state:
         default = ", ".join(format_offset(offset) for offset in DEFAULT_OFFSETS)
         return (
@@ -228,6 +243,9 @@ async def advance(
     if current == NewWebinar.password.state and data.get("edit_id"):
         await save_access(message, membership, services, state, AccessMode.PASSWORD)
         return
+    if current == NewWebinar.template.state and data.get("edit_id"):
+        await save_access(message, membership, services, state, AccessMode.TEMPLATE)
+        return
     if current == NewWebinar.reminders.state:
         await create(message, membership, services, state, user)
         return
@@ -244,6 +262,7 @@ async def advance(
 @router.message(NewWebinar.seats, F.text, ~F.text.startswith("/"))
 @router.message(NewWebinar.room_url, F.text, ~F.text.startswith("/"))
 @router.message(NewWebinar.password, F.text, ~F.text.startswith("/"))
+@router.message(NewWebinar.template, F.text, ~F.text.startswith("/"))
 @router.message(NewWebinar.reminders, F.text, ~F.text.startswith("/"))
 async def typed_answer(
     message: Message, membership: Membership, services: Services, state: FSMContext, user: User
@@ -312,6 +331,8 @@ async def chosen_mode(
         await state.set_state(NewWebinar.reminders)
     elif mode == AccessMode.PASSWORD:
         await state.set_state(NewWebinar.room_url)
+    elif mode == AccessMode.TEMPLATE:
+        await state.set_state(NewWebinar.template)
     else:
         await state.set_state(NewWebinar.group)
     await ask(query.message, state, membership.org, services)
@@ -369,6 +390,7 @@ async def save_access(
         room_url=data.get(WebinarField.ROOM_URL.value),
         room_password=data.get(WebinarField.PASSWORD.value),
         group_chat_id=data.get("group_chat_id"),
+        link_template=data.get(WebinarField.TEMPLATE.value),
     )
     await state.clear()
     await message.answer(_("Saved."))
@@ -396,6 +418,7 @@ async def create(
         room_url=data.get(WebinarField.ROOM_URL.value),
         room_password=data.get(WebinarField.PASSWORD.value),
         group_chat_id=data.get("group_chat_id"),
+        link_template=data.get(WebinarField.TEMPLATE.value),
         reminder_offsets=data[WebinarField.REMINDERS.value],
     )
     webinar = await services.webinars.create(membership, draft, user.id)
