@@ -54,7 +54,8 @@ async def test_each_buyer_gets_a_personal_encoded_link_revoked_on_refund(
     links = {link.ticket_id: link for link in await rows(session, AccessLink)}
     tickets = {ticket.user_id: ticket for ticket in await rows(session, Ticket)}
     zoe_link, bob_link = links[tickets[2001].id], links[tickets[2002].id]
-    assert urls[2001] == zoe_link.url and urls[2002] == bob_link.url
+    assert urls[2001] == zoe_link.url
+    assert urls[2002] == bob_link.url
     assert zoe_link.token != bob_link.token
     assert len(zoe_link.token or "") >= 20  # 128 random bits
     query = parse_qs(urlsplit(zoe_link.url).query)
@@ -91,7 +92,7 @@ async def test_each_buyer_gets_a_personal_encoded_link_revoked_on_refund(
 async def test_a_bad_template_is_refused_in_the_organizers_language_and_changes_nothing(
     sandbox: SandboxServer, bot_app: BotApplication, session: AsyncSession
 ) -> None:
-    webinar = await world(session, title="Templates")
+    await world(session, title="Templates")
     owner = sandbox.user(OWNER_ID, first_name="Olga", language_code="it")
     await owner.command("/webinars")
     listing = await owner.next_message()
