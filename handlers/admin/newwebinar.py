@@ -93,9 +93,13 @@ NEXT: dict[str, State] = {
 }
 
 
+# Link-based modes together, the Telegram group last.
+MODE_ORDER = (AccessMode.PASSWORD, AccessMode.LINKS, AccessMode.TEMPLATE, AccessMode.GROUP)
+
+
 def mode_choices() -> InlineKeyboardMarkup:
     return choices(
-        "wb_mode", [(access_mode_name(mode), mode.value) for mode in AccessMode], width=1
+        "wb_mode", [(access_mode_name(mode), mode.value) for mode in MODE_ORDER], width=1
     )
 
 
