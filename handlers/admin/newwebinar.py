@@ -370,10 +370,14 @@ async def got_group(
         ref = parse_chat_ref(message.text or "")
     checked = await services.webinars.check_group(ref, user.id)
     await state.update_data(group_chat_id=checked.chat_id)
-    await message.answer(_("Connected: {title}.", title=escape(checked.title)))
+    connected = _("Connected: {title}.", title=escape(checked.title))
     if (await state.get_data()).get("edit_id"):
-        await save_access(message, membership, services, state, AccessMode.GROUP)
+        # Saved before anything is said: "Connected" on an existing webinar means it is stored.
+        await save_access(
+            message, membership, services, state, AccessMode.GROUP, first_say=connected
+        )
         return
+    await message.answer(connected)
     await state.set_state(NewWebinar.reminders)
     await ask(message, state, membership.org, services)
 
@@ -384,6 +388,8 @@ async def save_access(
     services: Services,
     state: FSMContext,
     mode: AccessMode,
+    *,
+    first_say: str | None = None,
 ) -> None:
     """End of the "change access mode" flow on an existing webinar."""
     data = await state.get_data()
@@ -397,6 +403,8 @@ async def save_access(
         link_template=data.get(WebinarField.TEMPLATE.value),
     )
     await state.clear()
+    if first_say:
+        await message.answer(first_say)
     await message.answer(_("Saved."))
     text, markup = await render_card(membership, services, webinar.id)
     await message.answer(text, reply_markup=markup)
