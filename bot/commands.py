@@ -11,6 +11,7 @@ PARTICIPANT_COMMANDS: list[tuple[str, str]] = [
     ("start", N_("Start")),
     ("my", N_("My webinars")),
     ("language", N_("Language")),
+    ("timezone", N_("Your time zone")),
     ("paysupport", N_("Help with a payment")),
     ("terms", N_("Terms of sale")),
     ("help", N_("Help")),

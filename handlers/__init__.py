@@ -27,10 +27,11 @@ def _module_routers() -> list[Router]:
         payments,
         reconcile,
         refunds,
+        timezone,
     )
 
     # Payment updates first: they match nothing else, and they are the ones a rush must not slow.
-    sales = [participant.router, my.router, refunds.router, feedback.router]
+    sales = [participant.router, my.router, timezone.router, refunds.router, feedback.router]
     # The owners' /reconcile before the admin wizards, which would take it for stray input.
     return [
         payments.router,

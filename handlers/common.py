@@ -42,25 +42,28 @@ async def start(message: Message, user: User) -> None:
 @router.message(Command("help"))
 async def help_command(message: Message) -> None:
     """List the commands."""
+    text = _(
+        "<b>For participants</b>\n"
+        "/my: your webinars and their access\n"
+        "/language: the language of my replies to you\n"
+        "/paysupport: help with a payment\n"
+        "/terms: terms of sale\n\n"
+        "<b>For organizers</b>\n"
+        "/neworg: create an organization\n"
+        "/org: your organization's settings\n"
+        "/team: co-organizers\n"
+        "/newwebinar: create a webinar\n"
+        "/webinars: your webinars, their links and sales\n"
+        "/participants: who paid, with a CSV export\n"
+        "/stats: sales figures\n"
+        "/refund: refund a ticket\n"
+        "/broadcast: message every participant of a webinar\n"
+        "/cancel: leave the current step"
+    )
+    # /timezone goes under the participants' commands, right before /paysupport. Its line is
+    # its own catalog entry, so the shared help text (and its translations) stay as they are.
     await message.answer(
-        _(
-            "<b>For participants</b>\n"
-            "/my: your webinars and their access\n"
-            "/language: the language of my replies to you\n"
-            "/paysupport: help with a payment\n"
-            "/terms: terms of sale\n\n"
-            "<b>For organizers</b>\n"
-            "/neworg: create an organization\n"
-            "/org: your organization's settings\n"
-            "/team: co-organizers\n"
-            "/newwebinar: create a webinar\n"
-            "/webinars: your webinars, their links and sales\n"
-            "/participants: who paid, with a CSV export\n"
-            "/stats: sales figures\n"
-            "/refund: refund a ticket\n"
-            "/broadcast: message every participant of a webinar\n"
-            "/cancel: leave the current step"
-        )
+        text.replace("\n/paysupport", "\n" + _("/timezone: your time zone") + "\n/paysupport", 1)
     )
 
 

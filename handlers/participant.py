@@ -11,12 +11,13 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, ChatJoinRequest, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.formatting import escape, local_datetime, money
+from bot.formatting import escape, money
 from bot.i18n import _, _n
 from bot.services import Services
 from bot.services.purchases import PaymentResult
 from bot.services.sales import Offer, Price, SaleState
-from storage.enums import PaymentMethod
+from bot.services.timezones import show_time
+from storage.enums import PaymentMethod, Product
 
 router = Router(name=__name__)
 router.message.filter(F.chat.type == "private")
@@ -29,6 +30,18 @@ FREE = "free"
 class BuyCallback(CallbackData, prefix="buy"):
     webinar_id: int
     method: str  # a PaymentMethod value, or "free"
+
+
+class BuyRecording(CallbackData, prefix="buyrec"):
+    webinar_id: int
+    method: str  # a PaymentMethod value
+
+
+def recording_label(price: Price, lang: str) -> str:
+    amount = money(price.amount_minor, price.currency, lang)
+    if price.method == PaymentMethod.STARS:
+        return _("🎬 Buy the recording with Stars: {amount}", locale=lang, amount=amount)
+    return _("🎬 Buy the recording by card: {amount}", locale=lang, amount=amount)
 
 
 def method_label(price: Price, lang: str) -> str:
@@ -58,7 +71,11 @@ def render_card(offer: Offer) -> tuple[str, InlineKeyboardMarkup | None]:
         lines.append(escape(webinar.description))
     lines.append("")
     lines.append(
-        _("🗓 {starts}", locale=lang, starts=local_datetime(webinar.starts_at, org.timezone, lang))
+        _(
+            "🗓 {starts}",
+            locale=lang,
+            starts=show_time(webinar.starts_at, org, offer.viewer_timezone),
+        )
     )
     lines.append(
         _n(
@@ -71,7 +88,7 @@ def render_card(offer: Offer) -> tuple[str, InlineKeyboardMarkup | None]:
     lines.append(_("👤 Organizer: {name}", locale=lang, name=escape(org.name)))
     if webinar.is_free:
         lines.append(_("🎁 Free", locale=lang))
-    elif offer.prices:
+    elif offer.prices and not offer.recording_prices:
         lines.append(_("Price:", locale=lang))
         lines.extend(price_line(price, lang) for price in offer.prices)
     if offer.seats_left is not None and offer.state == SaleState.ON_SALE:
@@ -86,6 +103,14 @@ def render_card(offer: Offer) -> tuple[str, InlineKeyboardMarkup | None]:
     builder = InlineKeyboardBuilder()
     if offer.own_ticket is not None:
         lines += ["", _("✅ You have a ticket. /my shows your access.", locale=lang)]
+    elif offer.recording_prices:
+        lines += ["", _("🎬 The webinar is over. Its recording is for sale:", locale=lang)]
+        lines.extend(price_line(price, lang) for price in offer.recording_prices)
+        for price in offer.recording_prices:
+            builder.button(
+                text=recording_label(price, lang),
+                callback_data=BuyRecording(webinar_id=webinar.id, method=price.method.value),
+            )
     elif offer.state != SaleState.ON_SALE:
         lines += ["", status[offer.state]]
     elif webinar.is_free:
@@ -144,6 +169,24 @@ async def buy(
         return
     result = await services.sales.create_invoice(
         user_id, callback_data.webinar_id, PaymentMethod(callback_data.method)
+    )
+    if result.invoice is None:
+        await query.answer(result.refusal, show_alert=True)
+        return
+    await query.answer()
+    await bot.send_invoice(**result.invoice)
+
+
+@router.callback_query(BuyRecording.filter(F.method.in_([m.value for m in PaymentMethod])))
+async def buy_recording(
+    query: CallbackQuery, callback_data: BuyRecording, services: Services, bot: Bot
+) -> None:
+    """Send the invoice for a past webinar's recording."""
+    result = await services.sales.create_invoice(
+        query.from_user.id,
+        callback_data.webinar_id,
+        PaymentMethod(callback_data.method),
+        Product.RECORDING,
     )
     if result.invoice is None:
         await query.answer(result.refusal, show_alert=True)

@@ -12,6 +12,7 @@ from bot.formatting import escape
 from bot.i18n import _
 from bot.services import Services
 from bot.services.purchases import PaymentResult
+from storage.enums import Product
 
 router = Router(name=__name__)
 log = logging.getLogger(__name__)
@@ -63,6 +64,16 @@ async def successful_payment(message: Message, services: Services) -> None:
     if outcome.result == PaymentResult.ISSUED:
         assert outcome.org is not None
         assert outcome.webinar is not None
+        if outcome.ticket is not None and outcome.ticket.product == Product.RECORDING:
+            await message.answer(
+                _(
+                    "✅ Payment received: the recording of «{title}» is yours. "
+                    "It follows in the next message.",
+                    locale=outcome.org.language,
+                    title=escape(outcome.webinar.title),
+                )
+            )
+            return
         await message.answer(
             _(
                 "✅ Payment received: your ticket for «{title}» is confirmed. "

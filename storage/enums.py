@@ -14,6 +14,15 @@ class AccessMode(StrEnum):
     PASSWORD = "password"  # room URL plus room password
     LINKS = "links"  # one link per participant from an imported pool
     GROUP = "group"  # a private Telegram group or channel, join requests approved per payer
+    # A personal link made from the organizer's pattern: {name} and {token} filled per buyer.
+    TEMPLATE = "template"
+
+
+class Product(StrEnum):
+    """What an order (and the ticket it buys) is for."""
+
+    SEAT = "seat"  # the live session (its recording included, once there is one)
+    RECORDING = "recording"  # the recording alone, sold after the event; takes no seat
 
 
 class WebinarStatus(StrEnum):
@@ -95,6 +104,7 @@ class OutboxKind(StrEnum):
     BROADCAST = "broadcast"
     FEEDBACK = "feedback"  # a participant asked to rate a webinar after its end
     SUMMARY = "summary"  # an organizer's daily summary of yesterday
+    RECORDING = "recording"  # a webinar's recording, to each ticket holder once
 
 
 class OutboxStatus(StrEnum):

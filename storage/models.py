@@ -39,6 +39,7 @@ from storage.enums import (
     OutboxStatus,
     PaymentMethod,
     PaymentStatus,
+    Product,
     RefundReason,
     RefundStatus,
     Role,
@@ -86,6 +87,7 @@ class User(TimestampMixin, Base):
     username: Mapped[str | None] = mapped_column(String(64))
     language_code: Mapped[str | None] = mapped_column(String(16))  # as the client reports it
     locale: Mapped[str | None] = mapped_column(String(8))  # chosen with /language
+    timezone: Mapped[str | None] = mapped_column(String(64))  # IANA name, chosen with /timezone
     blocked_at: Mapped[datetime | None]  # the user blocked the bot (a 403 on send)
     active_org_id: Mapped[int | None] = mapped_column(
         ForeignKey("organizations.id", ondelete="SET NULL")
@@ -171,6 +173,18 @@ class Webinar(TimestampMixin, Base):
     room_url: Mapped[str | None] = mapped_column(String(2048))
     room_password: Mapped[str | None] = mapped_column(String(255))
     group_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Template mode: a URL pattern with {name} and {token}, filled once per ticket.
+    link_template: Mapped[str | None] = mapped_column(String(2048))
+    # The recording, once the webinar is over: a link or a Telegram file (video or document).
+    recording_url: Mapped[str | None] = mapped_column(String(2048))
+    recording_file_id: Mapped[str | None] = mapped_column(String(255))
+    recording_file_kind: Mapped[str | None] = mapped_column(String(16))  # "video" | "document"
+    recording_expires_at: Mapped[datetime | None]
+    # Bumped on each new recording, so every holder gets the newest one once.
+    recording_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Sold after the event (None: not for sale; buyers of the live session have it included).
+    recording_price_minor: Mapped[int | None] = mapped_column(Integer)
+    recording_price_stars: Mapped[int | None] = mapped_column(Integer)
     reminder_offsets: Mapped[list[int]] = mapped_column(JSON, default=lambda: [1440, 60, 10])
     status: Mapped[WebinarStatus] = mapped_column(_enum(WebinarStatus), default=WebinarStatus.DRAFT)
     # Bumped whenever the start time moves, so reminders planned for an older time are told apart.
@@ -184,6 +198,15 @@ class Webinar(TimestampMixin, Base):
     @property
     def is_free(self) -> bool:
         return not self.price_minor and not self.price_stars
+
+    @property
+    def has_recording(self) -> bool:
+        return bool(self.recording_url or self.recording_file_id)
+
+    def recording_available(self, now: datetime) -> bool:
+        return self.has_recording and (
+            self.recording_expires_at is None or self.recording_expires_at > now
+        )
 
 
 class AccessLink(TimestampMixin, Base):
@@ -199,6 +222,8 @@ class AccessLink(TimestampMixin, Base):
     webinar_id: Mapped[int] = mapped_column(ForeignKey("webinars.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(String(2048))
     label: Mapped[str | None] = mapped_column(String(255))
+    # Template mode: the unguessable token filled into this ticket's link.
+    token: Mapped[str | None] = mapped_column(String(64), unique=True)
     ticket_id: Mapped[int | None] = mapped_column(
         ForeignKey("tickets.id", ondelete="SET NULL"), unique=True
     )
@@ -217,6 +242,9 @@ class Order(TimestampMixin, Base):
     webinar_id: Mapped[int] = mapped_column(ForeignKey("webinars.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     method: Mapped[PaymentMethod] = mapped_column(_enum(PaymentMethod))
+    product: Mapped[Product] = mapped_column(
+        _enum(Product), default=Product.SEAT, server_default=Product.SEAT.value
+    )
     amount_minor: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[OrderStatus] = mapped_column(_enum(OrderStatus), default=OrderStatus.CREATED)
@@ -248,6 +276,11 @@ class Ticket(TimestampMixin, Base):
         ForeignKey("webinars.id", ondelete="CASCADE"), index=True
     )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # A recording ticket takes no seat, gets no room access and no reminders. Still one active
+    # ticket per buyer and webinar: a seat includes the recording, so nobody needs both.
+    product: Mapped[Product] = mapped_column(
+        _enum(Product), default=Product.SEAT, server_default=Product.SEAT.value
+    )
     status: Mapped[TicketStatus] = mapped_column(_enum(TicketStatus), default=TicketStatus.ACTIVE)
     access_delivered_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]

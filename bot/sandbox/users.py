@@ -107,6 +107,11 @@ class SimUser:
         self._log(f"👤 {self.first_name} → 📄 {filename} (document)")
         return self._send_content(content)
 
+    async def send_location(self, latitude: float, longitude: float) -> dict[str, Any]:
+        """Share a location (the reply keyboard's "request_location" button, say)."""
+        self._log(f"👤 {self.first_name} → 📍 {latitude}, {longitude}")
+        return self._send_content({"location": {"latitude": latitude, "longitude": longitude}})
+
     def _send_content(self, content: dict[str, Any]) -> dict[str, Any]:
         if self.blocked:
             # Telegram's "Restart bot" button unblocks before sending.

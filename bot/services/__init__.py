@@ -24,11 +24,13 @@ from bot.services.outbox import OutboxService
 from bot.services.participants import ParticipantService
 from bot.services.purchases import PurchaseService
 from bot.services.reconcile import ReconcileService
+from bot.services.recordings import RecordingService
 from bot.services.refunds import RefundService
 from bot.services.reminders import ReminderService
 from bot.services.sales import SalesService
 from bot.services.stats import StatsService
 from bot.services.summaries import SummaryService
+from bot.services.timezones import TimezoneService
 from bot.services.users import UserService
 from bot.services.webinars import WebinarService
 
@@ -79,6 +81,7 @@ class Services:
             refunds=self.refunds,
             outbox=self.outbox,
             users=self.users,
+            recordings=self.recordings,
         )
 
     @cached_property
@@ -90,6 +93,14 @@ class Services:
             refunds=self.refunds,
             outbox=self.outbox,
         )
+
+    @cached_property
+    def recordings(self) -> RecordingService:
+        return RecordingService(self.session, self.app, outbox=self.outbox)
+
+    @cached_property
+    def timezones(self) -> TimezoneService:
+        return TimezoneService(self.session, self.app)
 
     @cached_property
     def webinars(self) -> WebinarService:

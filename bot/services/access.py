@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 from icalendar import Calendar, Event
 from sqlalchemy.exc import IntegrityError
 
-from bot.formatting import escape, local_datetime
+from bot.formatting import escape
 from bot.i18n import _, _n
 from bot.services.base import Service
 from bot.services.outbox import OutboxService, Outgoing
+from bot.services.recordings import recording_text
 from bot.services.reminders import folded_offsets
-from storage.enums import AccessMode, OutboxKind, TicketStatus
+from bot.services.timezones import show_time
+from storage.enums import AccessMode, OutboxKind, Product, TicketStatus
 from storage.models import AccessLink, Organization, OutboxMessage, Ticket, Webinar
 from storage.repositories.sales import SalesRepository
 
@@ -45,6 +47,7 @@ class TicketAccess:
     webinar: Webinar
     org: Organization
     link: AccessLink | None
+    own_zone: str | None = None  # the holder's own time zone (/timezone), if set
 
 
 class AccessService(Service):
@@ -244,8 +247,10 @@ class AccessService(Service):
         """The user's active tickets with their access; group invites are created if missing."""
         rows = await self.repo.user_tickets(user_id)
         links = await self.repo.links_of([ticket.id for ticket, _w, _o in rows])
+        user = await self.repo.user(user_id)
+        zone = user.timezone if user is not None else None
         result = [
-            TicketAccess(ticket, webinar, org, links.get(ticket.id))
+            TicketAccess(ticket, webinar, org, links.get(ticket.id), zone)
             for ticket, webinar, org in rows
         ]
         await self.session.commit()
@@ -266,7 +271,8 @@ class AccessService(Service):
         org = await self.repo.org(webinar.org_id)
         assert org is not None
         link = await self.repo.link_of(ticket.id)
-        return TicketAccess(ticket, webinar, org, link)
+        user = await self.repo.user(ticket.user_id)
+        return TicketAccess(ticket, webinar, org, link, user.timezone if user else None)
 
     # -- rendering -----------------------------------------------------------------------------
 
@@ -281,9 +287,20 @@ class AccessService(Service):
                 "🗓 {starts}, {n} minutes",
                 webinar.duration_minutes,
                 locale=lang,
-                starts=local_datetime(webinar.starts_at, org.timezone, lang),
+                starts=show_time(webinar.starts_at, org, item.own_zone),
             ),
         ]
+        recording = webinar.recording_available(self.clock.now())
+        if item.ticket.product == Product.RECORDING:
+            lines.append(
+                recording_text(webinar, org)
+                if recording
+                else _("🎬 The recording is no longer available.", locale=lang)
+            )
+            return "\n".join(lines)
+        if recording and self.clock.now() >= webinar.starts_at:
+            # After the event the recording is what matters; the room access stays below.
+            lines.append(recording_text(webinar, org))
         mode = webinar.access_mode
         if mode == AccessMode.PASSWORD:
             if webinar.room_url:
@@ -296,7 +313,7 @@ class AccessService(Service):
                         password=escape(webinar.room_password),
                     )
                 )
-        elif mode == AccessMode.LINKS:
+        elif mode in (AccessMode.LINKS, AccessMode.TEMPLATE):
             if link is not None and link.revoked_at is None:
                 lines.append(
                     _(
@@ -370,8 +387,8 @@ class AccessService(Service):
         if row.ticket_id is None:
             return None
         item = await self.ticket_access(row.ticket_id)
-        if item is None:
-            return None  # refunded or cancelled meanwhile: nothing to deliver
+        if item is None or item.ticket.product == Product.RECORDING:
+            return None  # refunded or cancelled meanwhile (or no room to enter): nothing to send
         if item.webinar.access_mode == AccessMode.GROUP and item.link is None:
             item.link = await self.group_invite(item.ticket, item.webinar)
         if item.webinar.access_mode == AccessMode.LINKS and item.link is None:

@@ -37,6 +37,7 @@ from bot.services.access import render_access
 from bot.services.broadcasts import BroadcastProgress, render_broadcast
 from bot.services.feedback import render_feedback
 from bot.services.outbox import Drop, Renderer, render_notice
+from bot.services.recordings import render_recording
 from bot.services.reminders import render_reminder
 from bot.services.sender import PacedSender
 from bot.services.summaries import render_summary
@@ -311,7 +312,7 @@ class OutboxDispatcher:
     def _guard(self, row: OutboxMessage) -> Callable[[], Awaitable[bool]] | None:
         """What must still hold when a row's message leaves: a ticket's access and reminders
         (which carry the link or password) go only while the ticket is active."""
-        if row.ticket_id is None or row.kind not in (OutboxKind.ACCESS, OutboxKind.REMINDER):
+        if row.ticket_id is None or row.kind not in TICKET_KINDS:
             return None
         ticket_id = row.ticket_id
 
@@ -395,6 +396,11 @@ class OutboxDispatcher:
             log.exception("broadcast progress could not be shown; the next batch tries again")
 
 
+# Kinds that carry what a ticket gives (access, reminders with it, the recording): sent only
+# while the ticket is active.
+TICKET_KINDS = (OutboxKind.ACCESS, OutboxKind.REMINDER, OutboxKind.RECORDING)
+
+
 def _log_row(claim: Claim, ticket_id: int | None, status: OutboxStatus, error: str | None) -> None:
     """One line per message that reached its end: sent, blocked, failed or dropped."""
     level = logging.WARNING if status == OutboxStatus.FAILED else logging.INFO
@@ -420,6 +426,7 @@ def renderers() -> dict[OutboxKind, Renderer]:
         OutboxKind.BROADCAST: render_broadcast,
         OutboxKind.FEEDBACK: render_feedback,
         OutboxKind.SUMMARY: render_summary,
+        OutboxKind.RECORDING: render_recording,
     }
 
 

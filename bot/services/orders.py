@@ -37,7 +37,14 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from storage.enums import OrderStatus, PaymentStatus, RefundReason, RefundStatus, TicketStatus
+from storage.enums import (
+    OrderStatus,
+    PaymentStatus,
+    Product,
+    RefundReason,
+    RefundStatus,
+    TicketStatus,
+)
 from storage.models import Order, Payment, Refund, Ticket
 
 OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
@@ -115,6 +122,8 @@ def new_ticket(
     return Ticket(
         order_id=order.id if order is not None else None,
         payment_id=payment_id,
+        # A ticket is for what its order bought: a seat, or the recording alone.
+        product=Product(order.product) if order is not None else Product.SEAT,
         webinar_id=webinar_id,
         user_id=user_id,
         status=TicketStatus.ACTIVE,

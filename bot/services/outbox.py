@@ -35,6 +35,7 @@ class Outgoing:
     document_file_id: str | None = None
     photo_file_id: str | None = None
     photo: tuple[str, bytes] | None = None  # (filename, content), uploaded: a chart
+    video_file_id: str | None = None
     caption: str | None = None
 
 

@@ -12,7 +12,7 @@ from bot.formatting import minor_to_decimal
 from bot.i18n import _
 from bot.services.base import Service
 from bot.services.webinars import WebinarService
-from storage.enums import PaymentMethod, PaymentStatus, TicketStatus
+from storage.enums import PaymentMethod, PaymentStatus, Product, TicketStatus
 from storage.models import Webinar
 from storage.repositories.insights import InsightsRepository
 from storage.repositories.webinars import WebinarRepository
@@ -33,6 +33,9 @@ class Participant:
     refund_pending: bool = False  # a refund was asked for and the money is not back yet
     rating: int | None = None  # 1-5, given after the webinar
     comment: str | None = None
+    product: Product = Product.SEAT
+    link_token: str | None = None  # template mode: the token in the participant's link
+    link_revoked: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class ParticipantService(Service):
         rows = await WebinarRepository(self.session).participants(webinar.id)
         feedback = await InsightsRepository(self.session).feedback_by_ticket(webinar.id)
         participants = []
-        for ticket, user, order, payment in rows:
+        for ticket, user, order, payment, link in rows:
             given = feedback.get(ticket.id)
             participants.append(
                 Participant(
@@ -73,6 +76,9 @@ class ParticipantService(Service):
                     refund_pending=bool(payment and payment.status == PaymentStatus.REFUND_PENDING),
                     rating=given.rating if given else None,
                     comment=given.comment if given else None,
+                    product=Product(ticket.product),
+                    link_token=link.token if link is not None else None,
+                    link_revoked=link is not None and link.revoked_at is not None,
                 )
             )
         return ParticipantList(webinar, participants)
@@ -95,6 +101,8 @@ class ParticipantService(Service):
                 _("Access delivered at (UTC)", locale=locale),
                 _("Rating (1-5)", locale=locale),
                 _("Comment", locale=locale),
+                _("Product", locale=locale),
+                _("Link token", locale=locale),
             ]
         )
         for p in listing.participants:
@@ -114,6 +122,9 @@ class ParticipantService(Service):
                     _iso(p.access_delivered_at),
                     p.rating or "",
                     _neutralize(p.comment or ""),
+                    p.product.value,
+                    # The status column tells a refunded ticket's (revoked) token apart.
+                    p.link_token or "",
                 ]
             )
         return buffer.getvalue().encode("utf-8-sig")

@@ -31,14 +31,23 @@ from bot.metrics import PAYMENTS
 from bot.services import money_texts, orders
 from bot.services.access import AccessService
 from bot.services.base import Service
+from bot.services.link_templates import fill_link_template, new_link_token
 from bot.services.outbox import OutboxService
+from bot.services.recordings import RecordingService
 from bot.services.refunds import RefundService
 from bot.services.reminders import ReminderService
 from bot.services.sales import SalesService
 from bot.services.users import UserService
 from payments.base import method_of_charge
-from storage.enums import AccessMode, OrderStatus, PaymentMethod, RefundReason, WebinarStatus
-from storage.models import Order, Organization, Ticket, Webinar
+from storage.enums import (
+    AccessMode,
+    OrderStatus,
+    PaymentMethod,
+    Product,
+    RefundReason,
+    WebinarStatus,
+)
+from storage.models import AccessLink, Order, Organization, Ticket, Webinar
 from storage.repositories.sales import SalesRepository
 
 log = logging.getLogger(__name__)
@@ -76,8 +85,10 @@ class PurchaseService(Service):
         outbox: OutboxService,
         users: UserService,
         sales: SalesService,
+        recordings: RecordingService,
     ) -> None:
         super().__init__(session, app)
+        self.recordings = recordings
         self.sales = sales
         self.access = access
         self.reminders = reminders
@@ -276,6 +287,10 @@ class PurchaseService(Service):
             return RefundReason.CANCELLED
         if await self.repo.active_ticket(webinar.id, order.user_id):
             return RefundReason.DUPLICATE
+        if order.product == Product.RECORDING:
+            # No seat to take. The checkout found the recording on sale seconds ago; if it
+            # expired meanwhile, its buyer still gets the access they were charged for.
+            return None
         if orders.has_live_hold(order, now) or webinar.capacity is None:
             return None
         # The hold lapsed: take a seat only if one is free (under the webinar's lock).
@@ -407,9 +422,15 @@ class PurchaseService(Service):
     async def issue_access(
         self, ticket: Ticket, webinar: Webinar, org: Organization
     ) -> PaymentResult:
-        """A new ticket's link (links mode), access message and reminders, in this transaction."""
+        """A new ticket's link (links and template modes), access message and reminders, in
+        this transaction; a recording ticket gets the recording instead, and nothing else."""
         result = PaymentResult.ISSUED
-        if webinar.access_mode == AccessMode.LINKS:
+        if ticket.product == Product.RECORDING:
+            await self.recordings.plan(ticket, webinar)
+            return result
+        if webinar.access_mode == AccessMode.TEMPLATE:
+            await self._template_link(ticket, webinar)
+        elif webinar.access_mode == AccessMode.LINKS:
             link = await self.repo.take_link(webinar.id, ticket.id, self.clock.now())
             if link is None:
                 await self.access.tell_waiting(ticket, webinar, org)
@@ -417,7 +438,29 @@ class PurchaseService(Service):
         if result == PaymentResult.ISSUED:
             await self.access.enqueue(ticket, webinar)
         await self.reminders.plan_for_ticket(ticket, webinar)
+        if webinar.has_recording:
+            # A seat sold once a recording exists (a free webinar after the event, say).
+            await self.recordings.plan(ticket, webinar)
         return result
+
+    async def _template_link(self, ticket: Ticket, webinar: Webinar) -> AccessLink:
+        """The ticket's own link made from the webinar's template: the holder's display name
+        (URL-encoded) and a fresh unguessable token, stored as the ticket's access link so it
+        is shown in /my and the CSV and revoked with the ticket."""
+        user = await self.users.repo.get(ticket.user_id)
+        name = user.full_name if user is not None else str(ticket.user_id)
+        token = new_link_token()
+        now = self.clock.now()
+        link = AccessLink(
+            webinar_id=webinar.id,
+            url=fill_link_template(webinar.link_template or "", name=name, token=token),
+            token=token,
+            ticket_id=ticket.id,
+            assigned_at=now,
+            created_at=now,
+        )
+        await self.repo.add(link)
+        return link
 
 
 __all__ = ["OrderStatus", "PaymentOutcome", "PaymentResult", "PurchaseService"]

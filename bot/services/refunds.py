@@ -434,7 +434,7 @@ class RefundService(Service):
         await self.repo.revoke_link_of(ticket.id, now)
         await OutboxRepository(self.session).drop_open(
             reason=f"ticket revoked: {reason}",
-            kinds=[OutboxKind.REMINDER, OutboxKind.ACCESS],
+            kinds=[OutboxKind.REMINDER, OutboxKind.ACCESS, OutboxKind.RECORDING],
             ticket_id=ticket.id,
         )
         text = money_texts.revocation_notice(webinar, org, reason, payment)

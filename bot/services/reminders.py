@@ -19,8 +19,9 @@ from bot.formatting import escape, local_datetime
 from bot.i18n import _, _n
 from bot.services.base import Service
 from bot.services.outbox import Drop, Outgoing
+from bot.services.timezones import show_time
 from storage.enums import AccessMode, OutboxKind, OutboxStatus, TicketStatus, WebinarStatus
-from storage.models import Organization, OutboxMessage, Ticket, Webinar
+from storage.models import Organization, OutboxMessage, Ticket, User, Webinar
 from storage.repositories.outbox import OutboxRepository
 from storage.repositories.sales import SalesRepository
 
@@ -243,7 +244,7 @@ async def access_text(
                 password=escape(webinar.room_password),
             )
         return text
-    if webinar.access_mode == AccessMode.LINKS:
+    if webinar.access_mode in (AccessMode.LINKS, AccessMode.TEMPLATE):
         link = await SalesRepository(services.session).link_of(ticket.id)
         url = link.url if link is not None and link.revoked_at is None else None
         if url:
@@ -292,7 +293,8 @@ async def render_reminder(services: Services, row: OutboxMessage) -> list[Outgoi
         raise Drop("organization deleted")
     locale = org.language
     title = escape(webinar.title)
-    when = local_datetime(webinar.starts_at, org.timezone, locale)
+    holder = await services.session.get(User, ticket.user_id)
+    when = show_time(webinar.starts_at, org, holder.timezone if holder else None)
     if offset == START_OFFSET:
         head = _("▶️ <b>{title}</b> is starting now.", locale=locale, title=title)
     else:

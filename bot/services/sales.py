@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -29,6 +29,7 @@ from payments.base import CURRENCY_EXPONENTS
 from storage.enums import (
     OrderStatus,
     PaymentMethod,
+    Product,
     WebinarStatus,
 )
 from storage.models import Order, Organization, Ticket, Webinar
@@ -64,6 +65,9 @@ class Offer:
     prices: list[Price]
     seats_left: int | None  # None: unlimited
     own_ticket: Ticket | None = None
+    # After the event: the recording's prices, when it is on sale (empty otherwise).
+    recording_prices: list[Price] = field(default_factory=list)
+    viewer_timezone: str | None = None  # the buyer's own zone (/timezone), if they set one
 
 
 @dataclass
@@ -88,18 +92,38 @@ class SalesService(Service):
 
     # -- the card ------------------------------------------------------------------------------
 
-    def prices(self, webinar: Webinar, org: Organization) -> list[Price]:
+    def prices(
+        self, webinar: Webinar, org: Organization, product: Product = Product.SEAT
+    ) -> list[Price]:
         """Accepted methods with a price, in a stable order (Stars first)."""
         prices: list[Price] = []
         settings = self.settings
-        if org.accept_stars and webinar.price_stars:
-            prices.append(Price(PaymentMethod.STARS, webinar.price_stars, STARS))
-        card_ok = bool(webinar.price_minor) and webinar.currency in CARD_CURRENCIES
+        if product == Product.RECORDING:
+            stars, minor = webinar.recording_price_stars, webinar.recording_price_minor
+        else:
+            stars, minor = webinar.price_stars, webinar.price_minor
+        if org.accept_stars and stars:
+            prices.append(Price(PaymentMethod.STARS, stars, STARS))
+        card_ok = bool(minor) and webinar.currency in CARD_CURRENCIES
         if card_ok and org.accept_stripe and settings.stripe_provider_token:
-            prices.append(Price(PaymentMethod.STRIPE, webinar.price_minor or 0, webinar.currency))
+            prices.append(Price(PaymentMethod.STRIPE, minor or 0, webinar.currency))
         if card_ok and org.accept_yookassa and settings.yookassa_provider_token:
-            prices.append(Price(PaymentMethod.YOOKASSA, webinar.price_minor or 0, webinar.currency))
+            prices.append(Price(PaymentMethod.YOOKASSA, minor or 0, webinar.currency))
         return prices
+
+    def recording_refusal(self, webinar: Webinar, lang: str) -> str | None:
+        """Why this webinar's recording cannot be bought now, or ``None``."""
+        if webinar.status == WebinarStatus.CANCELLED:
+            return _("This webinar has been cancelled.", locale=lang)
+        on_sale = webinar.recording_price_stars or webinar.recording_price_minor
+        if not on_sale or not webinar.recording_available(self.clock.now()):
+            return _("The recording of this webinar is not for sale.", locale=lang)
+        return None
+
+    def refusal(self, webinar: Webinar, product: Product, lang: str) -> str | None:
+        if product == Product.RECORDING:
+            return self.recording_refusal(webinar, lang)
+        return self.sale_refusal(webinar, lang)
 
     def sale_state(self, webinar: Webinar, seats_left: int | None) -> SaleState:
         if webinar.status == WebinarStatus.CANCELLED:
@@ -128,13 +152,20 @@ class SalesService(Service):
         assert org is not None
         seats_left = await self.seats_left(webinar)
         own = await self.repo.active_ticket(webinar.id, user_id)
+        state = self.sale_state(webinar, seats_left)
+        recording: list[Price] = []
+        if state == SaleState.STARTED and self.recording_refusal(webinar, org.language) is None:
+            recording = self.prices(webinar, org, Product.RECORDING)
+        viewer = await self.repo.user(user_id)
         offer = Offer(
             webinar=webinar,
             org=org,
-            state=self.sale_state(webinar, seats_left),
+            state=state,
             prices=self.prices(webinar, org),
             seats_left=seats_left,
             own_ticket=own,
+            recording_prices=recording,
+            viewer_timezone=viewer.timezone if viewer is not None else None,
         )
         await self.session.commit()  # end the read before the handler talks to Telegram
         return offer
@@ -142,9 +173,15 @@ class SalesService(Service):
     # -- invoices ------------------------------------------------------------------------------
 
     async def create_invoice(
-        self, user_id: int, webinar_id: int, method: PaymentMethod
+        self,
+        user_id: int,
+        webinar_id: int,
+        method: PaymentMethod,
+        product: Product = Product.SEAT,
     ) -> InvoiceResult:
-        """Open (or reuse) an order and build its invoice; the payload is the order's token."""
+        """Open (or reuse) an order and build its invoice; the payload is the order's token.
+
+        ``product`` is a seat of the live session, or the recording (sold after the event)."""
         webinar = await self.repo.webinar(webinar_id)
         if webinar is None:
             await self.session.commit()
@@ -152,12 +189,13 @@ class SalesService(Service):
         org = await self.repo.org(webinar.org_id)
         assert org is not None
         lang = org.language
-        refusal = self.sale_refusal(webinar, lang)
+        refusal = self.refusal(webinar, product, lang)
         if refusal is None and await self.repo.active_ticket(webinar.id, user_id):
             refusal = _(
                 "You already have a ticket for this webinar. /my shows your access.", locale=lang
             )
-        price = next((p for p in self.prices(webinar, org) if p.method == method), None)
+        prices = self.prices(webinar, org, product)
+        price = next((p for p in prices if p.method == method), None)
         if refusal is None and price is None:
             refusal = _("This payment method is not available for this webinar.", locale=lang)
         if refusal is not None or price is None:
@@ -171,6 +209,7 @@ class SalesService(Service):
             method=method,
             amount=price.amount_minor,
             currency=price.currency,
+            product=product,
         )
         if order is None:
             order = Order(
@@ -178,6 +217,7 @@ class SalesService(Service):
                 webinar_id=webinar.id,
                 user_id=user_id,
                 method=method,
+                product=product,
                 amount_minor=price.amount_minor,
                 currency=price.currency,
                 status=OrderStatus.CREATED,
@@ -210,6 +250,9 @@ class SalesService(Service):
         )
         if webinar.description:
             description = f"{description}\n{webinar.description}"
+        recording = order.product == Product.RECORDING
+        if recording:
+            description = _("Recording · {description}", locale=lang, description=description)
         return build_invoice(
             method,
             chat_id=chat_id,
@@ -219,7 +262,9 @@ class SalesService(Service):
             amount_minor=order.amount_minor,
             currency=order.currency,
             provider_token=provider_token,
-            label=_("Webinar ticket", locale=lang),
+            label=_("Webinar recording", locale=lang)
+            if recording
+            else _("Webinar ticket", locale=lang),
             need_email=need_email,
             receipt=receipt,
             allowed_currencies=None if method == PaymentMethod.STARS else CARD_CURRENCIES,
@@ -282,7 +327,8 @@ class SalesService(Service):
                     locale=lang,
                 ),
             )
-        refusal = self.sale_refusal(webinar, lang)
+        product = Product(order.product)
+        refusal = self.refusal(webinar, product, lang)
         if refusal is not None:
             return CheckoutAnswer(False, refusal)
         if (total_amount, currency) != (order.amount_minor, order.currency):
@@ -292,7 +338,8 @@ class SalesService(Service):
                 False,
                 _("This invoice is not valid. Please open the webinar link again.", locale=lang),
             )
-        price = next((p for p in self.prices(webinar, org) if p.method == order.method), None)
+        prices = self.prices(webinar, org, product)
+        price = next((p for p in prices if p.method == order.method), None)
         if price is None or (price.amount_minor, price.currency) != (
             order.amount_minor,
             order.currency,
@@ -314,6 +361,9 @@ class SalesService(Service):
                 ),
             )
         now = self.clock.now()
+        if product == Product.RECORDING:
+            # No seat to hold: the order stays open until its charge arrives.
+            return CheckoutAnswer(True)
         if webinar.capacity is not None:
             taken = await self.repo.seats_taken(webinar.id, now, exclude_order_id=order.id)
             if taken >= webinar.capacity:

@@ -164,6 +164,13 @@ class PacedSender:
                 caption=message.caption,
                 reply_markup=message.reply_markup,
             )
+        if message.video_file_id is not None:
+            return await self.bot.send_video(
+                chat_id,
+                message.video_file_id,
+                caption=message.caption,
+                reply_markup=message.reply_markup,
+            )
         if message.photo_file_id is not None:
             return await self.bot.send_photo(
                 chat_id,

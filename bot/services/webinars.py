@@ -33,6 +33,7 @@ from bot.services.admin_input import (
     parse_url,
 )
 from bot.services.base import Service
+from bot.services.link_templates import parse_link_template
 from bot.services.organizations import Membership
 from bot.services.outbox import OutboxService
 from bot.services.refunds import RefundService, WebinarRefunds
@@ -68,6 +69,7 @@ class WebinarField(StrEnum):
     ROOM_URL = "room_url"
     PASSWORD = "password"
     REMINDERS = "reminders"
+    TEMPLATE = "template"  # the link template of template mode
 
 
 # Fields whose change a participant who already paid must hear about.
@@ -96,6 +98,7 @@ class WebinarDraft:
     room_url: str | None = None
     room_password: str | None = None
     group_chat_id: int | None = None
+    link_template: str | None = None
     reminder_offsets: list[int] = field(default_factory=lambda: list(DEFAULT_OFFSETS))
 
 
@@ -186,6 +189,8 @@ class WebinarService(Service):
             return parse_url(text)
         if field == WebinarField.PASSWORD:
             return parse_room_password(text)
+        if field == WebinarField.TEMPLATE:
+            return parse_link_template(text)
         return parse_offsets(text)
 
     async def create(self, membership: Membership, draft: WebinarDraft, created_by: int) -> Webinar:
@@ -210,6 +215,9 @@ class WebinarService(Service):
                 room_url=draft.room_url,
                 room_password=draft.room_password,
                 group_chat_id=draft.group_chat_id,
+                link_template=draft.link_template
+                if draft.access_mode == AccessMode.TEMPLATE
+                else None,
                 reminder_offsets=list(draft.reminder_offsets),
                 status=WebinarStatus.DRAFT,
                 schedule_version=1,
@@ -354,6 +362,7 @@ class WebinarService(Service):
         room_url: str | None = None,
         room_password: str | None = None,
         group_chat_id: int | None = None,
+        link_template: str | None = None,
     ) -> Webinar:
         """Switch the access mode; only before anyone holds a ticket, whose access would break."""
         webinar = await self.get(org_id, webinar_id)
@@ -362,12 +371,15 @@ class WebinarService(Service):
             raise InvalidInput(
                 N_("Participants already have access: the access mode can no longer change.")
             )
-        _check_access(mode, room_url, group_chat_id)
+        if mode == AccessMode.TEMPLATE and link_template is not None:
+            link_template = parse_link_template(link_template)  # never store an unchecked one
+        _check_access(mode, room_url, group_chat_id, link_template)
         old_group = webinar.group_chat_id if webinar.access_mode == AccessMode.GROUP else None
         webinar.access_mode = mode
         webinar.room_url = room_url if mode == AccessMode.PASSWORD else None
         webinar.room_password = room_password if mode == AccessMode.PASSWORD else None
         webinar.group_chat_id = group_chat_id if mode == AccessMode.GROUP else None
+        webinar.link_template = link_template if mode == AccessMode.TEMPLATE else None
         webinar.updated_at = self.clock.now()
         stale: list[str] = []
         moved = old_group is not None and webinar.group_chat_id not in (None, old_group)
@@ -445,7 +457,9 @@ class WebinarService(Service):
         org = await self._org(org_id)
         if webinar.starts_at <= self.clock.now():
             raise InvalidInput(N_("This webinar has already started: move its start time first."))
-        _check_access(webinar.access_mode, webinar.room_url, webinar.group_chat_id)
+        _check_access(
+            webinar.access_mode, webinar.room_url, webinar.group_chat_id, webinar.link_template
+        )
         if not webinar.is_free and not _can_pay(webinar, org):
             raise InvalidInput(
                 N_(
@@ -527,7 +541,14 @@ class WebinarService(Service):
 _CLOSED = (DisplayStatus.FINISHED, DisplayStatus.CANCELLED)
 
 
-def _check_access(mode: AccessMode, room_url: str | None, group_chat_id: int | None) -> None:
+def _check_access(
+    mode: AccessMode,
+    room_url: str | None,
+    group_chat_id: int | None,
+    link_template: str | None = None,
+) -> None:
+    if mode == AccessMode.TEMPLATE and not link_template:
+        raise InvalidInput(N_("Set the link template first: participants' links are made from it."))
     if mode == AccessMode.PASSWORD and not room_url:
         raise InvalidInput(N_("Set the room link first: participants need it to join."))
     if mode == AccessMode.GROUP and group_chat_id is None:

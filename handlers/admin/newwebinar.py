@@ -31,6 +31,7 @@ from bot.services.admin_input import (
     format_offset,
     parse_chat_ref,
 )
+from bot.services.link_templates import EXAMPLE as TEMPLATE_EXAMPLE
 from bot.services.organizations import Membership
 from bot.services.webinars import WebinarDraft, WebinarField
 from handlers.admin.base import IsOrganizer, WizardChoice
@@ -59,6 +60,7 @@ class NewWebinar(StatesGroup):
     room_url = State()
     password = State()
     group = State()
+    template = State()
     reminders = State()
 
 
@@ -73,6 +75,7 @@ FIELDS: dict[str, WebinarField] = {
     NewWebinar.seats.state: WebinarField.SEATS,
     NewWebinar.room_url.state: WebinarField.ROOM_URL,
     NewWebinar.password.state: WebinarField.PASSWORD,
+    NewWebinar.template.state: WebinarField.TEMPLATE,
     NewWebinar.reminders.state: WebinarField.REMINDERS,
 }
 NEXT: dict[str, State] = {
@@ -86,12 +89,17 @@ NEXT: dict[str, State] = {
     NewWebinar.room_url.state: NewWebinar.password,
     NewWebinar.password.state: NewWebinar.reminders,
     NewWebinar.group.state: NewWebinar.reminders,
+    NewWebinar.template.state: NewWebinar.reminders,
 }
+
+
+# Link-based modes together, the Telegram group last.
+MODE_ORDER = (AccessMode.PASSWORD, AccessMode.LINKS, AccessMode.TEMPLATE, AccessMode.GROUP)
 
 
 def mode_choices() -> InlineKeyboardMarkup:
     return choices(
-        "wb_mode", [(access_mode_name(mode), mode.value) for mode in AccessMode], width=1
+        "wb_mode", [(access_mode_name(mode), mode.value) for mode in MODE_ORDER], width=1
     )
 
 
@@ -166,6 +174,17 @@ def prompt(
             ),
             None,
         )
+    if state == NewWebinar.template.state:
+        return (
+            _(
+                "The link template of your webinar platform. I fill in {name} with the "
+                "participant's name and {token} with a personal code, for example:\n{example}",
+                name="<code>{name}</code>",
+                token="<code>{token}</code>",
+                example=escape(TEMPLATE_EXAMPLE),
+            ),
+            None,
+        )
     if state == NewWebinar.reminders.state:
         default = ", ".join(format_offset(offset) for offset in DEFAULT_OFFSETS)
         return (
@@ -233,6 +252,9 @@ async def advance(
     if current == NewWebinar.password.state and data.get("edit_id"):
         await save_access(message, membership, services, state, AccessMode.PASSWORD)
         return
+    if current == NewWebinar.template.state and data.get("edit_id"):
+        await save_access(message, membership, services, state, AccessMode.TEMPLATE)
+        return
     if current == NewWebinar.reminders.state:
         await create(message, membership, services, state, user)
         return
@@ -249,6 +271,7 @@ async def advance(
 @router.message(NewWebinar.seats, F.text, ~F.text.startswith("/"))
 @router.message(NewWebinar.room_url, F.text, ~F.text.startswith("/"))
 @router.message(NewWebinar.password, F.text, ~F.text.startswith("/"))
+@router.message(NewWebinar.template, F.text, ~F.text.startswith("/"))
 @router.message(NewWebinar.reminders, F.text, ~F.text.startswith("/"))
 async def typed_answer(
     message: Message, membership: Membership, services: Services, state: FSMContext, user: User
@@ -317,6 +340,8 @@ async def chosen_mode(
         await state.set_state(NewWebinar.reminders)
     elif mode == AccessMode.PASSWORD:
         await state.set_state(NewWebinar.room_url)
+    elif mode == AccessMode.TEMPLATE:
+        await state.set_state(NewWebinar.template)
     else:
         await state.set_state(NewWebinar.group)
     await ask(query.message, state, membership.org, services)
@@ -350,10 +375,14 @@ async def got_group(
         ref = parse_chat_ref(message.text or "")
     checked = await services.webinars.check_group(ref, user.id)
     await state.update_data(group_chat_id=checked.chat_id)
-    await message.answer(_("Connected: {title}.", title=escape(checked.title)))
+    connected = _("Connected: {title}.", title=escape(checked.title))
     if (await state.get_data()).get("edit_id"):
-        await save_access(message, membership, services, state, AccessMode.GROUP)
+        # Saved before anything is said: "Connected" on an existing webinar means it is stored.
+        await save_access(
+            message, membership, services, state, AccessMode.GROUP, first_say=connected
+        )
         return
+    await message.answer(connected)
     await state.set_state(NewWebinar.reminders)
     await ask(message, state, membership.org, services)
 
@@ -364,6 +393,8 @@ async def save_access(
     services: Services,
     state: FSMContext,
     mode: AccessMode,
+    *,
+    first_say: str | None = None,
 ) -> None:
     """End of the "change access mode" flow on an existing webinar."""
     data = await state.get_data()
@@ -374,8 +405,11 @@ async def save_access(
         room_url=data.get(WebinarField.ROOM_URL.value),
         room_password=data.get(WebinarField.PASSWORD.value),
         group_chat_id=data.get("group_chat_id"),
+        link_template=data.get(WebinarField.TEMPLATE.value),
     )
     await state.clear()
+    if first_say:
+        await message.answer(first_say)
     await message.answer(_("Saved."))
     text, markup = await render_card(membership, services, webinar.id)
     await message.answer(text, reply_markup=markup)
@@ -401,6 +435,7 @@ async def create(
         room_url=data.get(WebinarField.ROOM_URL.value),
         room_password=data.get(WebinarField.PASSWORD.value),
         group_chat_id=data.get("group_chat_id"),
+        link_template=data.get(WebinarField.TEMPLATE.value),
         reminder_offsets=data[WebinarField.REMINDERS.value],
     )
     webinar = await services.webinars.create(membership, draft, user.id)

@@ -39,6 +39,7 @@ def access_mode_name(mode: AccessMode) -> str:
         AccessMode.PASSWORD: _("🔑 Room link and password"),
         AccessMode.LINKS: _("🎟 A unique link per participant"),
         AccessMode.GROUP: _("👥 A private Telegram group or channel"),
+        AccessMode.TEMPLATE: _("🧩 A personal link made from a template"),
     }[mode]
 
 
@@ -85,6 +86,12 @@ def access_text(summary: WebinarSummary) -> str:
             free=pool.free,
             assigned=pool.assigned,
             revoked=pool.revoked,
+        )
+    if webinar.access_mode == AccessMode.TEMPLATE:
+        return _(
+            "{mode}\n  Template: {template}",
+            mode=access_mode_name(webinar.access_mode),
+            template=escape(webinar.link_template) if webinar.link_template else _("not set"),
         )
     return _(
         "{mode}\n  Chat: {chat}",
@@ -149,6 +156,11 @@ def card_keyboard(summary: WebinarSummary) -> InlineKeyboardMarkup:
                 callback_data=WebinarAction(action="links", id=webinar.id),
             )
             sizes.append(1)
+    if summary.status == DisplayStatus.FINISHED:
+        builder.button(
+            text=_("🎬 Recording"), callback_data=WebinarAction(action="recording", id=webinar.id)
+        )
+        sizes.append(1)
     builder.button(
         text=_("👥 Participants"), callback_data=WebinarAction(action="people", id=webinar.id)
     )

@@ -20,6 +20,7 @@ from storage.enums import (
     OrderStatus,
     PaymentMethod,
     PaymentStatus,
+    Product,
     RefundStatus,
     Role,
     TicketStatus,
@@ -32,6 +33,7 @@ from storage.models import (
     Payment,
     Refund,
     Ticket,
+    User,
     Webinar,
 )
 from storage.repositories.base import Repository
@@ -98,6 +100,9 @@ class SalesRepository(Repository):
     async def org(self, org_id: int) -> Organization | None:
         return await self.session.get(Organization, org_id)
 
+    async def user(self, user_id: int) -> User | None:
+        return await self.session.get(User, user_id)
+
     async def is_member(self, org_id: int, user_id: int) -> bool:
         found = await self.session.scalar(
             select(OrgMember.id).where(OrgMember.org_id == org_id, OrgMember.user_id == user_id)
@@ -117,12 +122,16 @@ class SalesRepository(Repository):
     async def seats_taken(
         self, webinar_id: int, now: datetime, *, exclude_order_id: int | None = None
     ) -> int:
-        """Active tickets plus live holds (orders held and not yet expired)."""
+        """Active tickets plus live holds (orders held and not yet expired), of seats only: a
+        recording takes no seat."""
         tickets = select(func.count(Ticket.id)).where(
-            Ticket.webinar_id == webinar_id, Ticket.status == TicketStatus.ACTIVE
+            Ticket.webinar_id == webinar_id,
+            Ticket.status == TicketStatus.ACTIVE,
+            Ticket.product == Product.SEAT,
         )
         holds = select(func.count(Order.id)).where(
             Order.webinar_id == webinar_id,
+            Order.product == Product.SEAT,
             Order.status == OrderStatus.HELD,
             Order.hold_expires_at > now,
         )
@@ -149,7 +158,14 @@ class SalesRepository(Repository):
         return (await self.session.scalars(statement)).one_or_none()
 
     async def open_order(
-        self, *, webinar_id: int, user_id: int, method: PaymentMethod, amount: int, currency: str
+        self,
+        *,
+        webinar_id: int,
+        user_id: int,
+        method: PaymentMethod,
+        amount: int,
+        currency: str,
+        product: Product = Product.SEAT,
     ) -> Order | None:
         """An unpaid order for the same purchase, reused so repeated presses add no rows.
 
@@ -162,6 +178,7 @@ class SalesRepository(Repository):
                     Order.webinar_id == webinar_id,
                     Order.user_id == user_id,
                     Order.method == method,
+                    Order.product == product,
                     Order.amount_minor == amount,
                     Order.currency == currency,
                     Order.status.in_(OPEN_ORDER_STATUSES),

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from storage.enums import OrderStatus, PaymentStatus, TicketStatus, WebinarStatus
+from storage.enums import OrderStatus, PaymentStatus, Product, TicketStatus, WebinarStatus
 from storage.models import AccessLink, Order, Payment, Ticket, User, Webinar
 from storage.repositories.base import Repository
 
@@ -43,13 +43,17 @@ class WebinarRepository(Repository):
         return list(await self.session.scalars(statement))
 
     async def sold(self, webinar_ids: Iterable[int]) -> dict[int, int]:
-        """Active tickets per webinar."""
+        """Active seat tickets per webinar (recordings sold after the event take no seat)."""
         ids = list(webinar_ids)
         if not ids:
             return {}
         rows = await self.session.execute(
             select(Ticket.webinar_id, func.count())
-            .where(Ticket.webinar_id.in_(ids), Ticket.status == TicketStatus.ACTIVE)
+            .where(
+                Ticket.webinar_id.in_(ids),
+                Ticket.status == TicketStatus.ACTIVE,
+                Ticket.product == Product.SEAT,
+            )
             .group_by(Ticket.webinar_id)
         )
         return {webinar_id: int(count) for webinar_id, count in rows}
@@ -138,14 +142,16 @@ class WebinarRepository(Repository):
 
     async def participants(
         self, webinar_id: int
-    ) -> list[tuple[Ticket, User, Order | None, Payment | None]]:
-        """Every ticket with its holder and, for paid tickets, the order and its kept payment."""
+    ) -> list[tuple[Ticket, User, Order | None, Payment | None, AccessLink | None]]:
+        """Every ticket with its holder and, for paid tickets, the order and its kept payment,
+        and the ticket's access link (pool, template or group invite) if it has one."""
         rows = await self.session.execute(
-            select(Ticket, User, Order, Payment)
+            select(Ticket, User, Order, Payment, AccessLink)
             .join(User, User.id == Ticket.user_id)
             .outerjoin(Order, Order.id == Ticket.order_id)
             .outerjoin(Payment, Payment.id == Ticket.payment_id)
+            .outerjoin(AccessLink, AccessLink.ticket_id == Ticket.id)
             .where(Ticket.webinar_id == webinar_id)
             .order_by(Ticket.created_at, Ticket.id)
         )
-        return [(ticket, user, order, payment) for ticket, user, order, payment in rows]
+        return [tuple(row) for row in rows]  # type: ignore[misc]
