@@ -142,6 +142,7 @@ async def make_every_kind_of_row(session: AsyncSession) -> None:
     )
     from storage.models import (
         Broadcast,
+        Feedback,
         JobLease,
         Order,
         OrgInvite,
@@ -270,6 +271,16 @@ async def make_every_kind_of_row(session: AsyncSession) -> None:
     )
     session.add(inbound_update(bot_id=123456789, update_id=42))
     session.add(JobLease(name="reconcile", holder="replica-1", lease_until=NOW))
+    session.add(
+        Feedback(
+            ticket_id=ticket.id,
+            webinar_id=linked.id,
+            user_id=buyer.id,
+            rating=4,
+            comment="Clear, «merci»",
+            created_at=NOW,
+        )
+    )
     await session.flush()
 
 

@@ -99,10 +99,10 @@ class ParticipantService(Service):
                 _("Method", locale=locale),
                 _("Paid at (UTC)", locale=locale),
                 _("Access delivered at (UTC)", locale=locale),
-                _("Rating (1-5)", locale=locale),
-                _("Comment", locale=locale),
                 _("Product", locale=locale),
                 _("Link token", locale=locale),
+                _("Rating (1-5)", locale=locale),
+                _("Comment", locale=locale),
             ]
         )
         for p in listing.participants:
@@ -120,11 +120,11 @@ class ParticipantService(Service):
                     p.method.value if p.method else "free",
                     _iso(p.paid_at),
                     _iso(p.access_delivered_at),
-                    p.rating or "",
-                    _neutralize(p.comment or ""),
                     p.product.value,
                     # The status column tells a refunded ticket's (revoked) token apart.
                     p.link_token or "",
+                    p.rating or "",
+                    _neutralize(p.comment or ""),
                 ]
             )
         return buffer.getvalue().encode("utf-8-sig")
