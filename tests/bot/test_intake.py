@@ -115,11 +115,16 @@ async def test_a_database_error_in_the_payment_path_is_retried_not_skipped(
     # Not "try again": that would make a buyer pay twice.
     assert "do not pay again" in apology.text
     assert await rows(session, Payment) == []
-    (payment_update,) = [
-        stored
-        for stored in await rows(session, InboundUpdate, InboundUpdate.kind == "message")
-        if "successful_payment" in stored.payload["message"]
-    ]
+    # The apology goes out from the error handler; the intake records the failure right after.
+    for _ in range(200):
+        (payment_update,) = [
+            stored
+            for stored in await rows(session, InboundUpdate, InboundUpdate.kind == "message")
+            if "successful_payment" in stored.payload["message"]
+        ]
+        if payment_update.last_error is not None:
+            break
+        await asyncio.sleep(0.02)
     assert (payment_update.status, payment_update.attempts) == (InboundStatus.PENDING, 1)
     assert payment_update.last_error == "sqlalchemy.exc.OperationalError"  # no personal data
 
