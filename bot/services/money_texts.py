@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from bot.formatting import escape, local_datetime, money
 from bot.i18n import _
+from bot.services.orders import RefundStatusCode
+from payments.base import ErrorCode
 from storage.enums import RefundReason
 from storage.models import Organization, Payment, Webinar
 
@@ -196,4 +198,112 @@ def group_removal_failed_alert(locale: str, webinar: Webinar, user_id: int, tick
         ticket=ticket_id,
         title=escape(webinar.title),
         user=user_id,
+    )
+
+
+def failure_reason(error_code: str | None, detail: str | None, locale: str | None = None) -> str:
+    """Why a provider did not refund, in words an organizer can act on."""
+    code = error_code
+    if code == ErrorCode.NOT_CONFIGURED:
+        return _("refunds for this payment method are not configured", locale=locale)
+    if code == ErrorCode.NETWORK_ERROR:
+        return _("the payment provider did not answer; try again in a minute", locale=locale)
+    if code == ErrorCode.NOT_FOUND:
+        return _("the payment provider does not know this payment", locale=locale)
+    return _(
+        "the payment provider refused: {detail}",
+        locale=locale,
+        detail=escape(detail or code or "?"),
+    )
+
+
+def refund_result(
+    status: RefundStatusCode,
+    *,
+    ticket_id: int | None,
+    payment: Payment | None,
+    org_language: str | None,
+    error_code: str | None,
+    detail: str | None,
+    locale: str | None = None,
+) -> str:
+    """What the organizer who asked for a refund is told about it (``locale``: theirs; money is
+    formatted as the organization writes it)."""
+    lang = org_language or locale or "en"
+    amount = money(payment.amount_minor, payment.currency, lang) if payment else "-"
+    reason = failure_reason(error_code, detail, locale)
+    if ticket_id is None:
+        return _charge_result(status, payment, amount, reason, locale)
+    if status == RefundStatusCode.REFUNDED:
+        return _(
+            "✅ Ticket #{ticket} refunded ({amount}). Its access is revoked and the participant "
+            "has been told.",
+            locale=locale,
+            ticket=ticket_id,
+            amount=amount,
+        )
+    if status == RefundStatusCode.PROCESSING:
+        return _(
+            "⏳ The payment provider accepted the refund of ticket #{ticket} ({amount}) and is "
+            "still processing it. The ticket stays active until the money is back; then its "
+            "access is revoked and the participant told. If the provider cancels the refund, "
+            "you will be alerted.",
+            locale=locale,
+            ticket=ticket_id,
+            amount=amount,
+        )
+    if status == RefundStatusCode.QUEUED:
+        return _(
+            "⏳ Refunding ticket #{ticket} ({amount}): I will tell you here as soon as the "
+            "payment provider answers.",
+            locale=locale,
+            ticket=ticket_id,
+            amount=amount,
+        )
+    if status == RefundStatusCode.ALREADY_REFUNDED:
+        return _("Ticket #{ticket} was already refunded.", locale=locale, ticket=ticket_id)
+    if status == RefundStatusCode.NOT_ACTIVE:
+        return _("Ticket #{ticket} is no longer active.", locale=locale, ticket=ticket_id)
+    if status == RefundStatusCode.FAILED:
+        return _(
+            "❌ The refund of ticket #{ticket} failed: {reason}. Nothing was refunded and the "
+            "ticket is still active: you can try again.",
+            locale=locale,
+            ticket=ticket_id,
+            reason=reason,
+        )
+    return _("I found no ticket #{ticket} in your organizations.", locale=locale, ticket=ticket_id)
+
+
+def _charge_result(
+    status: RefundStatusCode, payment: Payment | None, amount: str, reason: str, locale: str | None
+) -> str:
+    """The same for a charge that bought no ticket (``/refund p<id>``)."""
+    charge = payment.id if payment is not None else 0
+    if status in (RefundStatusCode.REFUNDED, RefundStatusCode.ALREADY_REFUNDED):
+        return _(
+            "✅ Payment {payment} ({amount}) is refunded.",
+            locale=locale,
+            payment=charge,
+            amount=amount,
+        )
+    if status == RefundStatusCode.FAILED:
+        return _(
+            "❌ The refund of payment {payment} ({amount}) failed: {reason}. /refund p{payment} "
+            "tries again.",
+            locale=locale,
+            payment=charge,
+            amount=amount,
+            reason=reason,
+        )
+    if status == RefundStatusCode.NOT_FOUND:
+        return _(
+            "I found no payment {payment} in your organizations.", locale=locale, payment=charge
+        )
+    return _(
+        "⏳ Refunding payment {payment} ({amount}): I will tell you here as soon as the "
+        "payment provider answers.",
+        locale=locale,
+        payment=charge,
+        amount=amount,
     )

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from storage.enums import (
     OrderStatus,
@@ -46,6 +47,21 @@ from storage.enums import (
     TicketStatus,
 )
 from storage.models import Order, Payment, Refund, Ticket
+
+
+class RefundStatusCode(StrEnum):
+    """Where a refund asked for stands, as its asker is told."""
+
+    QUEUED = "queued"  # written; the refund worker calls the provider
+    REFUNDED = "refunded"  # money back (or on its way), ticket revoked
+    PROCESSING = "processing"  # the provider accepted it and finishes later; ticket still active
+    RETRYING = "retrying"  # the provider did not answer; asked again later
+    ALREADY_REFUNDED = "already_refunded"  # nothing to do: refunded before
+    FAILED = "failed"  # the provider refused; ticket still active
+    NOT_FOUND = "not_found"
+    NOT_ACTIVE = "not_active"  # the ticket was cancelled without a payment to refund
+    LOST = "lost"  # another worker holds this refund now: nothing recorded
+
 
 OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from bot.context import AppContext
-from bot.formatting import escape, money
-from bot.i18n import _
 from bot.metrics import REFUNDS
+from bot.redaction import redact_error
 from bot.services import money_texts, orders
 from bot.services.base import Service
+from bot.services.orders import RefundStatusCode
 from bot.services.outbox import OutboxService
 from bot.services.users import UserService
 from payments.base import ErrorCode, RefundRequest, RefundResult
@@ -44,18 +43,6 @@ log = logging.getLogger(__name__)
 
 # Answers that mean "no decision yet": ask again later, with the same idempotency key.
 RETRYABLE = frozenset({ErrorCode.NETWORK_ERROR, ErrorCode.IN_PROGRESS})
-
-
-class RefundStatusCode(StrEnum):
-    QUEUED = "queued"  # written; the refund worker calls the provider
-    REFUNDED = "refunded"  # money back (or on its way), ticket revoked
-    PROCESSING = "processing"  # the provider accepted it and finishes later; ticket still active
-    RETRYING = "retrying"  # the provider did not answer; asked again later
-    ALREADY_REFUNDED = "already_refunded"  # nothing to do: refunded before
-    FAILED = "failed"  # the provider refused; ticket still active
-    NOT_FOUND = "not_found"
-    NOT_ACTIVE = "not_active"  # the ticket was cancelled without a payment to refund
-    LOST = "lost"  # another worker holds this refund now: nothing recorded
 
 
 @dataclass
@@ -296,7 +283,9 @@ class RefundService(Service):
             # that people are told about, not an exception each retry would raise again.
             await self.session.commit()
             refused = RefundResult(
-                ok=False, error_code=ErrorCode.PROVIDER_ERROR, detail=f"cannot refund: {exc}"
+                ok=False,
+                error_code=ErrorCode.PROVIDER_ERROR,
+                detail=f"cannot refund: {redact_error(exc)}",
             )
             return await self.record(claim, refused)
         await self.session.commit()  # no transaction waits on the provider
@@ -650,101 +639,16 @@ class RefundService(Service):
             self.app.wake.outbox()
 
 
-def failure_reason(outcome: RefundOutcome, locale: str | None = None) -> str:
-    code = outcome.error_code
-    if code == ErrorCode.NOT_CONFIGURED:
-        return _("refunds for this payment method are not configured", locale=locale)
-    if code == ErrorCode.NETWORK_ERROR:
-        return _("the payment provider did not answer; try again in a minute", locale=locale)
-    if code == ErrorCode.NOT_FOUND:
-        return _("the payment provider does not know this payment", locale=locale)
-    return _(
-        "the payment provider refused: {detail}",
-        locale=locale,
-        detail=escape(outcome.detail or code or "?"),
-    )
-
-
 def result_text(outcome: RefundOutcome, locale: str | None = None) -> str:
     """What the organizer who asked for a refund is told about it."""
-    status = outcome.status
-    ticket_id = outcome.ticket.id if outcome.ticket is not None else None
-    payment = outcome.payment
-    lang = outcome.org.language if outcome.org else (locale or "en")
-    amount = money(payment.amount_minor, payment.currency, lang) if payment else "-"
-    if ticket_id is None:
-        return _charge_result_text(outcome, amount, locale)
-    if status == RefundStatusCode.REFUNDED:
-        return _(
-            "✅ Ticket #{ticket} refunded ({amount}). Its access is revoked and the participant "
-            "has been told.",
-            locale=locale,
-            ticket=ticket_id,
-            amount=amount,
-        )
-    if status == RefundStatusCode.PROCESSING:
-        return _(
-            "⏳ The payment provider accepted the refund of ticket #{ticket} ({amount}) and is "
-            "still processing it. The ticket stays active until the money is back; then its "
-            "access is revoked and the participant told. If the provider cancels the refund, "
-            "you will be alerted.",
-            locale=locale,
-            ticket=ticket_id,
-            amount=amount,
-        )
-    if status == RefundStatusCode.QUEUED:
-        return _(
-            "⏳ Refunding ticket #{ticket} ({amount}): I will tell you here as soon as the "
-            "payment provider answers.",
-            locale=locale,
-            ticket=ticket_id,
-            amount=amount,
-        )
-    if status == RefundStatusCode.ALREADY_REFUNDED:
-        return _("Ticket #{ticket} was already refunded.", locale=locale, ticket=ticket_id)
-    if status == RefundStatusCode.NOT_ACTIVE:
-        return _("Ticket #{ticket} is no longer active.", locale=locale, ticket=ticket_id)
-    if status == RefundStatusCode.FAILED:
-        return _(
-            "❌ The refund of ticket #{ticket} failed: {reason}. Nothing was refunded and the "
-            "ticket is still active: you can try again.",
-            locale=locale,
-            ticket=ticket_id,
-            reason=failure_reason(outcome, locale),
-        )
-    return _("I found no ticket #{ticket} in your organizations.", locale=locale, ticket=ticket_id)
-
-
-def _charge_result_text(outcome: RefundOutcome, amount: str, locale: str | None) -> str:
-    """The same for a charge that bought no ticket (``/refund p<id>``)."""
-    charge = outcome.payment.id if outcome.payment is not None else 0
-    status = outcome.status
-    if status in (RefundStatusCode.REFUNDED, RefundStatusCode.ALREADY_REFUNDED):
-        return _(
-            "✅ Payment {payment} ({amount}) is refunded.",
-            locale=locale,
-            payment=charge,
-            amount=amount,
-        )
-    if status == RefundStatusCode.FAILED:
-        return _(
-            "❌ The refund of payment {payment} ({amount}) failed: {reason}. /refund p{payment} "
-            "tries again.",
-            locale=locale,
-            payment=charge,
-            amount=amount,
-            reason=failure_reason(outcome, locale),
-        )
-    if status == RefundStatusCode.NOT_FOUND:
-        return _(
-            "I found no payment {payment} in your organizations.", locale=locale, payment=charge
-        )
-    return _(
-        "⏳ Refunding payment {payment} ({amount}): I will tell you here as soon as the "
-        "payment provider answers.",
+    return money_texts.refund_result(
+        outcome.status,
+        ticket_id=outcome.ticket.id if outcome.ticket is not None else None,
+        payment=outcome.payment,
+        org_language=outcome.org.language if outcome.org is not None else None,
+        error_code=outcome.error_code,
+        detail=outcome.detail,
         locale=locale,
-        payment=charge,
-        amount=amount,
     )
 
 
@@ -755,6 +659,5 @@ __all__ = [
     "RefundStatusCode",
     "TicketPreview",
     "WebinarRefunds",
-    "failure_reason",
     "result_text",
 ]
