@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.context import AppContext
-from bot.formatting import STARS
+from bot.formatting import STARS, local_datetime
 from bot.i18n import _
 from bot.services import orders
 from bot.services.base import Service
@@ -388,8 +388,6 @@ class SalesService(Service):
 
 
 def _local(webinar: Webinar, org: Organization) -> str:
-    from bot.formatting import local_datetime
-
     return local_datetime(webinar.starts_at, org.timezone, org.language)
 
 
