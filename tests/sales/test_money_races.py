@@ -16,6 +16,7 @@ from bot.context import AppContext
 from bot.services import Services
 from bot.services.orders import OWED_ALERT_AFTER
 from bot.services.purchases import PaymentResult
+from bot.services.refund_worker import RefundWorker
 from payments.base import ErrorCode
 from payments.stripe_refunds import _map_error
 from storage.enums import (
@@ -164,3 +165,26 @@ async def test_money_owed_is_never_forgotten_and_people_are_told(
 def test_stripe_409_means_the_same_refund_is_in_flight_not_a_failure() -> None:
     error = stripe.IdempotencyError("Keys for idempotent requests can only be used ...")
     assert _map_error(error).error_code == ErrorCode.IN_PROGRESS
+
+
+async def test_replicas_working_the_refund_queue_call_the_provider_once_per_refund(
+    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi
+) -> None:
+    """Three workers (three replicas, or a retry overlapping a slow call) drain one queue: each
+    refund is claimed by one of them, so the provider hears each idempotency key once."""
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, price_stars=100)
+    await add_buyers(session, 2001, 6)
+    tickets = []
+    for user_id in range(2001, 2007):
+        _order, bought = await Buyer(stars_app, user_id, fake_bot_api).buy(webinar)
+        tickets.append(bought.ticket.id)
+    for ticket_id in tickets:
+        async with stars_app.session_factory() as s:
+            await Services(s, stars_app).refunds.refund_ticket(ticket_id, requested_by=OWNER_ID)
+    fake_bot_api.delay = 0.05  # slow answers: the workers overlap
+    handled = await asyncio.gather(*(RefundWorker(stars_app).run_until_idle() for _ in range(3)))
+    assert sum(handled) == 6
+    charges = [call["telegram_payment_charge_id"] for call in fake_bot_api.calls]
+    assert len(charges) == len(set(charges)) == 6
+    assert {p.status for p in await rows(session, Payment)} == {PaymentStatus.REFUNDED}
