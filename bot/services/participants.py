@@ -31,6 +31,7 @@ class Participant:
     paid_at: datetime | None
     access_delivered_at: datetime | None
     refund_pending: bool = False  # a refund was asked for and the money is not back yet
+    refund_failed: bool = False  # the provider refused it: owed, /refund tries again
     rating: int | None = None  # 1-5, given after the webinar
     comment: str | None = None
     product: Product = Product.SEAT
@@ -74,6 +75,7 @@ class ParticipantService(Service):
                     paid_at=payment.created_at if payment else None,
                     access_delivered_at=ticket.access_delivered_at,
                     refund_pending=bool(payment and payment.status == PaymentStatus.REFUND_PENDING),
+                    refund_failed=bool(payment and payment.status == PaymentStatus.REFUND_FAILED),
                     rating=given.rating if given else None,
                     comment=given.comment if given else None,
                     product=Product(ticket.product),

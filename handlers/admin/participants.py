@@ -40,6 +40,10 @@ def line(number: int, p: Participant, locale: str) -> str:
     access = _("✅ access delivered") if p.access_delivered_at else _("⏳ access not delivered yet")
     if p.refund_pending:
         access += " · " + _("↩️ refund in progress")
+    elif p.refund_failed:
+        access += " · " + _(
+            "⚠️ refund refused by the provider: owed, /refund {ticket}", ticket=p.ticket_id
+        )
     return f"{number}. #{p.ticket_id} {who} · {paid} · {access}"
 
 

@@ -13,6 +13,7 @@ from bot.factory import create_refunders
 from bot.services import Services
 from bot.services.purchases import PaymentResult
 from bot.services.refunds import RefundStatusCode
+from handlers.admin.participants import line as participants_line
 from storage.enums import (
     AccessMode,
     OrderStatus,
@@ -144,6 +145,14 @@ async def test_a_refund_without_a_configured_provider_fails_clearly(
     _order, bought = await Buyer(app_context, 2001).buy(webinar)
     outcome = await refund(app_context, bought.ticket.id)  # no bot: Stars cannot be refunded
     assert (outcome.status, outcome.error_code) == (RefundStatusCode.FAILED, "not_configured")
+    # The ticket stays, and the organizers see the money is owed.
+    async with app_context.session_factory() as s:
+        listing = await Services(s, app_context).participants.list(org.id, webinar.id)
+    [participant] = listing.participants
+    assert (participant.status, participant.refund_failed) == (TicketStatus.ACTIVE, True)
+    line = participants_line(1, participant, "en")
+    assert "owed" in line
+    assert f"/refund {bought.ticket.id}" in line
 
 
 async def test_stripe_refund_with_the_real_sdk_against_localstripe(
