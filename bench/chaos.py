@@ -129,9 +129,11 @@ class Run:
                 "YOOKASSA_API_URL": yookassa.url,
             }
             if self.backend == "sqlite":
-                replicas = [self._polling_replica(sandbox.url, url, env)]
+                # INFO: its "up" line tells when it serves (polling opens no port).
+                replicas = [self._polling_replica(sandbox.url, url, {**env, "LOG_LEVEL": "INFO"})]
                 cluster = None
                 await replicas[0].start()
+                await replicas[0].wait_ready()
             else:
                 cluster = Cluster(
                     self.workdir,
@@ -244,8 +246,7 @@ class Run:
             log.warning("kill %d: %s", self.kills, victim.name)
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             await victim.start()
-            if victim.env.get("WEBHOOK_URL"):
-                await victim.wait_ready()
+            await victim.wait_ready()
 
     async def _settle(
         self,

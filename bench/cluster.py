@@ -35,6 +35,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_PATH = "/telegram/webhook"
+UP_LINE = "webinarpass is up as"  # bot/application.py, at INFO, once the process serves
 # Inherited variables that would change what a replica is: they are set here or not at all.
 _OWN_VARIABLES = {
     "BOT_TOKEN",
@@ -109,13 +110,18 @@ class Replica:
         return self
 
     async def wait_ready(self, timeout: float = 90.0) -> None:  # noqa: ASYNC109
-        """Until ``/readyz`` answers 200 (database, migrations and Redis checked)."""
+        """Until ``/readyz`` answers 200 (database, migrations and Redis checked); a polling
+        process (no ``WEBHOOK_URL``) serves no HTTP: until it logs that it is up (INFO)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        webhook = bool(self.env.get("WEBHOOK_URL"))
         while loop.time() < deadline:
             if not self.running:
                 raise RuntimeError(f"{self.name} exited:\n{self.output()}")
-            if await http_status(f"http://127.0.0.1:{self.port}/readyz") == 200:
+            if webhook:
+                if await http_status(f"http://127.0.0.1:{self.port}/readyz") == 200:
+                    return
+            elif self.output(tail=10**9).count(UP_LINE) >= self.starts:
                 return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"{self.name} not ready within {timeout:g} s:\n{self.output()}")
