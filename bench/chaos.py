@@ -327,7 +327,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-gap", type=float, default=2.0, help="seconds between kills, min")
     parser.add_argument("--max-gap", type=float, default=6.0, help="seconds between kills, max")
     parser.add_argument(
-        "--seats", type=int, default=400, help="seats per webinar (buyers stop there)"
+        "--seats", type=int, default=1500, help="seats per webinar (buyers stop there)"
     )
     parser.add_argument("--concurrency", type=int, default=12, help="buyers in flight at once")
     parser.add_argument("--arrival-s", type=float, default=0.1, help="seconds between arrivals")
