@@ -20,6 +20,14 @@ call). The last line is for scripts:
 The sandbox runs without flood limits and the bot's paced sender is opened up, so the figures
 measure the bot's own work, not Telegram's 30 messages per second. ``--rtt-ms 80`` makes every
 Bot API call wait that long before its answer, like a real network to Telegram.
+
+``--replicas 1,3`` runs the rush against N replicas instead, for each N given: ``python -m bot``
+processes in webhook mode behind nginx, on PostgreSQL (``DATABASE_URL``, or a scratch database
+``webinarpass_rush``) and Redis (``REDIS_URL``, default ``redis://127.0.0.1:6379/0``), as
+deployed (``bench/cluster.py``). There the sandbox enforces Telegram's limits (30 messages a
+second, about one a second per chat) and the bot keeps its default pace through the send budget
+it shares in Redis, so the figures include the bot's total send rate against that cap. Last
+line per N: ``rush_replicas: n=N flows_per_s=F precheckout_p99_ms=P sends_per_s=S http_429=Q``.
 """
 
 from __future__ import annotations
@@ -275,8 +283,111 @@ async def run_echo(args: argparse.Namespace, sandbox: SandboxServer, messages: i
     return per_user * args.buyers / elapsed
 
 
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SEND_METHODS = {"sendMessage", "sendDocument", "sendPhoto", "sendInvoice", "editMessageText"}
+
+
+async def run_replicas(args: argparse.Namespace, count: int) -> None:
+    """The rush against ``count`` webhook replicas behind nginx (see the module doc)."""
+    import secrets
+
+    from bench.chaos import POSTGRES_URL, REDIS_URL, ensure_postgres_database
+    from bench.cluster import Cluster
+    from bench.world import buy, create_sale, prepare_database
+    from bot.sandbox import RateLimit
+
+    url = os.environ.get("DATABASE_URL") or POSTGRES_URL.replace("chaos", "rush")
+    if is_sqlite(url):
+        raise SystemExit("--replicas needs PostgreSQL: set DATABASE_URL=postgresql+asyncpg://...")
+    await ensure_postgres_database(url)
+    await prepare_database(url)
+    sale = await create_sale(url, seats=args.buyers)
+    token = f"{secrets.randbelow(10**9) + 10**9}:RUSH-{secrets.token_hex(6)}"
+    sent: list[float] = []
+    async with SandboxServer(rate_limit=RateLimit(), rtt_ms=args.rtt_ms) as sandbox:
+        sandbox.add_bot(token=token, username="webinarpass_bot", first_name="WebinarPass")
+        with tempfile.TemporaryDirectory(prefix="rush-replicas-") as scratch:
+            env = {"LOG_LEVEL": "WARNING"}
+            if args.slots is not None:
+                env["UPDATE_SLOTS"] = str(args.slots)
+            cluster = Cluster(
+                Path(scratch),
+                replicas=count,
+                token=token,
+                api_url=sandbox.url,
+                database_url=url,
+                redis_url=os.environ.get("REDIS_URL", REDIS_URL),
+                env=env,
+            )
+            await cluster.start()
+            try:
+                await sandbox.wait_until(lambda: sandbox.bot().webhook_url == cluster.url, 30)
+                pids = [r.process.pid for r in cluster.replicas if r.process is not None]
+                limit = asyncio.Semaphore(args.concurrency)
+                latencies: list[float] = []
+
+                async def one(i: int) -> None:
+                    async with limit:
+                        latency = await buy(sandbox, FIRST_BUYER + i, sale.stars_code)
+                        if latency is not None:
+                            latencies.append(latency)
+
+                cpu_before = [_cpu_s(pid) for pid in pids]
+                started = time.perf_counter()
+                await asyncio.gather(*(one(i) for i in range(args.buyers)))
+
+                def delivered() -> bool:
+                    return all(
+                        any(m.document for m in sandbox.messages(FIRST_BUYER + i))
+                        for i in range(args.buyers)
+                    )
+
+                await sandbox.wait_until(delivered, timeout=600, message="every access")
+                elapsed = time.perf_counter() - started
+                cpu = [_cpu_s(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
+            finally:
+                await cluster.stop()
+        sent = [call.timestamp for call in sandbox.calls if call.ok and call.method in SEND_METHODS]
+        http_429 = sandbox.stats.rate_limited
+    flows_per_s = args.buyers / elapsed
+    latencies_ms = [value * 1000 for value in latencies]
+    p99 = percentile(latencies_ms, 0.99)
+    sends_per_s = len(sent) / (max(sent) - min(sent)) if len(sent) > 1 else float("nan")
+    print(
+        f"replicas: {count} behind nginx; PostgreSQL and Redis; buyers: {args.buyers}; "
+        f"concurrency: {args.concurrency}; sandbox enforcing 30 messages/s, 1/s per chat"
+    )
+    print(
+        f"  purchase flows (to the calendar file): {flows_per_s:.1f}/s; pre-checkout p50 "
+        f"{statistics.median(latencies_ms):.0f} ms, p99 {p99:.0f} ms"
+    )
+    print(
+        f"  bot sends: {len(sent)} at {sends_per_s:.1f}/s against a cap of 30/s; 429s: {http_429}"
+    )
+    print(
+        "  CPU per flow: "
+        + ", ".join(f"replica {n + 1} {1000 * c / args.buyers:.1f} ms" for n, c in enumerate(cpu))
+        + f"; all replicas {1000 * sum(cpu) / args.buyers:.1f} ms"
+    )
+    print(
+        f"rush_replicas: n={count} flows_per_s={flows_per_s:.1f} precheckout_p99_ms={p99:.0f} "
+        f"sends_per_s={sends_per_s:.1f} http_429={http_429}"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
+    if args.replicas:
+        for count in args.replicas:
+            await run_replicas(args, count)
+        return
     url = os.environ.get("DATABASE_URL")
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if not url:
@@ -331,6 +442,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="simulated network round trip of every Bot API call, e.g. 80 (default: 0)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=lambda value: [int(part) for part in value.split(",") if part],
+        help="run against N webhook replicas behind nginx, for each N of a list such as 1,3",
     )
     return parser.parse_args(argv)
 

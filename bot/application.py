@@ -9,6 +9,7 @@ import asyncio
 import hmac
 import json
 import logging
+from datetime import timedelta
 
 from aiogram import Bot, Dispatcher
 from aiohttp import web
@@ -94,6 +95,7 @@ class BotApplication:
             self.app,
             create_sender(self.settings, self.bot),
             batch_size=self.settings.outbox_batch_size,
+            lease=timedelta(seconds=self.settings.outbox_lease_s),
         )
         self.refund_worker = RefundWorker(self.app)
         self.app.wake = Wakeups(outbox=self.outbox.kick, refunds=self.refund_worker.kick)

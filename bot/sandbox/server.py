@@ -272,6 +272,13 @@ class SandboxServer:
         becomes the ``provider_payment_charge_id``, as Telegram reports it."""
         self.card_processors[provider_token] = processor
 
+    def spread_webhook(self, urls: Iterable[str], bot: SimBot | str | None = None) -> None:
+        """Post the bot's webhook updates round-robin to ``urls`` (replicas without a load
+        balancer in front), whatever URL the bot registered; a replica that fails is skipped for
+        the next. An empty list restores the registered URL."""
+        sim_bot = bot if isinstance(bot, SimBot) else self.bot(bot)
+        sim_bot.webhook_spread = list(urls)
+
     def chat(self, chat_id: int) -> SimChat:
         """A chat created with :meth:`add_chat`."""
         return self.state.chats[chat_id]

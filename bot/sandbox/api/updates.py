@@ -131,6 +131,16 @@ class WebhookWorker:
         self._bot = bot
         self.config = config
         self._task: asyncio.Task[None] | None = None
+        self._turn = 0
+
+    def _target(self) -> str:
+        """The URL of the next post: the registered one, or the next of the bot's spread."""
+        targets = self._bot.webhook_spread
+        if not targets:
+            return self.config.url
+        url = targets[self._turn % len(targets)]
+        self._turn += 1
+        return url
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"webhook:{self._bot.username}")
@@ -146,25 +156,31 @@ class WebhookWorker:
         server = self._server
         queue = self._bot.updates
         delay = server.webhook_retry_delay
+        failed_in_row = 0
         while True:
             entry = queue.first()
             if entry is None:
                 await queue.signal.wait(None)
                 continue
-            error = await self._post(entry.update)
+            error = await self._post(entry.update, self._target())
             if error is None:
                 queue.remove(entry)
                 server.stats.webhook_deliveries += 1
                 delay = server.webhook_retry_delay
+                failed_in_row = 0
                 continue
             server.stats.webhook_failures += 1
+            failed_in_row += 1
+            if failed_in_row < len(self._bot.webhook_spread):
+                continue  # the next replica takes it at once, as a load balancer would
+            failed_in_row = 0
             self.config.last_error_date = int(time.time())
             self.config.last_error_message = error
             log.debug("webhook %s failed: %s; retry in %.2fs", self.config.url, error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, server.webhook_max_retry_delay)
 
-    async def _post(self, update: dict[str, Any]) -> str | None:
+    async def _post(self, update: dict[str, Any], url: str) -> str | None:
         """Deliver one update; return an error message or ``None`` on success."""
         headers = {"Content-Type": "application/json"}
         if self.config.secret_token:
@@ -172,7 +188,7 @@ class WebhookWorker:
         timeout = aiohttp.ClientTimeout(total=self._server.webhook_timeout)
         try:
             async with self._server.http_client().post(
-                self.config.url, data=dumps(update), headers=headers, timeout=timeout
+                url, data=dumps(update), headers=headers, timeout=timeout
             ) as response:
                 if not 200 <= response.status < 300:
                     return f"Wrong response from the webhook: {response.status} {response.reason}"

@@ -540,6 +540,9 @@ class SimBot:
     limiter: RateLimiter | None = None
     updates: UpdateQueue = field(default_factory=UpdateQueue)
     webhook: WebhookConfig | None = None
+    # A load balancer in front of replicas (tests and benches): webhook posts go round-robin to
+    # these URLs instead of the registered one. Empty: the registered URL, as Telegram does.
+    webhook_spread: list[str] = field(default_factory=list)
     commands: dict[tuple[str, str], list[dict[str, str]]] = field(default_factory=dict)
     menu_buttons: dict[int | None, dict[str, Any]] = field(default_factory=dict)
     texts: dict[tuple[str, str], str] = field(default_factory=dict)
