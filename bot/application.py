@@ -34,6 +34,7 @@ from bot.ops_routes import add_ops_routes
 from bot.services import Services
 from bot.services.dispatcher import OutboxDispatcher
 from bot.services.refund_worker import RefundWorker
+from bot.services.sender import ReplyBudgetMiddleware
 from bot.settings import Settings, require_token, require_webhook_secret
 from payments.registry import RefunderRegistry
 from storage.migrate import upgrade
@@ -97,6 +98,8 @@ class BotApplication:
             batch_size=self.settings.outbox_batch_size,
             lease=timedelta(seconds=self.settings.outbox_lease_s),
         )
+        # Replies count against Telegram's limits too: they draw from the outbox's budget.
+        self.bot.session.middleware(ReplyBudgetMiddleware(self.outbox.sender.budget))
         self.refund_worker = RefundWorker(self.app)
         self.app.wake = Wakeups(outbox=self.outbox.kick, refunds=self.refund_worker.kick)
         async with self.app.session_factory() as session:

@@ -32,8 +32,12 @@ def burst_of(rate_per_s: float) -> float:
 
 
 class SendBudget(Protocol):
-    async def acquire(self, chat_id: int) -> None:
-        """Wait until a message to ``chat_id`` fits in both budgets and no pause holds."""
+    async def acquire(self, chat_id: int, *, reply: bool = False) -> None:
+        """Wait until a message to ``chat_id`` fits in both budgets and no pause holds.
+
+        ``reply``: an answer to what the user just did. It waits for the bot's budget (Telegram
+        counts it), not for the chat's (a user who taps a button expects the answer at once),
+        but it takes the chat's slot, so the next background message to that chat waits."""
 
     async def pause(self, chat_id: int, seconds: float) -> None:
         """Telegram answered 429: hold every send for ``seconds``, this chat's too."""
@@ -59,6 +63,12 @@ class PerChatPacer:
         if slot > now:
             await asyncio.sleep(slot - now)
 
+    def take(self, chat_id: int) -> None:
+        """A message went to this chat now without waiting: the next one waits its interval."""
+        now = time.monotonic()
+        self._next_slot[chat_id] = max(self._next_slot.get(chat_id, 0.0), now) + self.interval
+        self._next_slot.move_to_end(chat_id)
+
     def push_back(self, chat_id: int, seconds: float) -> None:
         self._next_slot[chat_id] = max(
             self._next_slot.get(chat_id, 0.0), time.monotonic() + seconds
@@ -74,8 +84,11 @@ class LocalBudget:
         self.chats = PerChatPacer(chat_interval_s)
         self.paused_until = 0.0  # a 429 on any chat pauses everyone: Telegram's limit is global
 
-    async def acquire(self, chat_id: int) -> None:
-        await self.chats.wait(chat_id)
+    async def acquire(self, chat_id: int, *, reply: bool = False) -> None:
+        if reply:
+            self.chats.take(chat_id)
+        else:
+            await self.chats.wait(chat_id)
         while True:
             pause = self.paused_until - time.monotonic()
             if pause > 0:
@@ -96,7 +109,8 @@ class LocalBudget:
 
 # Lua 5.1 prints numbers with 14 significant digits: timestamps in µs are written with '%d'.
 # KEYS: global GCRA key, chat GCRA key, pause key.
-# ARGV: global emission interval (µs), global burst tolerance (µs), chat interval (µs).
+# ARGV: global emission interval (µs), global burst tolerance (µs), chat interval (µs), and 1 for a
+# reply (it does not wait for the chat's slot, but takes it).
 # Returns 0 when a message was taken, else the microseconds to wait before asking again.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -112,6 +126,9 @@ local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
 local global_wait = tat - tolerance - now
 local chat_tat = tonumber(redis.call('GET', KEYS[2]) or '0')
 local chat_wait = chat_tat - now
+if ARGV[4] == '1' then
+  chat_wait = 0
+end
 local wait = math.max(global_wait, chat_wait)
 if wait > 0 then
   return wait
@@ -180,9 +197,9 @@ class RedisBudget:
     def _keys(self, chat_id: int) -> tuple[str, str, str]:
         return f"{self.prefix}:global", f"{self.prefix}:chat:{chat_id}", f"{self.prefix}:pause"
 
-    async def acquire(self, chat_id: int) -> None:
+    async def acquire(self, chat_id: int, *, reply: bool = False) -> None:
         keys = self._keys(chat_id)
-        args = [self.emission_us, self.tolerance_us, self.chat_interval_us]
+        args = [self.emission_us, self.tolerance_us, self.chat_interval_us, int(reply)]
         while True:
             wait_us = int(await self._acquire(keys=list(keys), args=args))
             if wait_us <= 0:

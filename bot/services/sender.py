@@ -14,16 +14,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from aiogram import Bot
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
+from aiogram.methods import (
+    CopyMessage,
+    ForwardMessage,
+    SendDocument,
+    SendInvoice,
+    SendMediaGroup,
+    SendMessage,
+    SendPhoto,
+    SendVideo,
+)
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
 
 from bot.metrics import MESSAGES_SENT, SEND_GAVE_UP, TELEGRAM_429
 from bot.services.outbox import Drop, Outgoing
 from bot.services.send_budget import LocalBudget, SendBudget
+
+if TYPE_CHECKING:
+    from aiogram.client.session.middlewares.base import TelegramType
+    from aiogram.methods import Response, TelegramMethod
 
 MAX_429_ATTEMPTS = 5  # answers of 429 for one message before it goes back to the outbox
 MAX_429_WAIT_S = 120.0  # seconds of retry_after waited for one message, in all
@@ -37,6 +53,55 @@ class SenderStats:
     sent: int = 0
     retry_after: int = 0  # 429 answers received
     gave_up: int = 0  # messages handed back after too many 429s or too long a pause
+
+
+# Set while the paced sender makes its call: the reply budget below then lets it through (the
+# sender has already waited for the budget).
+_paced: ContextVar[bool] = ContextVar("paced_send", default=False)
+
+# Methods that put a message in a chat: the ones Telegram's limits count.
+MESSAGE_METHODS = (
+    SendMessage,
+    SendInvoice,
+    SendDocument,
+    SendPhoto,
+    SendVideo,
+    SendMediaGroup,
+    CopyMessage,
+    ForwardMessage,
+)
+
+
+class ReplyBudgetMiddleware(BaseRequestMiddleware):
+    """Replies to users draw from the bot's send budget too.
+
+    Telegram's 30 messages a second are the bot's: cards, invoices and confirmations count as
+    much as reminders. A reply waits for the bot's budget (shared by every replica through Redis),
+    not for the chat's one-a-second pace (a user who taps a button expects the answer now), and
+    it takes the chat's slot so the outbox's next message to that chat waits. A 429 pauses every
+    sender for Telegram's ``retry_after``, and the reply is sent again once.
+    """
+
+    def __init__(self, budget: SendBudget) -> None:
+        self.budget = budget
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        chat_id = getattr(method, "chat_id", None)
+        if _paced.get() or not isinstance(method, MESSAGE_METHODS) or not isinstance(chat_id, int):
+            return await make_request(bot, method)
+        await self.budget.acquire(chat_id, reply=True)
+        try:
+            return await make_request(bot, method)
+        except TelegramRetryAfter as error:
+            TELEGRAM_429.inc()
+            await self.budget.pause(chat_id, float(error.retry_after))
+            await self.budget.acquire(chat_id, reply=True)
+            return await make_request(bot, method)
 
 
 class PacedSender:
@@ -112,6 +177,7 @@ class PacedSender:
             await self.budget.acquire(chat_id)
             if still_wanted is not None and not await still_wanted():
                 raise Drop("no longer wanted at the moment of sending")
+            token = _paced.set(True)
             try:
                 result = await call()
             except TelegramRetryAfter as error:
@@ -136,6 +202,8 @@ class PacedSender:
                 waited += wait
                 log.info("429 for chat %s: waiting %.1f s before sending again", chat_id, wait)
                 continue
+            finally:
+                _paced.reset(token)
             self.stats.sent += 1
             MESSAGES_SENT.inc()
             return result
