@@ -50,10 +50,6 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 BACKOFF_S = (1, 5, 15, 60, 300, 900, 1800)
 SWEEP_S = 1.0  # how often a process looks for due rows (retries, leases of dead processes)
 CHECKOUT_DEADLINE = timedelta(seconds=10)
-# Done marks are gathered this long before they are written: one transaction for the updates
-# finished meanwhile, instead of one per update when few run at once. A crash inside the window
-# only means those updates are handled again (see README, "What may repeat after a crash").
-FLUSH_GATHER_S = 0.05
 
 
 class Attempt:
@@ -376,7 +372,6 @@ class Intake:
     async def _flush_loop(self) -> None:
         while True:
             await self._flush_wanted.wait()
-            await asyncio.sleep(FLUSH_GATHER_S)
             self._flush_wanted.clear()
             await self._flush_done()
 
