@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
 from typing import Any
@@ -28,6 +29,9 @@ from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject, Update
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+# The share of wall time on the CPU above which this process counts as CPU-bound.
+BUSY = 0.7
 
 
 class Priority(IntEnum):
@@ -99,6 +103,8 @@ class PrioritySlots:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._window: list[float] = []
+        self._busy: list[float] = []
+        self.busy = 0.0  # the last window's CPU share
         self._controller: asyncio.Task[None] | None = None
 
     @property
@@ -134,13 +140,21 @@ class PrioritySlots:
                 self._in_use += 1
                 future.set_result(None)
 
-    def observe(self, lag_s: float) -> None:
-        """One sample of the event loop's lag; every few samples the limit moves."""
+    def observe(self, lag_s: float, busy: float = 1.0) -> None:
+        """One sample of the event loop's lag and of the share of the sample's wall time this
+        process spent on the CPU; every few samples the limit moves.
+
+        The limit falls only while the process is busy: a loop that lags while the process
+        mostly waits is being kept off the CPU by other processes (or was one long callback),
+        and fewer updates in flight would only lose throughput.
+        """
         self._window.append(lag_s)
+        self._busy.append(busy)
         if len(self._window) < 5:
             return
         self.lag_s, self._window = max(self._window), []
-        if self.lag_s > self.target_lag_s:
+        self.busy, self._busy = sum(self._busy) / len(self._busy), []
+        if self.lag_s > self.target_lag_s and self.busy >= BUSY:
             self.limit = max(self.min_slots, int(self.limit * 0.75))
         elif self.lag_s < self.target_lag_s / 2 and self.waiting:
             self.limit = min(self.slots, self.limit + max(1, self.limit // 8))
@@ -149,9 +163,10 @@ class PrioritySlots:
     async def _adapt(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            started = loop.time()
+            started, cpu = loop.time(), time.process_time()
             await asyncio.sleep(self.sample_s)
-            self.observe(max(0.0, loop.time() - started - self.sample_s))
+            wall = loop.time() - started
+            self.observe(max(0.0, wall - self.sample_s), (time.process_time() - cpu) / wall)
 
     def start(self) -> None:
         """Start sampling the loop's lag (adaptive slots only; a running loop is needed)."""
