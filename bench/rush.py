@@ -12,10 +12,11 @@ As in a deployment, the bot runs alone in its own process (polling, with its sch
 does the echo bot; this process runs the sandbox server and the simulated buyers.
 
 Prints purchase flows per second, pre-checkout answer latency (p50/p99, as the buyer's client
-sees it), the bot's CPU time per flow, the echo bot's updates per second and the ratio (flows/s
-over echo updates/s; a flow is four updates and seven Bot API calls, an echo one update and one
-call). The last line is for scripts:
-``rush: flows_per_s=F echo_updates_per_s=E ratio=R precheckout_p99_ms=P``.
+sees it), the bot's CPU time per update and the echo bot's, each read from its own process's
+counters over its own run, and their ratio (a flow is four updates and seven Bot API calls, an
+echo one update and one call, so about 2 is the floor aiogram itself sets). The last line is for
+scripts: ``rush: flows_per_s=F cpu_per_update_ms=B echo_cpu_per_update_ms=E cpu_ratio=R
+precheckout_p99_ms=P``.
 
 The sandbox runs without flood limits and the bot's paced sender is opened up, so the figures
 measure the bot's own work, not Telegram's 30 messages per second. ``--rtt-ms 80`` makes every
@@ -263,10 +264,13 @@ async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -
     return {"elapsed": elapsed, "latencies": latencies, "bot_cpu": bot_cpu, "own_cpu": own_cpu}
 
 
-async def run_echo(args: argparse.Namespace, sandbox: SandboxServer, messages: int) -> float:
-    """The echo bot's updates handled per second, for as many updates as the rush had."""
+async def run_echo(
+    args: argparse.Namespace, sandbox: SandboxServer, messages: int
+) -> tuple[float, float]:
+    """The echo bot's updates per second and CPU seconds per update, for as many updates as the
+    rush had."""
     sandbox.add_bot(token=ECHO_TOKEN, username="echo_bot", first_name="Echo")
-    async with Process(_echo_process, sandbox.url):
+    async with Process(_echo_process, sandbox.url) as echo:
         limit = asyncio.Semaphore(args.concurrency)
         per_user = max(1, messages // args.buyers)
 
@@ -277,10 +281,12 @@ async def run_echo(args: argparse.Namespace, sandbox: SandboxServer, messages: i
                     await user.send(f"hello {n}")
                     await user.next_message(timeout=60)
 
-        started = time.perf_counter()
+        started, echo_cpu = time.perf_counter(), echo.cpu_s()
         await asyncio.gather(*(one(i) for i in range(args.buyers)))
         elapsed = time.perf_counter() - started
-    return per_user * args.buyers / elapsed
+        echo_cpu = echo.cpu_s() - echo_cpu
+    handled = per_user * args.buyers
+    return handled / elapsed, echo_cpu / handled
 
 
 def _cpu_s(pid: int) -> float:
@@ -398,7 +404,7 @@ async def main(args: argparse.Namespace) -> None:
     async with SandboxServer(rate_limit=None, record_calls=False, rtt_ms=args.rtt_ms) as sandbox:
         sandbox.add_bot(token=TOKEN, username="webinarpass_bot", first_name="WebinarPass")
         rush = await run_rush(args, sandbox, url)
-        echo_per_s = await run_echo(args, sandbox, UPDATES_PER_FLOW * args.buyers)
+        echo_per_s, echo_cpu = await run_echo(args, sandbox, UPDATES_PER_FLOW * args.buyers)
     if tmp is not None:
         tmp.cleanup()
 
@@ -406,7 +412,9 @@ async def main(args: argparse.Namespace) -> None:
     latencies_ms = [value * 1000 for value in rush["latencies"]]
     p50 = statistics.median(latencies_ms) if latencies_ms else float("nan")
     p99 = percentile(latencies_ms, 0.99)
-    ratio = flows_per_s / echo_per_s
+    bot_cpu_ms = 1000 * rush["bot_cpu"] / (UPDATES_PER_FLOW * args.buyers)
+    echo_cpu_ms = 1000 * echo_cpu
+    ratio = bot_cpu_ms / echo_cpu_ms
     slots = Settings(_env_file=None).update_slots
     print(
         f"database: {backend}; buyers: {args.buyers}; concurrency: {args.concurrency}; "
@@ -418,10 +426,12 @@ async def main(args: argparse.Namespace) -> None:
         f"CPU per flow: bot {1000 * rush['bot_cpu'] / args.buyers:.1f} ms, "
         f"sandbox and buyers {1000 * rush['own_cpu'] / args.buyers:.1f} ms"
     )
+    print(f"CPU per update: bot {bot_cpu_ms:.2f} ms, echo bot {echo_cpu_ms:.2f} ms")
     print(f"echo bot: {echo_per_s:.1f} updates/s")
     print(
-        f"rush: flows_per_s={flows_per_s:.1f} echo_updates_per_s={echo_per_s:.1f} "
-        f"ratio={ratio:.2f} precheckout_p99_ms={p99:.1f}"
+        f"rush: flows_per_s={flows_per_s:.1f} cpu_per_update_ms={bot_cpu_ms:.2f} "
+        f"echo_cpu_per_update_ms={echo_cpu_ms:.2f} cpu_ratio={ratio:.2f} "
+        f"precheckout_p99_ms={p99:.1f}"
     )
 
 

@@ -16,7 +16,8 @@ process takes over its own bot's leased rows at start: Telegram lets only one pr
 so whoever held them before is gone.
 
 Handling is bounded and urgent first (:class:`bot.priority.PrioritySlots`): a pre-checkout query
-(Telegram's 10-second deadline) starts before payments, and payments before the rest.
+(Telegram's 10-second deadline) starts at once, payments before the rest, and how many updates run
+at once follows the event loop's load.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class Intake:
         self.app = app
         self.dispatcher = dispatcher
         self.bot = bot
-        self.slots = PrioritySlots(slots)
+        self.slots = PrioritySlots(slots, adaptive=True)
         self.lease = timedelta(seconds=lease_s)
         self.max_attempts = max_attempts
         # More rows than this in memory wait in the table, claimed by the sweep as room frees up.
@@ -144,6 +145,7 @@ class Intake:
         """Start the sweep and the done-marker; ``take_over``: hold this bot's leased rows now."""
         if take_over:
             await self._claim(ignore_leases=True)
+        self.slots.start()
         self._background = [
             asyncio.create_task(self._sweep(), name="intake-sweep"),
             asyncio.create_task(self._flush_loop(), name="intake-flush"),
@@ -416,6 +418,7 @@ class Intake:
             await asyncio.gather(*running, return_exceptions=True)
             if late:
                 log.warning("%s updates were still being handled at shutdown", len(late))
+        await self.slots.close()
         for task in self._background[1:]:
             task.cancel()
             with suppress(asyncio.CancelledError):

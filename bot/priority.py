@@ -6,9 +6,10 @@ concurrently in arrival order makes each one as slow as the whole backlog: the c
 buyer who is paying waits behind the webinar cards of everyone still looking.
 
 The intake (``bot/intake.py``) hands every stored update, polled or pushed by a webhook, to
-:class:`PrioritySlots`: at most ``slots`` updates are handled at once; when one finishes, the next
-to start is the waiting pre-checkout query that arrived first, then a payment (money has moved:
-the buyer waits for the access), then everything else in arrival order. Updates waiting for a
+:class:`PrioritySlots`: at most ``limit`` updates are handled at once (adapted to the event loop's
+load, up to ``UPDATE_SLOTS``); a pre-checkout query starts at once, whatever the limit; when an
+update finishes, the next to start is a payment (money has moved: the buyer waits for the
+access), then everything else in arrival order. Updates waiting for a
 slot hold nothing: no database session, no lock. :class:`UpdatePriorityMiddleware` does the same
 for a dispatcher fed directly.
 """
@@ -16,8 +17,10 @@ for a dispatcher fed directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
 from typing import Any
@@ -26,6 +29,9 @@ from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject, Update
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+# The share of wall time on the CPU above which this process counts as CPU-bound.
+BUSY = 0.7
 
 
 class Priority(IntEnum):
@@ -58,42 +64,121 @@ def priority_of_raw(update: dict[str, Any]) -> Priority:
 
 
 class PrioritySlots:
-    """A semaphore whose waiters are woken by priority, then in arrival order."""
+    """A semaphore whose waiters are woken by priority, then in arrival order, and whose size
+    (``limit``) may adapt to the event loop's load between ``min_slots`` and ``slots``.
 
-    def __init__(self, slots: int) -> None:
+    A pre-checkout query never waits: it takes a slot even above the limit (Telegram fails the
+    payment after 10 seconds, and one query is a few milliseconds of work).
+
+    Why adapt: the right number of updates in flight depends on where an update spends its time.
+    When the CPU is the limit (a rush against a fast Bot API), every update more in flight only
+    lengthens each turn of the event loop, and so every update's latency, a checkout's included;
+    when updates mostly wait on Telegram's round trip (50-150 ms a call), a handful in flight
+    leaves the CPU idle and throughput falls. The event loop's lag (how late a timer fires) tells
+    the two apart: :meth:`observe` lowers the limit while the lag is above ``target_lag_s`` and
+    raises it while the lag is low and updates are waiting (additive increase, multiplicative
+    decrease, as TCP does).
+    """
+
+    def __init__(
+        self,
+        slots: int,
+        *,
+        adaptive: bool = False,
+        min_slots: int = 2,
+        target_lag_s: float = 0.005,
+        sample_s: float = 0.02,
+    ) -> None:
         if slots < 1:
             msg = "at least one slot is needed"
             raise ValueError(msg)
         self.slots = slots
-        self._free = slots
+        self.min_slots = min(min_slots, slots)
+        self.adaptive = adaptive
+        self.limit = min(slots, max(self.min_slots, 8)) if adaptive else slots
+        self.target_lag_s = target_lag_s
+        self.sample_s = sample_s
+        self.lag_s = 0.0  # the last window's worst lag, for metrics and logs
+        self._in_use = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._window: list[float] = []
+        self._busy: list[float] = []
+        self.busy = 0.0  # the last window's CPU share
+        self._controller: asyncio.Task[None] | None = None
 
     @property
     def waiting(self) -> int:
         return sum(1 for *_, future in self._waiters if not future.done())
 
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
     async def acquire(self, priority: int) -> None:
-        if self._free > 0:
-            self._free -= 1
+        if self._in_use < self.limit or priority == Priority.CHECKOUT:
+            self._in_use += 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), future))
         try:
-            await future
+            await future  # the slot is counted in _in_use by whoever woke us
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.release()  # the slot was handed over just as the waiter was cancelled
             raise
 
     def release(self) -> None:
-        """Hand the slot to the most urgent waiter, or free it."""
-        while self._waiters:
+        self._in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to the most urgent waiters."""
+        while self._waiters and self._in_use < self.limit:
             *_, future = heapq.heappop(self._waiters)
             if not future.done():
+                self._in_use += 1
                 future.set_result(None)
-                return
-        self._free += 1
+
+    def observe(self, lag_s: float, busy: float = 1.0) -> None:
+        """One sample of the event loop's lag and of the share of the sample's wall time this
+        process spent on the CPU; every few samples the limit moves.
+
+        The limit falls only while the process is busy: a loop that lags while the process
+        mostly waits is being kept off the CPU by other processes (or was one long callback),
+        and fewer updates in flight would only lose throughput.
+        """
+        self._window.append(lag_s)
+        self._busy.append(busy)
+        if len(self._window) < 5:
+            return
+        self.lag_s, self._window = max(self._window), []
+        self.busy, self._busy = sum(self._busy) / len(self._busy), []
+        if self.lag_s > self.target_lag_s and self.busy >= BUSY:
+            self.limit = max(self.min_slots, int(self.limit * 0.75))
+        elif self.lag_s < self.target_lag_s / 2 and self.waiting:
+            self.limit = min(self.slots, self.limit + max(1, self.limit // 8))
+            self._wake()
+
+    async def _adapt(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started, cpu = loop.time(), time.process_time()
+            await asyncio.sleep(self.sample_s)
+            wall = loop.time() - started
+            self.observe(max(0.0, wall - self.sample_s), (time.process_time() - cpu) / wall)
+
+    def start(self) -> None:
+        """Start sampling the loop's lag (adaptive slots only; a running loop is needed)."""
+        if self.adaptive and self._controller is None:
+            self._controller = asyncio.create_task(self._adapt(), name="update-slots")
+
+    async def close(self) -> None:
+        if self._controller is not None:
+            self._controller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._controller
+            self._controller = None
 
 
 class UpdatePriorityMiddleware(BaseMiddleware):

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     seat_hold_minutes: int = Field(default=15, ge=1, validation_alias=_env("SEAT_HOLD_MINUTES"))
     outbox_batch_size: int = Field(default=100, ge=1, validation_alias=_env("OUTBOX_BATCH_SIZE"))
     outbox_lease_s: float = Field(default=120.0, ge=5, validation_alias=_env("OUTBOX_LEASE_S"))
-    update_slots: int = Field(default=16, ge=1, validation_alias=_env("UPDATE_SLOTS"))
+    update_slots: int = Field(default=64, ge=1, validation_alias=_env("UPDATE_SLOTS"))
     intake_lease_s: float = Field(default=60.0, gt=0, validation_alias=_env("INTAKE_LEASE_S"))
     intake_max_attempts: int = Field(default=8, ge=1, validation_alias=_env("INTAKE_MAX_ATTEMPTS"))
     send_rate_per_s: float = Field(default=28.0, gt=0, validation_alias=_env("SEND_RATE_PER_S"))

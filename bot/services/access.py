@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from icalendar import Calendar, Event
 from sqlalchemy.exc import IntegrityError
 
 from bot.formatting import escape
@@ -354,6 +353,10 @@ class AccessService(Service):
 
     def calendar(self, item: TicketAccess) -> bytes:
         """An .ics file with one event; re-sent files update it (same UID, higher SEQUENCE)."""
+        # icalendar takes longer to import than the rest of the services together: loaded when
+        # the first calendar is made, not at start-up.
+        from icalendar import Calendar, Event
+
         webinar, org = item.webinar, item.org
         calendar = Calendar()
         calendar.add("prodid", "-//webinarpass//webinarpass//EN")

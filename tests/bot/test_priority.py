@@ -62,16 +62,18 @@ async def test_waiters_start_by_priority_then_arrival() -> None:
     names += [("checkout 1", Priority.CHECKOUT), ("checkout 2", Priority.CHECKOUT)]
     tasks = [asyncio.create_task(wait(name, priority)) for name, priority in names]
     await asyncio.sleep(0)
-    assert slots.waiting == 5
+    assert started == ["checkout 1", "checkout 2"]  # a checkout never waits for a slot
+    assert slots.waiting == 3
     slots.release()
     await asyncio.gather(*tasks)
     assert started == ["checkout 1", "checkout 2", "paid", "card", "button"]
+    assert slots.in_use == 0
 
 
 async def test_a_cancelled_waiter_does_not_lose_the_slot() -> None:
     slots = PrioritySlots(1)
     await slots.acquire(Priority.OTHER)
-    cancelled = asyncio.create_task(slots.acquire(Priority.CHECKOUT))
+    cancelled = asyncio.create_task(slots.acquire(Priority.PAYMENT))
     later = asyncio.create_task(slots.acquire(Priority.OTHER))
     await asyncio.sleep(0)
     cancelled.cancel()
@@ -80,6 +82,58 @@ async def test_a_cancelled_waiter_does_not_lose_the_slot() -> None:
     await asyncio.wait_for(later, timeout=1)  # the slot went to the waiter still there
     slots.release()
     await asyncio.wait_for(slots.acquire(Priority.OTHER), timeout=1)  # and came back
+
+
+async def test_the_limit_falls_while_the_loop_lags_and_rises_while_updates_wait() -> None:
+    """Lag samples are fed by hand: the controller's decisions, not the clock, are tested."""
+    slots = PrioritySlots(32, adaptive=True, min_slots=2, target_lag_s=0.005)
+    start = slots.limit
+    for _ in range(5):
+        slots.observe(0.050, busy=0.2)  # lagging, but the process mostly waits: others' CPU
+    assert slots.limit == start
+    for _ in range(5):
+        slots.observe(0.050)  # a busy loop
+    assert slots.limit < start
+    for _ in range(50):
+        slots.observe(0.050)
+    assert slots.limit == 2  # never below the floor
+    for _ in range(50):
+        slots.observe(0.0)  # idle, but nobody waits: no reason to grow
+    assert slots.limit == 2
+
+    await slots.acquire(Priority.OTHER)
+    await slots.acquire(Priority.OTHER)
+    waiter = asyncio.create_task(slots.acquire(Priority.OTHER))
+    await asyncio.sleep(0)
+    assert slots.waiting == 1
+    for _ in range(5):
+        slots.observe(0.0)  # idle with an update waiting: one more slot, handed over at once
+    await asyncio.wait_for(waiter, timeout=1)
+    assert slots.limit == 3
+    assert slots.in_use == 3
+    backlog = [asyncio.create_task(slots.acquire(Priority.OTHER)) for _ in range(40)]
+    await asyncio.sleep(0)
+    for _ in range(500):
+        slots.observe(0.0)
+    assert slots.limit == 32  # never above UPDATE_SLOTS
+    assert slots.in_use == 32
+    for task in backlog:
+        task.cancel()
+    await asyncio.gather(*backlog, return_exceptions=True)
+    await slots.close()
+
+
+async def test_a_checkout_starts_above_the_limit() -> None:
+    slots = PrioritySlots(1)
+    await slots.acquire(Priority.OTHER)
+    await asyncio.wait_for(slots.acquire(Priority.CHECKOUT), timeout=1)
+    assert slots.in_use == 2
+    waiter = asyncio.create_task(slots.acquire(Priority.OTHER))
+    slots.release()
+    await asyncio.sleep(0)
+    assert not waiter.done()  # still one above the limit: the next one waits
+    slots.release()
+    await asyncio.wait_for(waiter, timeout=1)
 
 
 def test_at_least_one_slot() -> None:
