@@ -31,7 +31,7 @@ from aiogram.types import TelegramObject, Update
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 # The share of wall time on the CPU above which this process counts as CPU-bound.
-BUSY = 0.7
+BUSY = 0.9
 
 
 class Priority(IntEnum):
@@ -157,7 +157,7 @@ class PrioritySlots:
         if self.lag_s > self.target_lag_s and self.busy >= BUSY:
             self.limit = max(self.min_slots, int(self.limit * 0.75))
         elif self.lag_s < self.target_lag_s / 2 and self.waiting:
-            self.limit = min(self.slots, self.limit + max(1, self.limit // 8))
+            self.limit = min(self.slots, self.limit + max(1, self.limit // 4))
             self._wake()
 
     async def _adapt(self) -> None:
