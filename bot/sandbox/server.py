@@ -556,7 +556,7 @@ class SandboxServer:
         data: bytes,
         filename: str | None,
         mime_type: str | None,
-        kind: Literal["document", "photo"],
+        kind: Literal["document", "photo", "video"],
     ) -> StoredFile:
         """Store an uploaded file."""
         return files.store_file(self, data, filename, mime_type, kind)

@@ -107,6 +107,17 @@ class SimUser:
         self._log(f"👤 {self.first_name} → 📄 {filename} (document)")
         return self._send_content(content)
 
+    async def send_video(
+        self, filename: str, data: bytes, caption: str | None = None
+    ) -> dict[str, Any]:
+        """Send a video (uploaded from the phone's gallery, say)."""
+        stored = self._world.store_file(data, filename, "video/mp4", kind="video")
+        content: dict[str, Any] = {"video": stored.video_dict()}
+        if caption:
+            content["caption"] = caption
+        self._log(f"👤 {self.first_name} → 🎬 {filename} (video)")
+        return self._send_content(content)
+
     async def send_location(self, latitude: float, longitude: float) -> dict[str, Any]:
         """Share a location (the reply keyboard's "request_location" button, say)."""
         self._log(f"👤 {self.first_name} → 📍 {latitude}, {longitude}")

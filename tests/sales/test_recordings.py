@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,15 +27,28 @@ async def drain(user: SimUser, n: int) -> list[Any]:
     return [await user.next_message() for _ in range(n)]
 
 
-async def add_recording(owner: SimUser, webinar: Webinar, *, stars: str | None) -> str:
-    """The organizer's path: /webinars, the webinar's card, 🎬 Recording, four answers."""
+async def add_recording(
+    owner: SimUser,
+    webinar: Webinar,
+    *,
+    stars: str | None,
+    file: bytes | None = None,
+    video: bool = False,
+) -> str:
+    """The organizer's path: /webinars, the webinar's card, 🎬 Recording, four answers (the
+    recording itself a link, or the file when ``file`` is given)."""
     await owner.command("/webinars")
     listing = await owner.next_message()
     await owner.press(listing, text=next(t for t in listing.button_texts if webinar.title in t))
     card = await owner.next_message()
     await owner.press(card, text="🎬 Recording")
     assert "Send the recording" in (await owner.next_message()).text
-    await owner.send(RECORDING)
+    if file is None:
+        await owner.send(RECORDING)
+    elif video:
+        await owner.send_video("recording.mp4", file)
+    else:
+        await owner.send_document("recording.mp4", file, mime_type="video/mp4")
     expiry = await owner.next_message()
     assert "Until when" in expiry.text
     await owner.send("2026-12-31 20:00")  # Europe/Rome
@@ -171,3 +185,27 @@ async def test_a_recording_not_for_sale_goes_to_ticket_holders_only(
     await session.commit()
     assert stored.recording_url == RECORDING
     assert stored.recording_price_stars is None
+
+
+@pytest.mark.parametrize("video", [False, True], ids=["file", "video"])
+async def test_a_recording_sent_as_a_file_reaches_every_ticket_holder_as_that_file(
+    sandbox: SandboxServer,
+    bot_app: BotApplication,
+    session: AsyncSession,
+    clock: FakeClock,
+    video: bool,
+) -> None:
+    webinar = await world(session)
+    bob = sandbox.user(2001, first_name="Bob", language_code="en")
+    await buy(bob, webinar)
+    await drain(bob, 3)
+    clock.set(webinar.starts_at + timedelta(hours=2))
+    owner = sandbox.user(OWNER_ID, first_name="Olga", language_code="en")
+    content = b"\x00\x00\x00\x18ftypmp42 the whole webinar"
+    saved = await add_recording(owner, webinar, stars=None, file=content, video=video)
+    assert "on its way to 1 participant." in saved
+    [message] = await drain(bob, 1)
+    assert message.file_bytes == content  # the organizer's very file, in the organization's words
+    assert (message.video is not None, message.document is not None) == (video, not video)
+    assert message.caption
+    await bob.expect_silence(0.3)  # once

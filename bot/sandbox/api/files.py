@@ -79,7 +79,7 @@ def store_file(
     data: bytes,
     filename: str | None,
     mime_type: str | None,
-    kind: Literal["document", "photo"],
+    kind: Literal["document", "photo", "video"],
 ) -> StoredFile:
     if not data:
         raise bad("file must be non-empty")
@@ -98,6 +98,9 @@ def store_file(
     if kind == "photo":
         path = f"photos/file_{number}{suffix or '.jpg'}"
         prefix = "AgACAgIAAxkBAAI"
+    elif kind == "video":
+        path = f"videos/file_{number}{suffix or '.mp4'}"
+        prefix = "BAACAgIAAxkBAAI"
     else:
         path = f"documents/file_{number}{suffix}"
         prefix = "BQACAgIAAxkBAAI"
@@ -106,8 +109,8 @@ def store_file(
         file_unique_id="AgAD" + secrets.token_urlsafe(9),
         kind=kind,
         data=data,
-        file_name=filename if kind == "document" else None,
-        mime_type=mime_type if kind == "document" else None,
+        file_name=filename if kind != "photo" else None,
+        mime_type=mime_type if kind != "photo" else None,
         file_path=path,
         width=width,
         height=height,
@@ -118,7 +121,7 @@ def store_file(
 
 
 async def input_file(
-    server: Host, params: Params, name: Literal["document", "photo"]
+    server: Host, params: Params, name: Literal["document", "photo", "video"]
 ) -> StoredFile:
     """Resolve an InputFile parameter: an upload, ``attach://``, a file_id or a URL."""
     value = params.raw.get(name)

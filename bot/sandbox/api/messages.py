@@ -270,6 +270,11 @@ async def send_document(server: Host, bot: SimBot, params: Params) -> dict[str, 
     return await send_file(server, bot, params, "document", StoredFile.document_dict)
 
 
+@api("sendVideo", rate_limited=True)
+async def send_video(server: Host, bot: SimBot, params: Params) -> dict[str, Any]:
+    return await send_file(server, bot, params, "video", StoredFile.video_dict)
+
+
 @api("sendPhoto", rate_limited=True)
 async def send_photo(server: Host, bot: SimBot, params: Params) -> dict[str, Any]:
     return await send_file(server, bot, params, "photo", StoredFile.photo_sizes)
@@ -282,7 +287,8 @@ async def send_file(
     field: str,
     describe: Callable[[StoredFile], Any],
 ) -> dict[str, Any]:
-    """sendDocument and sendPhoto: an uploaded (or known) file with an optional caption."""
+    """sendDocument, sendVideo and sendPhoto: an uploaded (or known) file with an optional
+    caption."""
     target = resolve_target(server, bot, params, send=True)
     caption = formatted_text(server, params, "caption", required=False, limit=MAX_CAPTION_LENGTH)
     markup = check_reply_markup(params.structured("reply_markup"))

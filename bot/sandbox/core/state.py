@@ -162,7 +162,7 @@ class StoredFile:
 
     file_id: str
     file_unique_id: str
-    kind: Literal["document", "photo"]
+    kind: Literal["document", "photo", "video"]
     data: bytes
     file_name: str | None
     mime_type: str | None
@@ -187,6 +187,10 @@ class StoredFile:
         if self.mime_type:
             data["mime_type"] = self.mime_type
         return data
+
+    def video_dict(self) -> dict[str, Any]:
+        """A ``Video`` object (the sandbox does not decode video: size and length are 0)."""
+        return {**self.document_dict(), "width": 0, "height": 0, "duration": 0}
 
     def photo_sizes(self) -> list[dict[str, Any]]:
         """The ``PhotoSize`` array of a photo message (a single, original size)."""
@@ -261,13 +265,18 @@ class BotMessage:
         return self.data.get("photo")
 
     @property
+    def video(self) -> dict[str, Any] | None:
+        """The ``Video`` object, if any."""
+        return self.data.get("video")
+
+    @property
     def invoice(self) -> dict[str, Any] | None:
         """The ``Invoice`` object, if any."""
         return self.data.get("invoice")
 
     @property
     def file_bytes(self) -> bytes | None:
-        """Content of the attached document or photo."""
+        """Content of the attached document, video or photo."""
         return self.file.data if self.file else None
 
     @property

@@ -54,7 +54,7 @@ class World(Protocol):
         data: bytes,
         filename: str | None,
         mime_type: str | None,
-        kind: Literal["document", "photo"],
+        kind: Literal["document", "photo", "video"],
     ) -> StoredFile:
         """Store an uploaded file."""
         ...
