@@ -12,7 +12,7 @@ from bot.formatting import escape
 from bot.i18n import _
 from bot.services import Services
 from bot.services.purchases import PaymentResult
-from storage.enums import Product
+from storage.enums import Product, TicketStatus
 
 router = Router(name=__name__)
 log = logging.getLogger(__name__)
@@ -61,7 +61,15 @@ async def successful_payment(message: Message, services: Services) -> None:
         provider_charge_id=payment.provider_payment_charge_id,
     )
     crash_point("payments.recorded")
-    if outcome.result == PaymentResult.ISSUED:
+    # A replay whose charge bought a ticket is an update handled again after an attempt that
+    # did not finish (Telegram's own redeliveries never get here: the intake drops them): the
+    # confirmation may not have gone out, so it is sent (again).
+    confirmed = outcome.result == PaymentResult.ISSUED or (
+        outcome.result == PaymentResult.REPLAY
+        and outcome.ticket is not None
+        and outcome.ticket.status == TicketStatus.ACTIVE
+    )
+    if confirmed:
         assert outcome.org is not None
         assert outcome.webinar is not None
         if outcome.ticket is not None and outcome.ticket.product == Product.RECORDING:

@@ -47,7 +47,7 @@ from storage.enums import (
     RefundReason,
     WebinarStatus,
 )
-from storage.models import AccessLink, Order, Organization, Ticket, Webinar
+from storage.models import AccessLink, Order, Organization, Payment, Ticket, Webinar
 from storage.repositories.sales import SalesRepository
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,15 @@ class PurchaseService(Service):
         assert webinar is not None
         org = await repo.org(webinar.org_id)
         assert org is not None
-        if await self._recorded_by_provider_id(provider_charge_id):
-            return PaymentOutcome(PaymentResult.REPLAY, order=order, webinar=webinar, org=org)
+        recorded = await self._recorded_by_provider_id(provider_charge_id)
+        if recorded is not None:
+            return PaymentOutcome(
+                PaymentResult.REPLAY,
+                order=order,
+                webinar=webinar,
+                org=org,
+                ticket=await repo.ticket_of_payment(recorded.id),
+            )
         payment_id = await repo.insert_payment(
             order_id=order.id,
             user_id=user_id,
@@ -217,6 +224,12 @@ class PurchaseService(Service):
             PaymentResult.REPLAY, order=order, webinar=webinar, org=org, payment_id=payment_id
         )
         if payment_id is None:
+            # Recorded before. The intake hands the same update over only when its last attempt
+            # did not finish (a crash after the commit, say): the ticket this charge bought, so
+            # the buyer can hear again that it is theirs.
+            recorded = await repo.payment_by_charge(telegram_charge_id)
+            if recorded is not None:
+                outcome.ticket = await repo.ticket_of_payment(recorded.id)
             return outcome
 
         reason = await self._refund_reason(order, webinar, user_id, total_amount, currency, now)
@@ -297,13 +310,13 @@ class PurchaseService(Service):
         taken = await self.repo.seats_taken(webinar.id, now, exclude_order_id=order.id)
         return RefundReason.NO_SEAT if taken >= webinar.capacity else None
 
-    async def _recorded_by_provider_id(self, provider_charge_id: str | None) -> bool:
+    async def _recorded_by_provider_id(self, provider_charge_id: str | None) -> Payment | None:
         """A card charge is recorded once whatever Telegram charge id it comes with: a charge
         that reconciliation recorded from the provider's listing (under a ``reconciled:`` id)
         is a replay when its own ``successful_payment`` arrives late."""
         if not provider_charge_id:
-            return False
-        return await self.repo.payment_by_provider_charge(provider_charge_id) is not None
+            return None
+        return await self.repo.payment_by_provider_charge(provider_charge_id)
 
     async def _record_unmatched(
         self,

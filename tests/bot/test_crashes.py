@@ -173,9 +173,10 @@ async def wait_settled(engine: AsyncEngine, sandbox: SandboxServer, want: dict[s
     [
         # Stored and committed, neither handled nor acknowledged: handled once after the restart.
         ("intake.stored:payment", 1),
-        # The payment committed, the buyer not answered: the retry finds it recorded and says
-        # nothing more; the access message was planned in the payment's transaction.
-        ("payments.recorded", 0),
+        # The payment committed, the buyer not answered: the retry finds it recorded, changes
+        # nothing, and confirms it (the first attempt never did); the access message was
+        # planned in the payment's transaction.
+        ("payments.recorded", 1),
     ],
 )
 async def test_a_crash_while_a_payment_is_handled_loses_nothing_and_doubles_nothing(
