@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiogram import Bot
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
@@ -208,43 +208,28 @@ class PacedSender:
             MESSAGES_SENT.inc()
             return result
 
-    async def _call(self, chat_id: int, message: Outgoing) -> Message:
+    def _media(self, message: Outgoing) -> tuple[Callable[..., Awaitable[Message]], Any] | None:
+        """The method and file of a message that carries one (an upload or a known file id)."""
         if message.document is not None:
             filename, content = message.document
-            return await self.bot.send_document(
-                chat_id,
-                BufferedInputFile(content, filename=filename),
-                caption=message.caption,
-                reply_markup=message.reply_markup,
-            )
+            return self.bot.send_document, BufferedInputFile(content, filename=filename)
         if message.document_file_id is not None:
-            return await self.bot.send_document(
-                chat_id,
-                message.document_file_id,
-                caption=message.caption,
-                reply_markup=message.reply_markup,
-            )
+            return self.bot.send_document, message.document_file_id
         if message.photo is not None:
             filename, content = message.photo
-            return await self.bot.send_photo(
-                chat_id,
-                BufferedInputFile(content, filename=filename),
-                caption=message.caption,
-                reply_markup=message.reply_markup,
-            )
+            return self.bot.send_photo, BufferedInputFile(content, filename=filename)
         if message.video_file_id is not None:
-            return await self.bot.send_video(
-                chat_id,
-                message.video_file_id,
-                caption=message.caption,
-                reply_markup=message.reply_markup,
-            )
+            return self.bot.send_video, message.video_file_id
         if message.photo_file_id is not None:
-            return await self.bot.send_photo(
-                chat_id,
-                message.photo_file_id,
-                caption=message.caption,
-                reply_markup=message.reply_markup,
+            return self.bot.send_photo, message.photo_file_id
+        return None
+
+    async def _call(self, chat_id: int, message: Outgoing) -> Message:
+        media = self._media(message)
+        if media is not None:
+            send, file = media
+            return await send(
+                chat_id, file, caption=message.caption, reply_markup=message.reply_markup
             )
         return await self.bot.send_message(
             chat_id, message.text or "", reply_markup=message.reply_markup
