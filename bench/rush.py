@@ -152,9 +152,16 @@ async def buyer_flow(sandbox: SandboxServer, user_id: int, code: str) -> float |
 
 
 def _bot_process(
-    api_url: str, database_url: str, profile_to: str | None, ready: Any, stop: Any
+    api_url: str,
+    database_url: str,
+    profile_to: str | None,
+    trace_sql_to: str | None,
+    ready: Any,
+    stop: Any,
 ) -> None:
     """The bot under test, alone in its process as in a deployment."""
+    if trace_sql_to:
+        _trace_sql(trace_sql_to)
     if not profile_to:
         asyncio.run(_serve_bot(api_url, database_url, ready, stop))
         return
@@ -163,6 +170,32 @@ def _bot_process(
     with cProfile.Profile() as profiler:
         asyncio.run(_serve_bot(api_url, database_url, ready, stop))
     profiler.dump_stats(profile_to)
+
+
+def _trace_sql(path: str) -> None:
+    """Count every statement and transaction the bot runs, written to ``path`` at exit."""
+    import atexit
+    import collections
+    import re
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    counts: collections.Counter[str] = collections.Counter()
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def _statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        counts[re.sub(r"\s+", " ", statement)[:160]] += 1
+
+    @event.listens_for(Engine, "commit")
+    def _commit(_conn: Any) -> None:
+        counts["COMMIT"] += 1
+
+    def _write() -> None:
+        lines = [f"{n:7d}  {statement}" for statement, n in counts.most_common()]
+        Path(path).write_text("\n".join(lines) + "\n")
+
+    atexit.register(_write)
 
 
 async def _serve_bot(api_url: str, database_url: str, ready: Any, stop: Any) -> None:
@@ -247,7 +280,7 @@ async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -
     code = await create_webinar(url, args.buyers)
     if args.slots is not None:
         os.environ["UPDATE_SLOTS"] = str(args.slots)  # the spawned bot reads its settings anew
-    async with Process(_bot_process, sandbox.url, url, args.profile) as bot:
+    async with Process(_bot_process, sandbox.url, url, args.profile, args.trace_sql) as bot:
         limit = asyncio.Semaphore(args.concurrency)
         latencies: list[float] = []
 
@@ -446,6 +479,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile", metavar="FILE", help="write the bot process's cProfile stats to FILE"
+    )
+    parser.add_argument(
+        "--trace-sql",
+        metavar="FILE",
+        help="write to FILE how many times the bot ran each SQL statement, and its commits",
     )
     parser.add_argument(
         "--rtt-ms",
