@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     webhook_port: int = Field(default=8080, validation_alias=_env("WEBHOOK_PORT"))
     webhook_path: str = Field(default="/telegram/webhook", validation_alias=_env("WEBHOOK_PATH"))
 
+    reconcile_unknown_card_charges: Literal["refund", "report"] = Field(
+        default="refund", validation_alias=_env("RECONCILE_UNKNOWN_CARD_CHARGES")
+    )
     seat_hold_minutes: int = Field(default=15, ge=1, validation_alias=_env("SEAT_HOLD_MINUTES"))
     outbox_batch_size: int = Field(default=100, ge=1, validation_alias=_env("OUTBOX_BATCH_SIZE"))
     outbox_lease_s: float = Field(default=120.0, ge=5, validation_alias=_env("OUTBOX_LEASE_S"))

@@ -7,13 +7,16 @@ What each provider recorded over a window (:mod:`payments.listing`) is compared 
   an update Telegram gave up on) is recorded now and served by the rules of a live payment
   (:meth:`PurchaseService.complete_payment`): a ticket and its access message, or a refund. A
   card charge whose provider does not know the invoice or the buyer (no metadata) can be matched
-  to no order: it is recorded without one and refunded, as a payment with an unknown payload is;
+  to no order: it is recorded without one and refunded, as a payment with an unknown payload is
+  (or, with ``RECONCILE_UNKNOWN_CARD_CHARGES=report``, for provider accounts shared with other
+  sales, left alone and named in the owners' report);
 - a refund the provider shows in full that we did not record (made in the provider's dashboard)
   is recorded as Telegram's own refunds are: payment refunded, its own ticket revoked.
 
 Charges younger than :data:`SETTLE_TIME` are left to Telegram's updates, which normally arrive
 within seconds: reconciling them would race the live path. A run holds a lease (``job_leases``)
-so replicas take turns; the unique Telegram charge id (``reconciled:<method>:<charge id>`` for
+so replicas take turns, and the hourly run tells the owners the same findings at most once a day;
+the unique Telegram charge id (``reconciled:<method>:<charge id>`` for
 card charges Telegram's id is unknown for) and the provider charge id check of the live path
 keep even overlapping runs from recording anything twice.
 
@@ -23,6 +26,7 @@ commits on its own (a provider's outage or one bad charge never undoes the other
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +35,7 @@ from datetime import datetime, timedelta
 
 from bot.context import AppContext
 from bot.formatting import escape
-from bot.i18n import _
+from bot.i18n import _, _n
 from bot.services.base import Service
 from bot.services.outbox import OutboxService
 from bot.services.purchases import PaymentResult, PurchaseService
@@ -56,6 +60,7 @@ MAX_DAYS = 90
 # outage time to catch up before a charge is taken for lost.
 SETTLE_TIME = timedelta(hours=1)
 LEASE_NAME = "reconcile"
+LEFT_ALONE_SHOWN = 10  # charge ids named in a report; the log has every one
 # Longer than any run should take; a replica that dies mid-run holds the others back this long.
 LEASE_TIME = timedelta(minutes=30)
 
@@ -84,10 +89,19 @@ class ProviderReport:
     refunds_recorded: int = 0  # refunds made at the provider, recorded now
     failed: int = 0  # charges whose fix raised (logged), tried again next run
     error: str | None = None  # the provider could not be listed (completely)
+    # Card charges that match nothing of this bot, left alone (RECONCILE_UNKNOWN_CARD_CHARGES=
+    # report): "<charge id> (<amount> <currency>)", for the owners to look up.
+    left_alone: list[str] = field(default_factory=list)
 
     @property
     def notable(self) -> bool:
-        return bool(self.missing or self.refunds_recorded or self.failed or self.error)
+        return bool(
+            self.missing or self.refunds_recorded or self.failed or self.error or self.left_alone
+        )
+
+    def findings(self) -> tuple[object, ...]:
+        """What this run found here, without its window: equal for runs that found the same."""
+        return (str(self.method), self.failed, self.error, tuple(self.left_alone))
 
 
 @dataclass
@@ -101,6 +115,11 @@ class ReconcileReport:
     def notable(self) -> bool:
         """Something was fixed or could not be checked: worth the owners' attention."""
         return any(provider.notable for provider in self.providers)
+
+    def digest(self) -> str:
+        """A short fingerprint of the findings, the same for two runs that found the same."""
+        findings = repr([provider.findings() for provider in self.providers])
+        return hashlib.sha256(findings.encode()).hexdigest()[:16]
 
 
 class ReconcileService(Service):
@@ -293,10 +312,25 @@ class ReconcileService(Service):
                 charge.currency,
             )
             return
+        matchable = bool(charge.payload) and charge.user_id is not None
+        if not matchable and self.settings.reconcile_unknown_card_charges == "report":
+            # A shared provider account: this may be another shop's sale, not a lost payment.
+            report.left_alone.append(
+                f"{charge.charge_id} ({charge.amount_minor} {charge.currency})"
+            )
+            log.warning(
+                "reconciliation: %s charge %s (%s %s) matches nothing of this bot: left alone "
+                "(RECONCILE_UNKNOWN_CARD_CHARGES=report)",
+                method,
+                charge.charge_id,
+                charge.amount_minor,
+                charge.currency,
+            )
+            return
         telegram_id = charge.telegram_payment_charge_id or reconciled_charge_id(
             method, charge.charge_id
         )
-        if charge.payload and charge.user_id is not None:
+        if matchable:
             outcome = await self.purchases.complete_payment(
                 user_id=charge.user_id,
                 payload=charge.payload,
@@ -369,9 +403,18 @@ class ReconcileService(Service):
         if not report.notable:
             return
         owners = [owner for owner in sorted(self.settings.bot_owner_ids) if owner != requested_by]
+        fixed = any(p.missing or p.refunds_recorded for p in report.providers)
+        if requested_by is None and not fixed:
+            # The hourly run, with nothing fixed: the same findings (an outage, failing fixes,
+            # charges left alone) once a day, not every hour. A fix is never found twice, so a
+            # report with one is always told.
+            day = self.clock.now().date().isoformat()
+            dedupe_key = f"reconcile:{day}:{report.digest()}"
+        else:
+            dedupe_key = f"reconcile:{run_id}"
         await self.outbox.notice_each(
             owners,
-            dedupe_key=f"reconcile:{run_id}",
+            dedupe_key=dedupe_key,
             render=lambda locale: report_text(report, locale),
         )
         await self.session.commit()
@@ -419,6 +462,24 @@ def report_text(report: ReconcileReport, locale: str | None = None) -> str:
                     locale=locale,
                     provider=name,
                     failed=provider.failed,
+                )
+            )
+        if provider.left_alone:
+            shown = provider.left_alone[:LEFT_ALONE_SHOWN]
+            lines.append(
+                _n(
+                    "⚠️ {provider}: {n} charge matches no order of this bot and was left alone "
+                    "(RECONCILE_UNKNOWN_CARD_CHARGES=report). If it is a lost payment, refund it "
+                    "in the provider's dashboard: {charges}",
+                    "⚠️ {provider}: {n} charges match no order of this bot and were left alone "
+                    "(RECONCILE_UNKNOWN_CARD_CHARGES=report). If they are lost payments, refund "
+                    "them in the provider's dashboard: {charges}",
+                    len(provider.left_alone),
+                    locale=locale,
+                    provider=name,
+                    charges=escape(
+                        ", ".join(shown) + (" …" if len(provider.left_alone) > len(shown) else "")
+                    ),
                 )
             )
         if provider.error is not None:

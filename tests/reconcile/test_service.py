@@ -375,3 +375,65 @@ async def test_a_late_update_of_a_reconciled_card_charge_is_a_replay(
     assert late.result == "replay"
     found = await counts(session)
     assert (found["payments"], found["tickets"], found["refunds"]) == (1, 1, 0)
+
+
+async def test_report_mode_leaves_unknown_card_charges_alone_and_tells_once_a_day(
+    session: AsyncSession,
+    app: AppContext,
+    clock: FakeClock,
+    stripe_client: stripe.StripeClient,
+    dated_yookassa: FakeYooKassa,
+) -> None:
+    """With ``RECONCILE_UNKNOWN_CARD_CHARGES=report`` (provider accounts shared with other
+    sales) a card charge that names no invoice is another shop's as likely as a lost payment:
+    it is named to the owners, never recorded or refunded. The hourly run says the same thing at
+    most once a day; anything it fixes is told at once."""
+    app.settings = app.settings.model_copy(update={"reconcile_unknown_card_charges": "report"})
+    webinar = await shop(session, clock)
+    foreign = await stripe_charge(stripe_client, 1500, "eur")
+    clock.advance(hours=2)
+
+    report = await reconcile_payments(app)
+
+    [stripe_report] = [p for p in report.providers if p.method == PaymentMethod.STRIPE]
+    assert stripe_report.left_alone == [f"{foreign} (1500 EUR)"]
+    assert (stripe_report.missing, stripe_report.refunded) == (0, 0)
+    assert await all_rows(session, Payment) == []
+    assert await all_rows(session, Refund) == []
+    assert not (await stripe_client.v1.charges.retrieve_async(foreign)).refunded
+    notices = await owner_notices(session)
+    [english] = notices[OWNER_ID]
+    assert "⚠️ Stripe: 1 charge matches no order of this bot and was left alone" in english
+    assert foreign in english
+    [russian] = notices[SECOND_OWNER_ID]
+    assert foreign in russian
+    assert "оставлен" in russian
+
+    # An hour later the same finding: nobody is told again that day.
+    clock.advance(hours=1)
+    assert (await reconcile_payments(app)).notable
+    assert {owner: len(texts) for owner, texts in (await owner_notices(session)).items()} == {
+        OWNER_ID: 1,
+        SECOND_OWNER_ID: 1,
+    }
+    # A charge that names its invoice and buyer is still recorded and served, and told at once.
+    order = await held_order(app, BOB, webinar, PaymentMethod.STRIPE)
+    await stripe_charge(
+        stripe_client,
+        order.amount_minor,
+        metadata={"invoice_payload": order.token, "telegram_user_id": str(BOB)},
+    )
+    clock.advance(hours=2)
+    fixed = await reconcile_payments(app)
+    assert by_method(fixed)["stripe"] == (2, 1, 1, 0, 0)
+    assert {owner: len(texts) for owner, texts in (await owner_notices(session)).items()} == {
+        OWNER_ID: 2,
+        SECOND_OWNER_ID: 2,
+    }
+    # The next day the charge left alone is named again, once.
+    clock.advance(days=1)
+    await reconcile_payments(app)
+    assert {owner: len(texts) for owner, texts in (await owner_notices(session)).items()} == {
+        OWNER_ID: 3,
+        SECOND_OWNER_ID: 3,
+    }
