@@ -120,6 +120,8 @@ class Organization(TimestampMixin, Base):
     daily_summary: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    # The hour of the organization's local day from which that summary is sent.
+    summary_hour: Mapped[int] = mapped_column(Integer, default=9, server_default=text("9"))
     # How long after a webinar's end its participants are asked for a rating; None: never.
     feedback_delay_minutes: Mapped[int | None] = mapped_column(
         Integer, default=60, server_default=text("60")

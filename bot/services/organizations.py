@@ -31,6 +31,8 @@ from storage.repositories.users import UserRepository
 INVITE_TTL = timedelta(hours=24)
 # How long after a webinar's end participants are asked for a rating; None: never.
 FEEDBACK_DELAYS: tuple[int | None, ...] = (60, 180, 1440, None)
+# The hours of the organization's day the daily summary can come at (9:00 unless changed).
+SUMMARY_HOURS: tuple[int, ...] = (7, 8, 9, 10, 12, 18, 21)
 INVITE_PREFIX = "inv_"
 
 
@@ -211,10 +213,16 @@ class OrganizationService(Service):
         await self.session.commit()
         return org
 
-    async def toggle_daily_summary(self, membership: Membership) -> Organization:
-        """Switch the organizers' morning summary of yesterday on or off."""
+    async def set_daily_summary(self, membership: Membership, raw: str) -> Organization:
+        """The organizers' summary of yesterday: ``off``, or on from one of
+        :data:`SUMMARY_HOURS` of the organization's day."""
         org = membership.org
-        org.daily_summary = not org.daily_summary
+        if raw == "off":
+            org.daily_summary = False
+        elif raw.isdigit() and int(raw) in SUMMARY_HOURS:
+            org.daily_summary, org.summary_hour = True, int(raw)
+        else:
+            raise InvalidInput(N_("Choose one of the options on the buttons."))
         org.updated_at = self.clock.now()
         await self.session.commit()
         return org

@@ -1,11 +1,11 @@
-"""The daily summary: each morning, organizers who asked for it hear about yesterday.
+"""The daily summary: each day, organizers who asked for it hear about the day before.
 
-A job (:func:`plan_summaries`) writes, once the organization's local clock has passed
-``SUMMARY_HOUR``, one outbox row per organizer keyed by organization, local day and organizer:
-any number of replicas, restarts or job runs that day plan it once. What it says is computed
-when it is sent (the renderer), in the organizer's own language, with the chart of the last two
-weeks. An organization that switched the summary off before it left, or an organizer who left
-the team, gets nothing.
+A job (:func:`plan_summaries`) writes, once the organization's local clock has passed the hour
+it chose (``summary_hour``, 9:00 unless changed in /org), one outbox row per organizer keyed by
+organization, local day and organizer: any number of replicas, restarts or job runs that day
+plan it once. What it says is computed when it is sent (the renderer), in the organizer's own
+language, with the chart of the last two weeks. An organization that switched the summary off
+before it left, or an organizer who left the team, gets nothing.
 
 Waitlists do not exist in webinarpass yet, so the summary has no waitlist section.
 """
@@ -36,7 +36,6 @@ from storage.repositories.webinars import WebinarRepository
 if TYPE_CHECKING:
     from bot.services import Services
 
-SUMMARY_HOUR = 9  # local time of the organization: the summary is planned from then on
 UPCOMING_DAYS = 7
 CHART_DAYS = 14
 UPCOMING_SHOWN = 10
@@ -94,7 +93,7 @@ class SummaryService(Service):
         sales = SalesRepository(self.session)
         for org in await self.repo.orgs_with_daily_summary():
             local = now.astimezone(ZoneInfo(org.timezone))
-            if local.hour < SUMMARY_HOUR:
+            if local.hour < org.summary_hour:
                 continue
             for user_id in await sales.member_ids(org.id):
                 planned += await self.outbox.enqueue(

@@ -15,9 +15,8 @@ from babel.dates import format_time
 from bot.formatting import babel_locale, escape
 from bot.i18n import LANGUAGE_NAMES, _, current_locale
 from bot.services import Services
-from bot.services.organizations import FEEDBACK_DELAYS, Membership, OrgField
+from bot.services.organizations import FEEDBACK_DELAYS, SUMMARY_HOURS, Membership, OrgField
 from bot.services.reminders import time_left
-from bot.services.summaries import SUMMARY_HOUR
 from handlers.admin.base import IsOrganizer, OrgAction, WizardChoice, reply, show
 from handlers.admin.neworg import currency_choices, language_choices, timezone_choices
 from storage.enums import PaymentMethod, Role
@@ -95,13 +94,17 @@ def delay_name(minutes: int | None) -> str:
     return _("{delay} after the end", delay=time_left(timedelta(minutes=minutes), current_locale()))
 
 
+def hour_name(hour: int, locale: str) -> str:
+    return format_time(time(hour), format="short", locale=babel_locale(locale))
+
+
 def insights_lines(org: Organization) -> str:
     locale = current_locale()
     return "\n".join(
         [
             _(
                 "📬 Daily summary at {time} ({timezone}): {state}",
-                time=format_time(time(SUMMARY_HOUR), format="short", locale=babel_locale(locale)),
+                time=hour_name(org.summary_hour, locale),
                 timezone=org.timezone,
                 state=_("on") if org.daily_summary else _("off"),
             ),
@@ -271,12 +274,49 @@ async def toggle_method(
 
 
 @router.callback_query(OrgAction.filter(F.action == "summary"))
-async def toggle_summary(
-    query: CallbackQuery, membership: Membership, services: Services, user: User
+async def summary_hours(query: CallbackQuery, membership: Membership) -> None:
+    """When the daily summary comes, or never: the choices."""
+    org, locale = membership.org, current_locale()
+    builder = InlineKeyboardBuilder()
+    for hour in SUMMARY_HOURS:
+        mark = "✓ " if org.daily_summary and hour == org.summary_hour else ""
+        builder.button(
+            text=mark + hour_name(hour, locale),
+            callback_data=OrgAction(action="sumset", value=str(hour)),
+        )
+    builder.button(
+        text=("✓ " if not org.daily_summary else "") + _("off"),
+        callback_data=OrgAction(action="sumset", value="off"),
+    )
+    builder.button(text=_("⬅️ Back"), callback_data=OrgAction(action="card"))
+    builder.adjust(4, 4, 1)
+    await query.answer()
+    await show(
+        query,
+        _(
+            "Each day, every organizer can get a summary of the day before: tickets sold, "
+            "revenue, refunds and the coming webinars, with a chart. At what time ({timezone})?",
+            timezone=org.timezone,
+        ),
+        builder.as_markup(),
+    )
+
+
+@router.callback_query(OrgAction.filter(F.action == "sumset"))
+async def set_summary(
+    query: CallbackQuery,
+    callback_data: OrgAction,
+    membership: Membership,
+    services: Services,
+    user: User,
 ) -> None:
-    """Switch the daily summary on or off."""
-    org = await services.organizations.toggle_daily_summary(membership)
-    await query.answer(_("Switched on.") if org.daily_summary else _("Switched off."))
+    """Save when the daily summary comes, or switch it off."""
+    was_on = membership.org.daily_summary
+    org = await services.organizations.set_daily_summary(membership, callback_data.value)
+    if not org.daily_summary:
+        await query.answer(_("Switched off."))
+    else:
+        await query.answer(_("Saved.") if was_on else _("Switched on."))
     await show(query, *await render(membership, services, user.id))
 
 

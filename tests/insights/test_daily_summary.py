@@ -1,6 +1,7 @@
 """The daily summary end to end: switched on in /org, planned once per organizer and day after
-09:00 in the organization's time zone, sent through the outbox in each organizer's language
-with the chart; never for organizations that did not ask, never twice."""
+the chosen hour (9:00 by default) in the organization's time zone, sent through the outbox in
+each organizer's language with the chart; never for organizations that did not ask, never
+twice."""
 
 from __future__ import annotations
 
@@ -91,12 +92,29 @@ async def test_each_organizer_who_asked_gets_one_summary_a_day(
     await olga.command("/org")
     card = await olga.next_message()
     assert "Daily summary at 9:00\u202fAM (Europe/Rome): off" in (card.text or "")
-    answer = await olga.press(card, text="⬜ 📬 Daily summary")
+    await olga.press(card, text="⬜ 📬 Daily summary")
+    hours = await olga.next_message()
+    assert "At what time (Europe/Rome)?" in (hours.text or "")
+    assert hours.button_texts[:8] == [
+        "7:00\u202fAM",
+        "8:00\u202fAM",
+        "9:00\u202fAM",
+        "10:00\u202fAM",
+        "12:00\u202fPM",
+        "6:00\u202fPM",
+        "9:00\u202fPM",
+        "✓ off",
+    ]
+    answer = await olga.press(hours, text="9:00\u202fAM")
     assert answer is not None
     assert answer.text == "Switched on."
     card = await olga.next_message()
     assert "Daily summary at 9:00\u202fAM (Europe/Rome): on" in (card.text or "")
     assert "✅ 📬 Daily summary" in card.button_texts
+    # A forged hour changes nothing.
+    bad = await olga.forge_callback("ao:sumset:3")
+    assert bad is not None
+    assert bad.text == "Choose one of the options on the buttons."
 
     clock.set(MORNING - timedelta(minutes=40))  # 08:25 in Rome: too early
     assert await plan_summaries(app) == 0
@@ -153,9 +171,52 @@ async def test_each_organizer_who_asked_gets_one_summary_a_day(
     await olga.command("/org")
     card = await olga.next_message()
     await olga.press(card, text="✅ 📬 Daily summary")
+    await olga.press(await olga.next_message(), text="off")
     await olga.next_message()
     await bot_app.outbox.idle()
     await bot_app.outbox.run_until_idle()
     await olga.expect_silence()
     await ivan.expect_silence()
     assert await _summaries(session_factory) == {OutboxStatus.SENT: 5, OutboxStatus.DROPPED: 2}
+
+
+async def test_the_summary_comes_at_the_hour_the_organization_chose(
+    sandbox: SandboxServer, bot_app: BotApplication, session_factory: Sessions, clock: FakeClock
+) -> None:
+    await _world(session_factory)
+    app = bot_app.app
+    olga = sandbox.user(OWNER_ID, first_name="Olga", language_code="en")
+    await olga.command("/org")
+    card = await olga.next_message()
+    await olga.press(card, text="⬜ 📬 Daily summary")
+    answer = await olga.press(await olga.next_message(), text="6:00\u202fPM")
+    assert answer is not None
+    assert answer.text == "Switched on."
+    card = await olga.next_message()
+    assert "Daily summary at 6:00\u202fPM (Europe/Rome): on" in (card.text or "")
+
+    clock.set(MORNING)  # 09:05 in Rome: not yet
+    assert await plan_summaries(app) == 0
+    clock.set(MORNING + timedelta(hours=9))  # 18:05 in Rome, 11:05 in Mexico City
+    assert await plan_summaries(app) == 3  # Olga and Ivan; Far's at its own 9:00
+
+    # Moved to 21:00 the same day: today's summary is not sent twice.
+    await olga.press(card, text="✅ 📬 Daily summary")
+    hours = await olga.next_message()
+    assert "✓ 6:00\u202fPM" in hours.button_texts
+    answer = await olga.press(hours, text="9:00\u202fPM")
+    assert answer is not None
+    assert answer.text == "Saved."
+    card = await olga.next_message()
+    clock.set(MORNING + timedelta(hours=12, minutes=30))  # 21:35 in Rome
+    assert await plan_summaries(app) == 0
+
+    # Switched off: no summary the next evening.
+    await olga.press(card, text="✅ 📬 Daily summary")
+    answer = await olga.press(await olga.next_message(), text="off")
+    assert answer is not None
+    assert answer.text == "Switched off."
+    card = await olga.next_message()
+    assert "Daily summary at 9:00\u202fPM (Europe/Rome): off" in (card.text or "")
+    clock.set(MORNING + timedelta(days=1, hours=13))
+    assert await plan_summaries(app) == 1  # Far's only
