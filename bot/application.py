@@ -125,9 +125,19 @@ class BotApplication:
         await self.bot.delete_webhook(drop_pending_updates=False)
         # Telegram lets one process poll a bot: rows a previous process held are ours now.
         await self.intake.start(take_over=True)
+        if self.settings.ops_port is not None:
+            await self._serve_ops()
         self._polling = self.intake.start_polling(
             timeout_s=10, allowed_updates=self.dispatcher.resolve_used_update_types()
         )
+
+    async def _serve_ops(self) -> None:
+        """``/healthz``, ``/readyz`` and ``/metrics`` on OPS_HOST:OPS_PORT, for polling mode."""
+        web_app = web.Application()
+        add_ops_routes(web_app, self.app, self.engine)
+        self._runner = web.AppRunner(web_app, shutdown_timeout=5.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.ops_host, self.settings.ops_port).start()
 
     async def run_polling(self) -> None:
         """Poll in the foreground until :meth:`stop` (from another task) ends it."""

@@ -23,8 +23,13 @@ def _env(name: str) -> AliasChoices:
 class Settings(BaseSettings):
     """Everything the bot reads from its environment."""
 
+    # A variable left empty (as .env.example leaves most) means "not set": its default applies.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
     )
 
     bot_token: SecretStr | None = Field(default=None, validation_alias=_env("BOT_TOKEN"))
@@ -58,6 +63,10 @@ class Settings(BaseSettings):
     webhook_host: str = Field(default="0.0.0.0", validation_alias=_env("WEBHOOK_HOST"))
     webhook_port: int = Field(default=8080, validation_alias=_env("WEBHOOK_PORT"))
     webhook_path: str = Field(default="/telegram/webhook", validation_alias=_env("WEBHOOK_PATH"))
+    # Polling mode has no web server of its own: /healthz, /readyz and /metrics are served on
+    # OPS_HOST:OPS_PORT when a port is given (webhook mode serves them beside the webhook).
+    ops_host: str = Field(default="127.0.0.1", validation_alias=_env("OPS_HOST"))
+    ops_port: int | None = Field(default=None, validation_alias=_env("OPS_PORT"))
 
     reconcile_unknown_card_charges: Literal["refund", "report"] = Field(
         default="refund", validation_alias=_env("RECONCILE_UNKNOWN_CARD_CHARGES")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -40,3 +42,16 @@ def test_missing_token_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("BOT_TOKEN", raising=False)
     with pytest.raises(MissingTokenError, match="BotFather"):
         require_token(Settings(_env_file=None))
+
+
+def test_env_example_as_shipped_gives_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copied to .env and given only a token, the example file starts the bot: the variables it
+    leaves empty are not set."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    example = Path(__file__).parent.parent / ".env.example"
+    settings = Settings(_env_file=example, bot_token="1:token")
+    assert settings.ops_port is None
+    assert settings.webhook_url is None
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.reconcile_unknown_card_charges == "refund"

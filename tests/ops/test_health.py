@@ -130,3 +130,34 @@ async def test_the_webhook_app_serves_both(
                 assert (await response.json())["ok"] is True
     finally:
         await application.stop()
+
+
+async def test_polling_serves_them_on_the_ops_port(
+    sandbox: SandboxServer, settings: Settings, clock: FakeClock, translator: Translator
+) -> None:
+    from bot.application import BotApplication
+
+    port = _free_port()
+    application = BotApplication(
+        settings.model_copy(update={"telegram_api_url": sandbox.url, "ops_port": port}),
+        clock=clock,
+        translator=translator,
+        run_scheduler=False,
+        migrate=True,
+    )
+    await application.setup()
+    try:
+        await application.start_polling()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert (await response.json())["ok"] is True
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert response.status == 200
+                assert "webinarpass_" in await response.text()
+    finally:
+        await application.stop()
+    # Stopped with the bot: the port is free again.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))
