@@ -37,7 +37,7 @@ from bot.services.refund_worker import RefundWorker
 from bot.services.sender import ReplyBudgetMiddleware
 from bot.settings import Settings, require_token, require_webhook_secret
 from payments.registry import RefunderRegistry
-from storage.migrate import upgrade
+from storage.migrate import upgrade_if_behind
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class BotApplication:
             engine=self._shared_engine,
         )
         if self.migrate:
-            await upgrade(self.engine)
+            await upgrade_if_behind(self.engine)
         self.bot = create_bot(self.settings, self.token)
         me = await self.bot.get_me()
         self.app.bot = self.bot

@@ -8,12 +8,27 @@ from aiogram import Router
 
 
 def get_routers() -> list[Router]:
-    """Fresh copies of all routers, in the order they are matched: specific ones first.
+    """All routers, in the order they are matched: specific ones first.
 
     Modules declare their routers once, the aiogram way; a router can belong to one Dispatcher
-    only, so each Dispatcher (tests, demo and benchmarks build several per process) gets copies.
+    only, so the first Dispatcher of a process (the only one ``python -m bot`` builds) takes
+    them as they are and each later one (tests, demo and benchmarks build several) gets copies.
     """
-    return [copy.deepcopy(router) for router in _module_routers()]
+    global _handed_out
+    routers = _module_routers()
+    if not _handed_out:
+        _handed_out = True
+        return routers
+    return [_detached_copy(router) for router in routers]
+
+
+def _detached_copy(router: Router) -> Router:
+    # The original may belong to the first Dispatcher: its copy belongs to none (the memo makes
+    # deepcopy put None where the parent was, instead of copying that whole Dispatcher).
+    return copy.deepcopy(router, {id(router.parent_router): None} if router.parent_router else {})
+
+
+_handed_out = False
 
 
 def _module_routers() -> list[Router]:

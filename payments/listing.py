@@ -21,17 +21,20 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
-import stripe
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import StarTransaction, TransactionPartnerUser
-from yookassa import Configuration, Payment, Refund
 
 from payments.base import PaymentMethod, from_decimal, normalize_currency
-from payments.yookassa_refunds import SDK_LOCK, run_sdk
+
+if TYPE_CHECKING:
+    import stripe
+
+# The provider SDKs (stripe, yookassa with requests) are imported where a listing runs: they
+# take a noticeable share of the bot's start-up, and most deployments list one provider or none.
 
 __all__ = [
     "ListingError",
@@ -198,6 +201,8 @@ async def list_stripe_charges(
     The SDK is asked for ``created[gt]`` only and the upper bound is applied here: Stripe
     accepts ``gte``/``lte`` too, but localstripe (the tests' Stripe) implements ``gt`` alone.
     """
+    import stripe
+
     _check_window(since, until)
     limit = _page_size(page_size)
     timeout = request_timeout
@@ -234,6 +239,8 @@ async def list_stripe_charges(
 
 
 async def _stripe(call: Any, timeout: float) -> Any:  # noqa: ASYNC109 - per request
+    import stripe
+
     try:
         return await asyncio.wait_for(call, timeout)
     except stripe.StripeError as exc:
@@ -324,6 +331,8 @@ class _YooKassaLister:
         self._timeout = timeout
 
     async def run(self, blocking: Any, *args: Any) -> Any:
+        from payments.yookassa_refunds import run_sdk
+
         try:
             return await asyncio.wait_for(run_sdk(blocking, *args), self._timeout)
         except TimeoutError as exc:
@@ -336,10 +345,16 @@ class _YooKassaLister:
             raise ListingError(PaymentMethod.YOOKASSA, f"{type(exc).__name__}: {exc}") from exc
 
     def _configure(self) -> None:
+        from yookassa import Configuration
+
         kwargs: dict[str, Any] = {"api_url": self._api_url} if self._api_url else {}
         Configuration.configure(self._shop_id, self._secret_key, **kwargs)
 
     def payments_page(self, params: dict[str, Any]) -> Any:
+        from yookassa import Payment
+
+        from payments.yookassa_refunds import SDK_LOCK
+
         with SDK_LOCK:
             self._configure()
             return Payment.list(params)
@@ -347,6 +362,10 @@ class _YooKassaLister:
     def refunds_of(self, payment_id: str) -> list[str]:
         ids: list[str] = []
         params: dict[str, Any] = {"payment_id": payment_id, "limit": MAX_PAGE}
+        from yookassa import Refund
+
+        from payments.yookassa_refunds import SDK_LOCK
+
         with SDK_LOCK:
             self._configure()
             while True:
