@@ -20,10 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.application import BotApplication
 from bot.clock import FakeClock
+from bot.logs import current_update_id
 from bot.sandbox import SandboxServer
 from bot.settings import Settings
 from storage.enums import InboundStatus
 from storage.models import InboundUpdate
+from tests.conftest import OWNER_ID
+from tests.factories import make_org, make_webinar
 
 DONE_MARK = re.compile(r"UPDATE inbound_updates SET status")
 STORE = re.compile(r"INSERT INTO inbound_updates")
@@ -240,3 +243,55 @@ async def test_a_failed_store_keeps_the_done_marks_it_carried(
     assert (await statuses(session))[21] == InboundStatus.DONE
     gate.release.set()
     await settle(lambda: _all_done(session, {20, 21, 22}))
+
+
+STARS_BUTTON = "⭐ Paga con Telegram Stars: 100 ⭐"
+
+
+class StatementsByUpdate:
+    """The statements run while each update was handled (the update id the logs stamp)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine.sync_engine
+        self.by_update: dict[int | None, list[str]] = {}
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.by_update.setdefault(current_update_id.get(), []).append(" ".join(statement.split()))
+
+    def __enter__(self) -> StatementsByUpdate:
+        event.listen(self.engine, "before_cursor_execute", self._statement)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+
+
+def reads_user(statements: list[str]) -> bool:
+    return any(s.startswith("SELECT users.") for s in statements)
+
+
+async def test_a_pre_checkout_query_does_not_read_a_user_this_process_just_saw(
+    sandbox: SandboxServer, bot_app: BotApplication, engine: AsyncEngine, session: AsyncSession
+) -> None:
+    org = await make_org(session, OWNER_ID, language="it", timezone="Europe/Rome")
+    webinar = await make_webinar(session, org, price_stars=100, capacity=20)
+    await session.commit()
+    bob = sandbox.user(7200, first_name="Bob", language_code="en")
+    with StatementsByUpdate(engine) as seen:
+        await bob.command("/start", f"w_{webinar.code}")
+        card = await bob.next_message()
+        await bob.press(card, text=STARS_BUTTON)
+        invoice = await bob.next_message()
+        assert (await bob.pay(invoice)).ok
+        assert "Pagamento ricevuto" in (await bob.next_message()).text
+        stored = list(
+            (await session.scalars(select(InboundUpdate).order_by(InboundUpdate.update_id))).all()
+        )
+        await session.commit()
+    kinds = [(row.kind, reads_user(seen.by_update.get(row.update_id, []))) for row in stored]
+    assert kinds == [
+        ("message", True),  # /start: the user is stored
+        ("callback_query", True),
+        ("pre_checkout_query", False),  # the same user, unchanged, not blocked: no read
+        ("message", True),  # the payment
+    ], kinds
