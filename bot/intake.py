@@ -5,15 +5,17 @@ Telegram forgets an update once it is acknowledged (a webhook's 2xx, or the next
 offset). So both receivers here (:meth:`Intake.poll` and the webhook handler in
 ``bot/application.py``) store the update, commit, and only then acknowledge it.
 
-The receiving process holds each new row under a lease from the insert on (its first attempt),
-so the common path costs one insert (a whole polled batch at once) and one update that marks it
-done (batched with the other updates finished meanwhile). The row's unique (bot, update id) makes
-a redelivered update a no-op. A handler that raises leaves the row for another attempt after a
-back-off; after ``INTAKE_MAX_ATTEMPTS`` it is parked and the bot's owners are told its kind and
-id (nothing personal) through the outbox. A process that dies leaves its leases to expire; any
-replica's sweep claims the rows then (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). A polling
-process takes over its own bot's leased rows at start: Telegram lets only one process poll a bot,
-so whoever held them before is gone.
+The receiving process holds each new row under a lease from the insert on (its first attempt), so
+the common path costs one insert (a whole polled batch at once) and one update that marks it done,
+batched with the other updates finished meanwhile and written in the intake's next transaction (the
+next batch's store or the sweep's claim), or at once when nothing else is in hand (and for a
+pre-checkout query): a busy process spends no transaction of its own on most done marks. The row's
+unique (bot, update id) makes a redelivered update a no-op. A handler that raises leaves the row
+for another attempt after a back-off; after ``INTAKE_MAX_ATTEMPTS`` it is parked and the bot's
+owners are told its kind and id (nothing personal) through the outbox. A process that dies leaves
+its leases to expire; any replica's sweep claims the rows then (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL). A polling process takes over its own bot's leased rows at start: Telegram lets only
+one process poll a bot, so whoever held them before is gone.
 
 Handling is bounded and urgent first (:class:`bot.priority.PrioritySlots`): a pre-checkout query
 (Telegram's 10-second deadline) starts at once, payments before the rest, and how many updates run
@@ -162,12 +164,20 @@ class Intake:
         for item in items:
             hold = len(held_now) < room or item.priority == Priority.CHECKOUT
             (held_now if hold else later).append(item)
-        async with self.app.session_factory() as session:
-            repo = InboundUpdateRepository(session)
-            held = await repo.store(self.bot.id, held_now, now=now, lease_until=now + self.lease)
-            if later:
-                await repo.store(self.bot.id, later, now=now, lease_until=None)
-            await session.commit()
+        done = self._take_done()
+        try:
+            async with self.app.session_factory() as session:
+                repo = InboundUpdateRepository(session)
+                held = await repo.store(
+                    self.bot.id, held_now, now=now, lease_until=now + self.lease
+                )
+                if later:
+                    await repo.store(self.bot.id, later, now=now, lease_until=None)
+                await repo.finish(done, now=now)  # rides along: no transaction of its own
+                await session.commit()
+        except BaseException:
+            self._give_back(done)
+            raise
         if ARMED:
             crash_point("intake.stored", _detail(items))
         for item in held:
@@ -237,7 +247,14 @@ class Intake:
                         crash_point("intake.handled", _detail([item]))
                     self._in_hand.pop(item.id, None)
                     self._done.append(item)
-                    self._flush_wanted.set()
+                    if not self._in_hand or item.kind == "pre_checkout_query":
+                        # Nothing else in hand, so no store may come soon: write the marks now.
+                        # Otherwise they ride on the next store or sweep (see _take_done); but a
+                        # pre-checkout query is marked at once, as before: its successful payment
+                        # follows within milliseconds, and a crash while that payment is handled
+                        # must not answer (and re-check the seat of) a checkout Telegram has
+                        # already settled.
+                        self._flush_wanted.set()
                 else:
                     await self._failed(item, error)
             finally:
@@ -321,19 +338,31 @@ class Intake:
     # -- background: sweep, done marks ---------------------------------------------------------
 
     async def _claim(self, *, ignore_leases: bool = False) -> None:
+        """Hold due rows (as many as there is room for), writing the pending done marks in the
+        same transaction."""
         room = self.max_in_hand - len(self._in_hand)
-        if room <= 0 or self.stopping:
+        claim = room > 0 and not self.stopping
+        done = self._take_done()
+        if not claim and not done:
             return
         now = self._now()
-        async with self.app.session_factory() as session:
-            held = await InboundUpdateRepository(session).claim_due(
-                self.bot.id,
-                now=now,
-                lease_until=now + self.lease,
-                limit=room,
-                ignore_leases=ignore_leases,
-            )
-            await session.commit()
+        held: list[Held] = []
+        try:
+            async with self.app.session_factory() as session:
+                repo = InboundUpdateRepository(session)
+                await repo.finish(done, now=now)
+                if claim:
+                    held = await repo.claim_due(
+                        self.bot.id,
+                        now=now,
+                        lease_until=now + self.lease,
+                        limit=room,
+                        ignore_leases=ignore_leases,
+                    )
+                await session.commit()
+        except BaseException:
+            self._give_back(done)
+            raise
         for item in held:
             if item.id not in self._in_hand:
                 self._hand(item)
@@ -356,7 +385,6 @@ class Intake:
         renewed = loop.time()
         while not self.stopping:
             try:
-                await self._flush_done()
                 await self._claim()
                 if loop.time() - renewed >= self.lease.total_seconds() / 3:
                     renewed = loop.time()
@@ -375,21 +403,38 @@ class Intake:
             self._flush_wanted.clear()
             await self._flush_done()
 
-    async def _flush_done(self) -> None:
-        """Mark everything handled since the last flush done, in one statement and commit."""
-        if not self._done:
-            return
+    def _take_done(self) -> list[Held]:
+        """The updates handled since the last done marks were written, to be written now.
+
+        Done marks need no transaction of their own: they are written in whatever transaction
+        the intake commits next, the next batch's store (polling or webhook) or the sweep's
+        claim (every ``SWEEP_S``), or right away when nothing else is in hand. Until then a crash
+        only means those updates are handled again, as when a crash comes right before a mark
+        (README, "What may repeat after a crash"): their handlers are replay-safe.
+        """
         batch, self._done = self._done, []
+        return batch
+
+    def _give_back(self, batch: list[Held]) -> None:
+        """Marks a failed or cancelled write had taken: the next write has them (a repeat is
+        harmless: a mark only applies to a row still pending under the same attempt)."""
+        self._done[:0] = batch
+
+    async def _flush_done(self) -> None:
+        """Mark everything handled since the last write done, in one statement and commit."""
+        batch = self._take_done()
+        if not batch:
+            return
         try:
             async with self.app.session_factory() as session:
                 await InboundUpdateRepository(session).finish(batch, now=self._now())
                 await session.commit()
         except asyncio.CancelledError:
-            self._done[:0] = batch  # stopping: the last flush writes them (a repeat is harmless)
+            self._give_back(batch)  # stopping: the last flush writes them
             raise
         except Exception:
             log.exception("could not mark %s handled updates done; trying again", len(batch))
-            self._done[:0] = batch
+            self._give_back(batch)
 
     # -- shutdown -----------------------------------------------------------------------------
 

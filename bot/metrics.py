@@ -79,6 +79,10 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 class UpdateMetricsMiddleware(BaseMiddleware):
     """Outermost on ``dp.update``: counts updates and times them, waiting for a slot included."""
 
+    def __init__(self) -> None:
+        # The labelled children per kind, found once (``labels()`` takes a lock and builds a key).
+        self._by_kind: dict[str, tuple[Any, Any]] = {}
+
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         kind = event.event_type if isinstance(event, Update) else type(event).__name__
         started = time.perf_counter()
@@ -86,8 +90,14 @@ class UpdateMetricsMiddleware(BaseMiddleware):
             return await handler(event, data)
         finally:
             elapsed = time.perf_counter() - started
-            UPDATES.labels(kind).inc()
-            UPDATE_SECONDS.labels(kind).observe(elapsed)
+            children = self._by_kind.get(kind)
+            if children is None:
+                children = self._by_kind[kind] = (
+                    UPDATES.labels(kind),
+                    UPDATE_SECONDS.labels(kind),
+                )
+            children[0].inc()
+            children[1].observe(elapsed)
             if kind == "pre_checkout_query":
                 PRE_CHECKOUT_SECONDS.observe(elapsed)
 
