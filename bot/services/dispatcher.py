@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
+from typing import TypeVar
 
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,6 +61,7 @@ from storage.repositories.outbox import Claim, OutboxRepository
 from storage.repositories.sales import SalesRepository
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Waits before retrying a failed send (network, 5xx, unexpected errors), then it is recorded as
 # failed. 400 Bad Request is not retried: the same request gets the same answer.
@@ -94,14 +96,25 @@ class DispatchStats:
 
 
 class _Held:
-    """The rows of the running batch this worker still holds, for the lease keeper."""
+    """The rows of the running batch this worker still holds, for the lease keeper.
 
-    def __init__(self, claims: list[Claim]) -> None:
+    ``until`` is when the last lease this worker took or renewed runs out, on this process's
+    monotonic clock (stamped before the statement, so never late): past it another worker may
+    have claimed the rows, and a worker frozen that long (a paused VM, a stalled loop) must not
+    send before its keeper has had a chance to find out."""
+
+    def __init__(self, claims: list[Claim], until: float) -> None:
         self.claims = {claim.id: claim for claim in claims}
         self.lost: set[int] = set()
+        self.until = until
 
     def done(self, claim: Claim) -> None:
         self.claims.pop(claim.id, None)
+
+    def check(self, claim: Claim) -> None:
+        """Raise :class:`_Lost` unless the row may still be sent by this worker."""
+        if claim.id in self.lost or time.monotonic() >= self.until:
+            raise _Lost
 
 
 class OutboxDispatcher:
@@ -178,11 +191,12 @@ class OutboxDispatcher:
 
     async def run_once(self) -> DispatchStats:
         """Claim one batch and deliver it; chats in parallel, each chat's rows in order."""
+        claimed_at = time.monotonic()
         claims = await self.claim()
         stats = DispatchStats(claimed=len(claims))
         if not claims:
             return stats
-        held = _Held(claims)
+        held = _Held(claims, until=claimed_at + self.lease.total_seconds())
         keeper = asyncio.create_task(self._keep_leases(held))
         try:
             by_chat: dict[int, list[Claim]] = defaultdict(list)
@@ -209,6 +223,7 @@ class OutboxDispatcher:
             if not claims:
                 return
             try:
+                renewed_at = time.monotonic()
                 now = self.app.clock.now()
                 async with self.app.session_factory() as session:
                     kept = await OutboxRepository(session).renew(
@@ -218,6 +233,7 @@ class OutboxDispatcher:
             except Exception:
                 log.exception("could not renew outbox leases; trying again")
                 continue
+            held.until = renewed_at + self.lease.total_seconds()
             for claim in claims:
                 if claim.id not in kept and claim.id in held.claims:
                     held.lost.add(claim.id)
@@ -246,18 +262,15 @@ class OutboxDispatcher:
                 return
             payload = dict(row.payload or {})
             start = int(payload.get("parts_sent", 0))
-            render = partial(self._render, session, row)
+            render = partial(_held_then, held, claim, partial(self._render, session, row))
             try:
+                held.check(claim)
                 parts = None
                 if row.kind not in RENDERED_WHEN_SENT or start:
                     parts = await render()
                 guard = self._guard(session, row)
                 index = start
                 while parts is None or index < len(parts):
-                    if claim.id in held.lost:
-                        stats.lost += 1
-                        log.warning("outbox row %s was taken over; not sending it", claim.id)
-                        return
                     if parts is None:
                         rendered: list[Outgoing] = []
                         await self.sender.send_rendered(
@@ -271,7 +284,12 @@ class OutboxDispatcher:
                         await self.sender.send(
                             claim.chat_id,
                             parts[index],
-                            still_wanted=guard if index == start else None,
+                            still_wanted=partial(
+                                _held_then,
+                                held,
+                                claim,
+                                (guard or _wanted) if index == start else _wanted,
+                            ),
                         )
                     index += 1
                     if index < len(parts):
@@ -280,9 +298,12 @@ class OutboxDispatcher:
                         kept = await repo.settle(claim, payload=payload)
                         await session.commit()
                         if not kept:
-                            stats.lost += 1
-                            log.warning("outbox row %s was taken over; stopping", claim.id)
-                            return
+                            raise _Lost
+            except _Lost:
+                # Another worker holds the row now (or may): nothing more is sent or written.
+                stats.lost += 1
+                log.warning("outbox row %s was taken over; not sending it", claim.id)
+                return
             except Drop as drop:
                 await self._settle(repo, claim, stats, OutboxStatus.DROPPED, drop.reason, ticket_id)
                 stats.drop_reasons[drop.reason] += 1
@@ -460,6 +481,21 @@ TICKET_KINDS = (OutboxKind.ACCESS, OutboxKind.REMINDER, OutboxKind.RECORDING)
 # after downtime, a replaced recording) are rendered before the wait, so a drop costs no share
 # of Telegram's budget, and their ticket is checked once more after it.
 RENDERED_WHEN_SENT = (OutboxKind.ACCESS,)
+
+
+class _Lost(Exception):
+    """The worker no longer holds the row (its lease was lost, or may have run out)."""
+
+
+async def _wanted() -> bool:
+    return True
+
+
+async def _held_then(held: _Held, claim: Claim, then: Callable[[], Awaitable[T]]) -> T:
+    """Check that the row is still held (after the pace wait, right before the send), then go on
+    with ``then``: the ticket check or the render."""
+    held.check(claim)
+    return await then()
 
 
 class _RenderFailed(Exception):

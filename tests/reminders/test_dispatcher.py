@@ -296,3 +296,30 @@ async def test_a_reminder_waiting_for_its_turn_is_not_sent_once_the_ticket_is_re
     assert [sent.text for sent in fake_bot.sent] == ["first"]
     assert (stats.sent, stats.dropped) == (1, 1)
     assert stats.drop_reasons == {"no longer wanted at the moment of sending": 1}
+
+
+async def test_a_worker_whose_lease_ran_out_unrenewed_sends_nothing_more(
+    session: AsyncSession, app_context: AppContext
+) -> None:
+    """Its keeper never renewed (a frozen process, say): past the lease another worker may hold
+    the rows, so the second message, still waiting for the chat's pace, is not sent."""
+    await make_user(session, 1)
+    outbox = Services(session, app_context).outbox
+    await outbox.notice(dedupe_key="a", chat_id=1, text="first")
+    await outbox.notice(dedupe_key="b", chat_id=1, text="second")
+    await session.commit()
+    bot = FakeBot()
+    dispatcher = OutboxDispatcher(
+        app_context,
+        fast_sender(bot, chat_interval_s=2.5),
+        lease=timedelta(seconds=1),
+        renew_every_s=60,
+    )
+    stats = await dispatcher.run_once()
+    assert [sent.text for sent in bot.sent] == ["first"]
+    assert (stats.sent, stats.lost) == (1, 1)
+    rows = await session.execute(select(OutboxMessage.payload, OutboxMessage.status))
+    assert {payload["text"]: status for payload, status in rows.all()} == {
+        "first": OutboxStatus.SENT,
+        "second": OutboxStatus.SENDING,  # claimed again by whoever comes once its lease is over
+    }
