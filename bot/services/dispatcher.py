@@ -6,6 +6,17 @@ leaves its lease to expire and the row is claimed again: nothing is lost, and th
 duplicate is the one message in flight at the crash. Multi-part rows (text, then a calendar
 file) record each part as sent, so a retry resumes after the last part that went out.
 
+What a row costs the database: the claim takes and loads a whole batch in one statement
+(``UPDATE ... RETURNING`` every column); a row is rendered in one read transaction and marked in
+one more (its result, and for an access message the ticket's ``access_delivered_at``, together),
+plus one progress mark between the parts of a multi-part row. A message that carries what a
+ticket gives must not leave once the ticket is refunded, and it may wait minutes for its turn
+(the chat's pace, a 429 pause): the ticket is read again after that wait, right before the first
+part leaves. For an access message that read is its render, which runs then rather than before
+the wait (``PacedSender.send_rendered``); other kinds are rendered first, so that rows dropped in
+bulk (stale reminders) cost no share of Telegram's budget, and their ticket is checked once more.
+Later parts of a row are not checked again: the first one already carried the link or password.
+
 Leases and long 429s: a batch can take longer than any fixed lease (Telegram may answer
 ``retry_after`` of minutes, and the sender waits it out rather than drop the message). Instead of
 sizing leases for the worst case, which would also delay recovery after a real crash by as much,
@@ -25,8 +36,11 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
+from typing import TypeVar
 
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import AppContext
 from bot.logs import current_update_id
@@ -36,7 +50,7 @@ from bot.services import Services
 from bot.services.access import render_access
 from bot.services.broadcasts import BroadcastProgress, render_broadcast
 from bot.services.feedback import render_feedback
-from bot.services.outbox import Drop, Renderer, render_notice
+from bot.services.outbox import Drop, Outgoing, Renderer, render_notice
 from bot.services.recordings import render_recording
 from bot.services.reminders import render_reminder
 from bot.services.sender import PacedSender
@@ -47,6 +61,7 @@ from storage.repositories.outbox import Claim, OutboxRepository
 from storage.repositories.sales import SalesRepository
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Waits before retrying a failed send (network, 5xx, unexpected errors), then it is recorded as
 # failed. 400 Bad Request is not retried: the same request gets the same answer.
@@ -81,14 +96,25 @@ class DispatchStats:
 
 
 class _Held:
-    """The rows of the running batch this worker still holds, for the lease keeper."""
+    """The rows of the running batch this worker still holds, for the lease keeper.
 
-    def __init__(self, claims: list[Claim]) -> None:
+    ``until`` is when the last lease this worker took or renewed runs out, on this process's
+    monotonic clock (stamped before the statement, so never late): past it another worker may
+    have claimed the rows, and a worker frozen that long (a paused VM, a stalled loop) must not
+    send before its keeper has had a chance to find out."""
+
+    def __init__(self, claims: list[Claim], until: float) -> None:
         self.claims = {claim.id: claim for claim in claims}
         self.lost: set[int] = set()
+        self.until = until
 
     def done(self, claim: Claim) -> None:
         self.claims.pop(claim.id, None)
+
+    def check(self, claim: Claim) -> None:
+        """Raise :class:`_Lost` unless the row may still be sent by this worker."""
+        if claim.id in self.lost or time.monotonic() >= self.until:
+            raise _Lost
 
 
 class OutboxDispatcher:
@@ -165,11 +191,12 @@ class OutboxDispatcher:
 
     async def run_once(self) -> DispatchStats:
         """Claim one batch and deliver it; chats in parallel, each chat's rows in order."""
+        claimed_at = time.monotonic()
         claims = await self.claim()
         stats = DispatchStats(claimed=len(claims))
         if not claims:
             return stats
-        held = _Held(claims)
+        held = _Held(claims, until=claimed_at + self.lease.total_seconds())
         keeper = asyncio.create_task(self._keep_leases(held))
         try:
             by_chat: dict[int, list[Claim]] = defaultdict(list)
@@ -196,6 +223,7 @@ class OutboxDispatcher:
             if not claims:
                 return
             try:
+                renewed_at = time.monotonic()
                 now = self.app.clock.now()
                 async with self.app.session_factory() as session:
                     kept = await OutboxRepository(session).renew(
@@ -205,6 +233,7 @@ class OutboxDispatcher:
             except Exception:
                 log.exception("could not renew outbox leases; trying again")
                 continue
+            held.until = renewed_at + self.lease.total_seconds()
             for claim in claims:
                 if claim.id not in kept and claim.id in held.claims:
                     held.lost.add(claim.id)
@@ -221,63 +250,74 @@ class OutboxDispatcher:
         return stats
 
     async def _deliver(self, claim: Claim, held: _Held, stats: DispatchStats) -> None:
+        row = claim.message  # as the claim loaded it: nobody else writes a row we hold
+        ticket_id = row.ticket_id
+        if claim.broadcast_id is not None:
+            stats.broadcasts.add(claim.broadcast_id)
         async with self.app.session_factory() as session:
-            services = Services(session, self.app)
             repo = OutboxRepository(session)
-            row = await session.get(OutboxMessage, claim.id)
-            if row is None or row.status != OutboxStatus.SENDING or row.attempts != claim.attempts:
-                stats.lost += 1
-                return
-            ticket_id = row.ticket_id  # read now: a rollback below expires the row
-            if claim.broadcast_id is not None:
-                stats.broadcasts.add(claim.broadcast_id)
             if claim.attempts > MAX_CLAIMS:
                 await self._settle(repo, claim, stats, OutboxStatus.FAILED, "claimed too often")
                 await session.commit()
                 return
+            payload = dict(row.payload or {})
+            start = int(payload.get("parts_sent", 0))
+            render = partial(_held_then, held, claim, partial(self._render, session, row))
             try:
-                with self.app.translator.context():
-                    renderer = self._renderers.get(row.kind)
-                    parts = await renderer(services, row) if renderer else None
-                if not parts:
-                    raise Drop("nothing to send")
+                held.check(claim)
+                parts = None
+                if row.kind not in RENDERED_WHEN_SENT or start:
+                    parts = await render()
+                guard = self._guard(session, row)
+                index = start
+                while parts is None or index < len(parts):
+                    if parts is None:
+                        rendered: list[Outgoing] = []
+                        await self.sender.send_rendered(
+                            claim.chat_id, partial(_first_part, render, rendered)
+                        )
+                        parts = rendered
+                    else:
+                        # The first part sent carries what the ticket gives (the access text
+                        # has the link or password; its calendar file repeats them): once it
+                        # is out, holding back the rest protects nothing.
+                        await self.sender.send(
+                            claim.chat_id,
+                            parts[index],
+                            still_wanted=partial(
+                                _held_then,
+                                held,
+                                claim,
+                                (guard or _wanted) if index == start else _wanted,
+                            ),
+                        )
+                    index += 1
+                    if index < len(parts):
+                        # Progress, so that a retry after a crash resumes after this part.
+                        payload["parts_sent"] = index
+                        kept = await repo.settle(claim, payload=payload)
+                        await session.commit()
+                        if not kept:
+                            raise _Lost
+            except _Lost:
+                # Another worker holds the row now (or may): nothing more is sent or written.
+                stats.lost += 1
+                log.warning("outbox row %s was taken over; not sending it", claim.id)
+                return
             except Drop as drop:
-                await session.rollback()
                 await self._settle(repo, claim, stats, OutboxStatus.DROPPED, drop.reason, ticket_id)
                 stats.drop_reasons[drop.reason] += 1
                 stats.stale += drop.stale
-                await session.commit()
-                return
-            except Exception as error:
-                log.exception("outbox row %s could not be rendered", claim.id)
-                await session.rollback()
-                await self._retry_later(repo, claim, redact_error(error), stats)
-                await session.commit()
-                return
-            payload = dict(row.payload or {})
-            await session.commit()  # end the read transaction before the network calls
-            start = int(payload.get("parts_sent", 0))
-            try:
-                for index in range(start, len(parts)):
-                    if claim.id in held.lost:
-                        stats.lost += 1
-                        log.warning("outbox row %s was taken over; not sending it", claim.id)
-                        return
-                    await self.sender.send(
-                        claim.chat_id, parts[index], still_wanted=self._guard(row)
-                    )
-                    if index + 1 < len(parts):
-                        payload["parts_sent"] = index + 1
-                        await repo.settle(claim, payload=payload)
-                        await session.commit()
-            except Drop as drop:
-                await self._settle(repo, claim, stats, OutboxStatus.DROPPED, drop.reason)
-                stats.drop_reasons[drop.reason] += 1
+            except _RenderFailed as failed:
+                log.error("outbox row %s could not be rendered", claim.id, exc_info=failed.error)
+                await self._retry_later(repo, claim, redact_error(failed.error), stats, ticket_id)
             except TelegramForbiddenError as error:
                 await self._settle(
                     repo, claim, stats, OutboxStatus.BLOCKED, error.message, ticket_id
                 )
-                await services.users.repo.mark_blocked(claim.chat_id, self.app.clock.now())
+                await Services(session, self.app).users.repo.mark_blocked(
+                    claim.chat_id, self.app.clock.now()
+                )
             except TelegramBadRequest as error:
                 await self._settle(
                     repo, claim, stats, OutboxStatus.FAILED, error.message, ticket_id
@@ -300,26 +340,49 @@ class OutboxDispatcher:
                 now = self.app.clock.now()
                 if claim.kind == OutboxKind.REMINDER:
                     REMINDER_LATENESS.observe(max(0.0, (now - claim.due_at).total_seconds()))
-                await self._settle(
-                    repo, claim, stats, OutboxStatus.SENT, None, ticket_id, sent_at=now
-                )
-                if row.kind == OutboxKind.ACCESS and row.ticket_id is not None:
-                    # Organizers see in /participants whether access reached each buyer.
-                    await SalesRepository(session).mark_access_delivered(row.ticket_id, now)
+                # Organizers see in /participants whether access reached each buyer.
+                access_of = ticket_id if row.kind == OutboxKind.ACCESS else None
+                settled = await repo.mark_sent(claim, now=now, access_of=access_of)
+                self._count(claim, ticket_id, stats, OutboxStatus.SENT, None, settled=settled)
                 stats.by_kind[str(row.kind)] += 1
             await session.commit()
 
-    def _guard(self, row: OutboxMessage) -> Callable[[], Awaitable[bool]] | None:
+    async def _render(self, session: AsyncSession, row: OutboxMessage) -> list[Outgoing]:
+        """Render a row in a read transaction of its own, ended before anything is sent.
+
+        Raises :class:`Drop` when the row is no longer relevant, :class:`_RenderFailed` when
+        rendering broke (the row is tried again later)."""
+        try:
+            with self.app.translator.context():
+                renderer = self._renderers.get(row.kind)
+                parts = await renderer(Services(session, self.app), row) if renderer else None
+            if not parts:
+                raise Drop("nothing to send")
+        except Drop:
+            await session.rollback()
+            raise
+        except Exception as error:
+            await session.rollback()
+            raise _RenderFailed(error) from error
+        await session.commit()  # never hold the database across the network call that follows
+        return parts
+
+    def _guard(
+        self, session: AsyncSession, row: OutboxMessage
+    ) -> Callable[[], Awaitable[bool]] | None:
         """What must still hold when a row's message leaves: a ticket's access and reminders
-        (which carry the link or password) go only while the ticket is active."""
+        (which carry the link or password) go only while the ticket is active.
+
+        Asked after the pace wait, right before the first part of the row leaves (a rendered
+        message can wait minutes for its turn). Rows of :data:`RENDERED_WHEN_SENT` need no
+        guard on their first part: their render runs at that moment and reads the ticket."""
         if row.ticket_id is None or row.kind not in TICKET_KINDS:
             return None
         ticket_id = row.ticket_id
 
         async def ticket_active() -> bool:
-            async with self.app.session_factory() as session:
-                active = await SalesRepository(session).ticket_is_active(ticket_id)
-                await session.commit()
+            active = await SalesRepository(session).ticket_is_active(ticket_id)
+            await session.commit()
             return active
 
         return ticket_active
@@ -338,6 +401,18 @@ class OutboxDispatcher:
         settled = await repo.settle(
             claim, status=status, lease_until=None, last_error=error, **extra
         )
+        self._count(claim, ticket_id, stats, status, error, settled=settled)
+
+    @staticmethod
+    def _count(
+        claim: Claim,
+        ticket_id: int | None,
+        stats: DispatchStats,
+        status: OutboxStatus,
+        error: str | None,
+        *,
+        settled: bool,
+    ) -> None:
         if not settled:
             stats.lost += 1
             log.warning("outbox row %s was taken over before it was marked %s", claim.id, status)
@@ -399,6 +474,44 @@ class OutboxDispatcher:
 # Kinds that carry what a ticket gives (access, reminders with it, the recording): sent only
 # while the ticket is active.
 TICKET_KINDS = (OutboxKind.ACCESS, OutboxKind.REMINDER, OutboxKind.RECORDING)
+
+# Kinds rendered once their first part's turn has come, not before the wait: the render reads
+# the ticket, so it is the send-time check itself. Worth it for rows that are almost always
+# sent (the access message of a ticket just bought); kinds that are dropped in bulk (reminders
+# after downtime, a replaced recording) are rendered before the wait, so a drop costs no share
+# of Telegram's budget, and their ticket is checked once more after it.
+RENDERED_WHEN_SENT = (OutboxKind.ACCESS,)
+
+
+class _Lost(Exception):
+    """The worker no longer holds the row (its lease was lost, or may have run out)."""
+
+
+async def _wanted() -> bool:
+    return True
+
+
+async def _held_then(held: _Held, claim: Claim, then: Callable[[], Awaitable[T]]) -> T:
+    """Check that the row is still held (after the pace wait, right before the send), then go on
+    with ``then``: the ticket check or the render."""
+    held.check(claim)
+    return await then()
+
+
+class _RenderFailed(Exception):
+    """A renderer raised: the row is tried again later, like a failed send."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _first_part(
+    render: Callable[[], Awaitable[list[Outgoing]]], into: list[Outgoing]
+) -> Outgoing:
+    """Render a row for :meth:`PacedSender.send_rendered`: keep every part, give the first."""
+    into[:] = await render()
+    return into[0]
 
 
 def _log_row(claim: Claim, ticket_id: int | None, status: OutboxStatus, error: str | None) -> None:

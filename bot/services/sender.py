@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiogram import Bot
@@ -138,9 +139,31 @@ class PacedSender:
         ticket is active) may not be any more. If it says no, :class:`Drop` is raised and
         nothing is sent.
         """
-        return await self._paced(
-            chat_id, lambda: self._call(chat_id, message), still_wanted=still_wanted
-        )
+        if still_wanted is None:
+            return await self._paced(chat_id, partial(self._call, chat_id, message))
+
+        async def checked() -> Message:
+            if not await still_wanted():
+                raise Drop("no longer wanted at the moment of sending")
+            return await self._call(chat_id, message)
+
+        return await self._paced(chat_id, checked)
+
+    async def send_rendered(
+        self, chat_id: int, render: Callable[[], Awaitable[Outgoing]]
+    ) -> Message:
+        """Send the message ``render`` makes once the pace (or a 429 pause) lets it go.
+
+        ``render`` runs after every wait, right before the call to Telegram, so what it reads
+        is as fresh as ``still_wanted``'s check would be: for a message built from state that
+        may change while it waits (a ticket refunded), rendering it late *is* the check, at no
+        cost of its own. It raises :class:`Drop` to send nothing.
+        """
+
+        async def rendered() -> Message:
+            return await self._call(chat_id, await render())
+
+        return await self._paced(chat_id, rendered)
 
     async def edit_text(
         self,
@@ -164,20 +187,11 @@ class PacedSender:
             if "not modified" not in error.message.lower():
                 raise
 
-    async def _paced(
-        self,
-        chat_id: int,
-        call: Callable[[], Awaitable[T]],
-        *,
-        still_wanted: Callable[[], Awaitable[bool]] | None = None,
-    ) -> T:
+    async def _paced(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         answers = 0
         waited = 0.0
         while True:
             await self.budget.acquire(chat_id)
-            if still_wanted is not None and not await still_wanted():
-                raise Drop("no longer wanted at the moment of sending")
-            token = _paced.set(True)
             try:
                 result = await call()
             except TelegramRetryAfter as error:
@@ -202,8 +216,6 @@ class PacedSender:
                 waited += wait
                 log.info("429 for chat %s: waiting %.1f s before sending again", chat_id, wait)
                 continue
-            finally:
-                _paced.reset(token)
             self.stats.sent += 1
             MESSAGES_SENT.inc()
             return result
@@ -225,12 +237,17 @@ class PacedSender:
         return None
 
     async def _call(self, chat_id: int, message: Outgoing) -> Message:
-        media = self._media(message)
-        if media is not None:
-            send, file = media
-            return await send(
-                chat_id, file, caption=message.caption, reply_markup=message.reply_markup
+        # The budget was waited for: the reply budget middleware lets this call through.
+        token = _paced.set(True)
+        try:
+            media = self._media(message)
+            if media is not None:
+                send, file = media
+                return await send(
+                    chat_id, file, caption=message.caption, reply_markup=message.reply_markup
+                )
+            return await self.bot.send_message(
+                chat_id, message.text or "", reply_markup=message.reply_markup
             )
-        return await self.bot.send_message(
-            chat_id, message.text or "", reply_markup=message.reply_markup
-        )
+        finally:
+            _paced.reset(token)

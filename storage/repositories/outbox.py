@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -10,17 +10,22 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.enums import OutboxKind, OutboxStatus
-from storage.models import OutboxMessage
+from storage.models import OutboxMessage, Ticket
 from storage.repositories.base import Repository
 
 OPEN_STATUSES = (OutboxStatus.PENDING, OutboxStatus.SENDING)
+_COLUMNS = tuple(OutboxMessage.__table__.columns)
+_KEYS = tuple(column.key for column in _COLUMNS)
 ENQUEUE_CHUNK = 500  # rows per multi-row INSERT: well under every driver's parameter limit
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     """One row a worker holds. ``attempts`` (bumped by every claim) is the fencing token: a worker
-    whose lease expired and was claimed again can no longer renew or mark the row."""
+    whose lease expired and was claimed again can no longer renew or mark the row.
+
+    ``message`` is the row as the claim left it, returned by the claim itself: a detached
+    object, so renderers read it without a query of their own."""
 
     id: int
     chat_id: int
@@ -28,6 +33,7 @@ class Claim:
     due_at: datetime
     kind: OutboxKind
     broadcast_id: int | None
+    message: OutboxMessage = field(compare=False, repr=False)
 
 
 class OutboxRepository(Repository):
@@ -133,7 +139,8 @@ class OutboxRepository(Repository):
         return planned
 
     async def claim_due(self, *, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:
-        """Move up to ``limit`` due rows to ``sending`` under a lease, in one statement.
+        """Move up to ``limit`` due rows to ``sending`` under a lease and load them, in one
+        statement (``UPDATE ... RETURNING`` every column, on both backends).
 
         Due means pending and due, or sending with an expired lease (its worker died). On
         PostgreSQL the inner ``FOR UPDATE SKIP LOCKED`` lets concurrent workers take disjoint
@@ -162,17 +169,25 @@ class OutboxRepository(Repository):
                 lease_until=lease_until,
                 attempts=OutboxMessage.attempts + 1,
             )
-            .returning(
-                OutboxMessage.id,
-                OutboxMessage.chat_id,
-                OutboxMessage.attempts,
-                OutboxMessage.due_at,
-                OutboxMessage.kind,
-                OutboxMessage.broadcast_id,
-            )
+            .returning(*_COLUMNS)
             .execution_options(synchronize_session=False)
         )
-        claims = [Claim(*row) for row in result.all()]
+        claims = []
+        for values in result.all():
+            # Built, not loaded: the session's identity map and unit of work are not needed for
+            # a row that is only read, and every write to it is a fenced UPDATE (``settle``).
+            message = OutboxMessage(**dict(zip(_KEYS, values, strict=True)))
+            claims.append(
+                Claim(
+                    id=message.id,
+                    chat_id=message.chat_id,
+                    attempts=message.attempts,
+                    due_at=message.due_at,
+                    kind=message.kind,
+                    broadcast_id=message.broadcast_id,
+                    message=message,
+                )
+            )
         claims.sort(key=lambda claim: (claim.due_at, claim.id))
         return claims
 
@@ -206,6 +221,23 @@ class OutboxRepository(Repository):
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)
+
+    async def mark_sent(self, claim: Claim, *, now: datetime, access_of: int | None) -> bool:
+        """Record a held row as sent; with ``access_of``, also the first moment that ticket's
+        access reached its holder (organizers see it in /participants). Two statements, in the
+        caller's transaction. False if the lease was lost meanwhile (the ticket is marked all
+        the same: the message did go out)."""
+        settled = await self.settle(
+            claim, status=OutboxStatus.SENT, lease_until=None, last_error=None, sent_at=now
+        )
+        if access_of is not None:
+            await self.session.execute(
+                update(Ticket)
+                .where(Ticket.id == access_of, Ticket.access_delivered_at.is_(None))
+                .values(access_delivered_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        return settled
 
     async def due_summary(self, now: datetime) -> tuple[int, datetime | None]:
         """How many pending rows are due at ``now``, and the due time of the oldest (the

@@ -17,12 +17,19 @@ from bot.context import AppContext
 from bot.services import Services
 from bot.services.dispatcher import BACKOFF_SECONDS, MAX_ATTEMPTS, OutboxDispatcher
 from bot.services.outbox import Outgoing
+from bot.services.send_budget import LocalBudget
 from storage.database import create_engine, create_session_factory
-from storage.enums import OutboxKind, OutboxStatus
-from storage.models import OutboxMessage, User
+from storage.enums import OutboxKind, OutboxStatus, TicketStatus
+from storage.models import OutboxMessage, Ticket, User
 from storage.repositories.outbox import OutboxRepository
-from tests.factories import make_user
-from tests.reminders.conftest import FakeBot, fast_sender, network_error, retry_after
+from tests.factories import make_org, make_user, make_webinar
+from tests.reminders.conftest import (
+    FakeBot,
+    fast_sender,
+    make_ticket,
+    network_error,
+    retry_after,
+)
 
 
 async def _notices(session: AsyncSession, app: AppContext, chats: range) -> None:
@@ -228,3 +235,91 @@ async def test_the_kind_of_each_sent_row_is_counted(
     await _notices(session, app_context, range(1, 3))
     stats = await dispatcher.run_until_idle()
     assert stats.by_kind == {OutboxKind.NOTICE: 2}
+
+
+async def test_an_access_message_cut_by_a_crash_between_its_parts_resumes_after_the_text(
+    session: AsyncSession, app_context: AppContext, clock: FakeClock
+) -> None:
+    org = await make_org(session, 1000)
+    webinar = await make_webinar(session, org)
+    ticket = await make_ticket(session, webinar, 2000)
+    await Services(session, app_context).access.enqueue(ticket, webinar)
+    await session.commit()
+    # The process dies once the text went out: the calendar file's send never comes back.
+    crashed_bot = FakeBot(stall_after=1)
+    first = OutboxDispatcher(app_context, fast_sender(crashed_bot))
+    crashing = asyncio.create_task(first.run_until_idle())
+    await asyncio.wait_for(crashed_bot.stalled.wait(), 5)
+    crashing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await crashing
+
+    restarted_bot = FakeBot()
+    restarted = OutboxDispatcher(app_context, fast_sender(restarted_bot))
+    clock.advance(restarted.lease + timedelta(seconds=1))
+    assert (await restarted.run_until_idle()).sent == 1
+    [text] = crashed_bot.sent
+    [calendar] = restarted_bot.sent
+    assert text.text is not None
+    assert "s3cret" in text.text
+    assert calendar.document is not None
+    delivered = await session.scalar(
+        select(Ticket.access_delivered_at).where(Ticket.id == ticket.id)
+    )
+    assert delivered is not None
+
+
+async def test_a_reminder_waiting_for_its_turn_is_not_sent_once_the_ticket_is_refunded(
+    session: AsyncSession, app_context: AppContext, clock: FakeClock, fake_bot: FakeBot
+) -> None:
+    """Reminders are rendered before the pace wait: their ticket is read again after it."""
+    org = await make_org(session, 1000)
+    webinar = await make_webinar(session, org, starts_at=clock.now() + timedelta(days=3))
+    ticket = await make_ticket(session, webinar, 2000)
+    services = Services(session, app_context)
+    await services.reminders.plan_for_ticket(ticket, webinar)
+    await services.outbox.notice(dedupe_key="first", chat_id=2000, text="first")
+    await session.commit()
+    clock.set(webinar.starts_at - timedelta(days=1))
+    sender = fast_sender(fake_bot, chat_interval_s=2.0)
+    assert isinstance(sender.budget, LocalBudget)
+    pacer = sender.budget.chats
+    dispatcher = OutboxDispatcher(app_context, sender)
+    run = asyncio.create_task(dispatcher.run_once())
+    for _ in range(500):  # the notice went, then the reminder was rendered and took its turn
+        if len(fake_bot.sent) == 1 and pacer._next_slot[2000] > time.monotonic() + 2.5:
+            break
+        await asyncio.sleep(0.01)
+    ticket.status = TicketStatus.REFUNDED
+    await session.commit()
+    stats = await run
+    assert [sent.text for sent in fake_bot.sent] == ["first"]
+    assert (stats.sent, stats.dropped) == (1, 1)
+    assert stats.drop_reasons == {"no longer wanted at the moment of sending": 1}
+
+
+async def test_a_worker_whose_lease_ran_out_unrenewed_sends_nothing_more(
+    session: AsyncSession, app_context: AppContext
+) -> None:
+    """Its keeper never renewed (a frozen process, say): past the lease another worker may hold
+    the rows, so the second message, still waiting for the chat's pace, is not sent."""
+    await make_user(session, 1)
+    outbox = Services(session, app_context).outbox
+    await outbox.notice(dedupe_key="a", chat_id=1, text="first")
+    await outbox.notice(dedupe_key="b", chat_id=1, text="second")
+    await session.commit()
+    bot = FakeBot()
+    dispatcher = OutboxDispatcher(
+        app_context,
+        fast_sender(bot, chat_interval_s=2.5),
+        lease=timedelta(seconds=1),
+        renew_every_s=60,
+    )
+    stats = await dispatcher.run_once()
+    assert [sent.text for sent in bot.sent] == ["first"]
+    assert (stats.sent, stats.lost) == (1, 1)
+    rows = await session.execute(select(OutboxMessage.payload, OutboxMessage.status))
+    assert {payload["text"]: status for payload, status in rows.all()} == {
+        "first": OutboxStatus.SENT,
+        "second": OutboxStatus.SENDING,  # claimed again by whoever comes once its lease is over
+    }
