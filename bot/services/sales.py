@@ -353,21 +353,17 @@ class SalesService(Service):
                     locale=lang,
                 ),
             )
-        already = CheckoutAnswer(
-            False,
-            _("You already have a ticket for this webinar. /my shows your access.", locale=lang),
-        )
         if product == Product.RECORDING:
             # No seat to hold: the order stays open until its charge arrives.
             if await self.repo.own_ticket_id(webinar.id, user_id) is not None:
-                return already
+                return _has_ticket(lang)
             return CheckoutAnswer(True)
         now = self.clock.now()
         hold = await self.repo.hold_seat(
             order, until=orders.hold_until(now, self.settings.seat_hold_minutes), now=now
         )
         if hold.own_ticket_id is not None:
-            return already
+            return _has_ticket(lang)
         if webinar.capacity is not None and hold.others_taken >= webinar.capacity:
             return CheckoutAnswer(
                 False, _("Sorry, all seats of this webinar are taken.", locale=lang)
@@ -385,6 +381,13 @@ class SalesService(Service):
         org = await self.repo.latest_org_of_buyer(user_id)
         await self.session.commit()
         return org
+
+
+def _has_ticket(lang: str) -> CheckoutAnswer:
+    return CheckoutAnswer(
+        False,
+        _("You already have a ticket for this webinar. /my shows your access.", locale=lang),
+    )
 
 
 def _local(webinar: Webinar, org: Organization) -> str:

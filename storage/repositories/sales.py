@@ -452,9 +452,6 @@ class SalesRepository(Repository):
             statement = statement.with_for_update(of=Webinar)
         return await self._webinar_with_org(statement)
 
-    async def webinar_by_code(self, code: str) -> Webinar | None:
-        return await self._webinar_with_org(self._with_org.where(Webinar.code == code))
-
     async def webinar_by_group(self, chat_id: int) -> list[Webinar]:
         rows = await self.session.scalars(select(Webinar).where(Webinar.group_chat_id == chat_id))
         return list(rows)
@@ -512,44 +509,6 @@ class SalesRepository(Repository):
         return int(result.rowcount or 0)
 
     # -- orders --------------------------------------------------------------------------------
-
-    async def order_by_token(self, token: str, *, lock: bool = False) -> Order | None:
-        statement = select(Order).where(Order.token == token)
-        if lock and self.locks:
-            statement = statement.with_for_update()
-        return (await self.session.scalars(statement)).one_or_none()
-
-    async def open_order(
-        self,
-        *,
-        webinar_id: int,
-        user_id: int,
-        method: PaymentMethod,
-        amount: int,
-        currency: str,
-        product: Product = Product.SEAT,
-    ) -> Order | None:
-        """An unpaid order for the same purchase, reused so repeated presses add no rows.
-
-        An order that ever took a charge is never reused, whatever its status says."""
-        charged = select(Payment.id).where(Payment.order_id == Order.id).exists()
-        return (
-            await self.session.scalars(
-                select(Order)
-                .where(
-                    Order.webinar_id == webinar_id,
-                    Order.user_id == user_id,
-                    Order.method == method,
-                    Order.product == product,
-                    Order.amount_minor == amount,
-                    Order.currency == currency,
-                    Order.status.in_(OPEN_ORDER_STATUSES),
-                    ~charged,
-                )
-                .order_by(Order.id.desc())
-                .limit(1)
-            )
-        ).first()
 
     async def add(self, *objects: object) -> None:
         self.session.add_all(objects)
