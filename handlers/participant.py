@@ -101,7 +101,7 @@ def render_card(offer: Offer) -> tuple[str, InlineKeyboardMarkup | None]:
         SaleState.NOT_ON_SALE: _("This webinar is not on sale yet.", locale=lang),
     }
     builder = InlineKeyboardBuilder()
-    if offer.own_ticket is not None:
+    if offer.own_ticket_id is not None:
         lines += ["", _("✅ You have a ticket. /my shows your access.", locale=lang)]
     elif offer.recording_prices:
         lines += ["", _("🎬 The webinar is over. Its recording is for sale:", locale=lang)]

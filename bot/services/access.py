@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -67,6 +67,19 @@ class AccessService(Service):
             org_id=webinar.org_id,
         )
 
+    def access_row(self, ticket: Ticket, webinar: Webinar) -> dict[str, Any]:
+        """The outbox row :meth:`enqueue` writes, for a caller that plans it with other rows
+        in one statement (``OutboxRepository.enqueue_many``, idempotent by the same key)."""
+        return {
+            "kind": OutboxKind.ACCESS,
+            "dedupe_key": access_key(ticket.id),
+            "chat_id": ticket.user_id,
+            "due_at": self.clock.now(),
+            "ticket_id": ticket.id,
+            "webinar_id": webinar.id,
+            "org_id": webinar.org_id,
+        }
+
     async def tell_waiting(self, ticket: Ticket, webinar: Webinar, org: Organization) -> None:
         """The pool is empty: tell the buyer the link follows, and alert the organizers."""
         outbox = OutboxService(self.session, self.app)
@@ -117,8 +130,7 @@ class AccessService(Service):
         assigned = 0
         waiting = await self.repo.tickets_waiting_for_link(webinar.id)
         for ticket in waiting:
-            link = await self.repo.take_link(webinar.id, ticket.id, now)
-            if link is None:
+            if await self.repo.take_link(webinar.id, ticket.id, now) is None:
                 break
             await self.enqueue(ticket, webinar)
             assigned += 1

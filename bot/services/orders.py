@@ -29,7 +29,9 @@ Invariants, held by constraints where a constraint can hold them:
   it, so a provider never pays twice; only a refund the provider canceled (no money moved) gets a
   new one.
 
-These helpers change models in the caller's transaction; they never commit.
+These helpers change models in the caller's transaction; they never commit. The two transitions
+of every sale (created -> held at pre-checkout, held -> paid at payment) are single Core
+statements instead: ``SalesRepository.hold_seat`` and ``SalesRepository.mark_paid``.
 """
 
 from __future__ import annotations
@@ -96,10 +98,9 @@ def is_open(order: Order) -> bool:
     return OrderStatus(order.status) in OPEN_ORDER_STATUSES
 
 
-def hold_seat(order: Order, now: datetime, minutes: int) -> None:
-    order.status = OrderStatus.HELD
-    order.hold_expires_at = now + timedelta(minutes=minutes)
-    order.updated_at = now
+def hold_until(now: datetime, minutes: int) -> datetime:
+    """When a seat held now lapses (the hold itself: ``SalesRepository.hold_seat``)."""
+    return now + timedelta(minutes=minutes)
 
 
 def has_live_hold(order: Order, now: datetime) -> bool:
@@ -108,13 +109,6 @@ def has_live_hold(order: Order, now: datetime) -> bool:
         and order.hold_expires_at is not None
         and order.hold_expires_at > now
     )
-
-
-def mark_paid(order: Order, now: datetime) -> None:
-    order.status = OrderStatus.PAID
-    order.paid_at = now
-    order.hold_expires_at = None
-    order.updated_at = now
 
 
 def close_unbought(order: Order, now: datetime) -> None:
@@ -143,6 +137,8 @@ def new_ticket(
         webinar_id=webinar_id,
         user_id=user_id,
         status=TicketStatus.ACTIVE,
+        access_delivered_at=None,
+        revoked_at=None,
         created_at=now,
     )
 

@@ -48,7 +48,7 @@ from storage.enums import (
     WebinarStatus,
 )
 from storage.models import AccessLink, Order, Organization, Payment, Ticket, Webinar
-from storage.repositories.sales import SalesRepository
+from storage.repositories.sales import OrderContext, SalesRepository
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,8 @@ class PurchaseService(Service):
     ) -> PaymentOutcome:
         now = self.clock.now()
         repo = self.repo
-        order = await repo.order_by_token(payload, lock=True)
-        if order is None:
+        found = await repo.order_context(payload, lock=True)
+        if found is None:
             return await self._record_unmatched(
                 user_id=user_id,
                 total_amount=total_amount,
@@ -197,19 +197,7 @@ class PurchaseService(Service):
                 provider_charge_id=provider_charge_id,
                 method=method,
             )
-        webinar = await repo.webinar(order.webinar_id, lock=True)
-        assert webinar is not None
-        org = await repo.org(webinar.org_id)
-        assert org is not None
-        recorded = await self._recorded_by_provider_id(provider_charge_id)
-        if recorded is not None:
-            return PaymentOutcome(
-                PaymentResult.REPLAY,
-                order=order,
-                webinar=webinar,
-                org=org,
-                ticket=await repo.ticket_of_payment(recorded.id),
-            )
+        order, webinar, org = found.order, found.webinar, found.org
         payment_id = await repo.insert_payment(
             order_id=order.id,
             user_id=user_id,
@@ -225,14 +213,15 @@ class PurchaseService(Service):
         )
         if payment_id is None:
             # Recorded before. The intake hands the same update over only when its last attempt
-            # did not finish (a crash after the commit, say): the ticket this charge bought, so
-            # the buyer can hear again that it is theirs.
-            recorded = await repo.payment_by_charge(telegram_charge_id)
+            # did not finish (a crash after the commit, say), and reconciliation may have
+            # recorded a card charge first: the ticket this charge bought, so the buyer can hear
+            # again that it is theirs.
+            recorded = await self._recorded(telegram_charge_id, provider_charge_id)
             if recorded is not None:
                 outcome.ticket = await repo.ticket_of_payment(recorded.id)
             return outcome
 
-        reason = await self._refund_reason(order, webinar, user_id, total_amount, currency, now)
+        reason = await self._refund_reason(found, user_id, total_amount, currency, now)
         if reason is not None:
             payment = await repo.payment(payment_id)
             assert payment is not None
@@ -259,15 +248,16 @@ class PurchaseService(Service):
             outcome.result, outcome.reason = PaymentResult.REFUNDING, reason
             return outcome
 
-        orders.mark_paid(order, now)
-        ticket = orders.new_ticket(
-            webinar_id=webinar.id,
-            user_id=order.user_id,
-            now=now,
-            order=order,
-            payment_id=payment_id,
+        await repo.mark_paid(order, now)
+        ticket = await repo.insert_ticket(
+            orders.new_ticket(
+                webinar_id=webinar.id,
+                user_id=order.user_id,
+                now=now,
+                order=order,
+                payment_id=payment_id,
+            )
         )
-        await repo.add(ticket)
         outcome.ticket = ticket
         outcome.result = await self.issue_access(ticket, webinar, org)
         log.info(
@@ -284,21 +274,26 @@ class PurchaseService(Service):
 
     async def _refund_reason(
         self,
-        order: Order,
-        webinar: Webinar,
+        found: OrderContext,
         user_id: int,
         total_amount: int,
         currency: str,
         now: datetime,
     ) -> RefundReason | None:
-        """Why this fresh charge cannot buy a seat, or ``None`` if it can (webinar locked)."""
+        """Why this fresh charge cannot buy a seat, or ``None`` if it can (webinar locked).
+
+        The buyer's ticket is the one the locking read saw. On PostgreSQL that read's snapshot
+        predates the lock wait, so a ticket another charge of the same buyer issued meanwhile
+        can be missed: this charge's ticket then breaks the one-active-ticket index, and
+        :meth:`complete_payment` tries again and finds it (a refunded duplicate)."""
+        order, webinar = found.order, found.webinar
         if (user_id, total_amount, currency) != (order.user_id, order.amount_minor, order.currency):
             return RefundReason.MISMATCH
         if order.status not in orders.OPEN_ORDER_STATUSES:
             return RefundReason.DUPLICATE
         if webinar.status == WebinarStatus.CANCELLED:
             return RefundReason.CANCELLED
-        if await self.repo.active_ticket(webinar.id, order.user_id):
+        if found.own_ticket_id is not None:
             return RefundReason.DUPLICATE
         if order.product == Product.RECORDING:
             # No seat to take. The checkout found the recording on sale seconds ago; if it
@@ -306,17 +301,22 @@ class PurchaseService(Service):
             return None
         if orders.has_live_hold(order, now) or webinar.capacity is None:
             return None
-        # The hold lapsed: take a seat only if one is free (under the webinar's lock).
-        taken = await self.repo.seats_taken(webinar.id, now, exclude_order_id=order.id)
+        # The hold lapsed: take a seat only if one is free (under the webinar's lock, counted
+        # by a statement that starts after it was taken).
+        taken = await self.repo.seats_taken_by_others(order, now)
         return RefundReason.NO_SEAT if taken >= webinar.capacity else None
 
-    async def _recorded_by_provider_id(self, provider_charge_id: str | None) -> Payment | None:
-        """A card charge is recorded once whatever Telegram charge id it comes with: a charge
-        that reconciliation recorded from the provider's listing (under a ``reconciled:`` id)
-        is a replay when its own ``successful_payment`` arrives late."""
-        if not provider_charge_id:
-            return None
-        return await self.repo.payment_by_provider_charge(provider_charge_id)
+    async def _recorded(
+        self, telegram_charge_id: str, provider_charge_id: str | None
+    ) -> Payment | None:
+        """The payment a charge :meth:`SalesRepository.insert_payment` refused was recorded as:
+        under the same provider charge id (a card charge reconciliation found first, under a
+        ``reconciled:`` id), else under the same Telegram charge id."""
+        if provider_charge_id:
+            recorded = await self.repo.payment_by_provider_charge(provider_charge_id)
+            if recorded is not None:
+                return recorded
+        return await self.repo.payment_by_charge(telegram_charge_id)
 
     async def _record_unmatched(
         self,
@@ -334,8 +334,6 @@ class PurchaseService(Service):
         same refund queue (retries, alerts), with no order, webinar or ticket.
         """
         method = method or self._unmatched_method(currency, provider_charge_id)
-        if await self._recorded_by_provider_id(provider_charge_id):
-            return PaymentOutcome(PaymentResult.REPLAY)
         payment_id = await self.repo.insert_payment(
             order_id=None,
             user_id=orders.UNKNOWN_BUYER if user_id is None else user_id,
@@ -424,10 +422,11 @@ class PurchaseService(Service):
                 "Sorry, all seats of this webinar are taken.", locale=org.language
             )
             return outcome
-        ticket = orders.new_ticket(
-            webinar_id=webinar.id, user_id=user_id, now=now, order=None, payment_id=None
+        ticket = await self.repo.insert_ticket(
+            orders.new_ticket(
+                webinar_id=webinar.id, user_id=user_id, now=now, order=None, payment_id=None
+            )
         )
-        await self.repo.add(ticket)
         outcome.ticket = ticket
         outcome.result = await self.issue_access(ticket, webinar, org)
         return outcome
@@ -443,14 +442,18 @@ class PurchaseService(Service):
             return result
         if webinar.access_mode == AccessMode.TEMPLATE:
             await self._template_link(ticket, webinar)
-        elif webinar.access_mode == AccessMode.LINKS:
-            link = await self.repo.take_link(webinar.id, ticket.id, self.clock.now())
-            if link is None:
-                await self.access.tell_waiting(ticket, webinar, org)
-                result = PaymentResult.WAITING_LINK
+        elif (
+            webinar.access_mode == AccessMode.LINKS
+            and await self.repo.take_link(webinar.id, ticket.id, self.clock.now()) is None
+        ):
+            await self.access.tell_waiting(ticket, webinar, org)
+            result = PaymentResult.WAITING_LINK
+        # The access message and the reminders: one statement for all their outbox rows.
+        rows = self.reminders.rows_for_ticket(ticket, webinar)
         if result == PaymentResult.ISSUED:
-            await self.access.enqueue(ticket, webinar)
-        await self.reminders.plan_for_ticket(ticket, webinar)
+            rows.insert(0, self.access.access_row(ticket, webinar))
+        if rows:
+            await self.outbox.repo.enqueue_many(rows, now=self.clock.now())
         if webinar.has_recording:
             # A seat sold once a recording exists (a free webinar after the event, say).
             await self.recordings.plan(ticket, webinar)

@@ -113,12 +113,18 @@ class ReminderService(Service):
             )
         return rows
 
+    def rows_for_ticket(self, ticket: Ticket, webinar: Webinar) -> list[dict[str, Any]]:
+        """The outbox rows of the ticket's reminders, for a caller that plans them with other
+        rows in one statement (a new ticket's access message: ``PurchaseService.issue_access``).
+        """
+        return self._rows_for(ticket.id, ticket.user_id, webinar)
+
     async def plan_for_ticket(self, ticket: Ticket, webinar: Webinar) -> int:
         """Plan the ticket's reminders in the caller's transaction; returns how many.
 
         Idempotent: planning the same ticket twice plans nothing the second time.
         """
-        rows = self._rows_for(ticket.id, ticket.user_id, webinar)
+        rows = self.rows_for_ticket(ticket, webinar)
         return await self.repo.enqueue_many(rows, now=self.clock.now())
 
     async def replan_webinar(

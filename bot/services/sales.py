@@ -32,7 +32,7 @@ from storage.enums import (
     Product,
     WebinarStatus,
 )
-from storage.models import Order, Organization, Ticket, Webinar
+from storage.models import Order, Organization, Webinar
 from storage.repositories.sales import SalesRepository
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Offer:
     state: SaleState
     prices: list[Price]
     seats_left: int | None  # None: unlimited
-    own_ticket: Ticket | None = None
+    own_ticket_id: int | None = None  # the viewer's active ticket for this webinar
     # After the event: the recording's prices, when it is on sale (empty otherwise).
     recording_prices: list[Price] = field(default_factory=list)
     viewer_timezone: str | None = None  # the buyer's own zone (/timezone), if they set one
@@ -136,26 +136,26 @@ class SalesService(Service):
             return SaleState.SOLD_OUT
         return SaleState.ON_SALE
 
-    async def seats_left(self, webinar: Webinar) -> int | None:
-        if webinar.capacity is None:
-            return None
-        taken = await self.repo.seats_taken(webinar.id, self.clock.now())
-        return max(webinar.capacity - taken, 0)
-
     async def offer(self, code: str, user_id: int) -> Offer | None:
-        """The card of the webinar behind a deep-link code, or ``None`` if there is none."""
-        webinar = await self.repo.webinar_by_code(code)
-        if webinar is None:
+        """The card of the webinar behind a deep-link code, or ``None`` if there is none.
+
+        One statement: the webinar, its organization, the seats taken and the viewer's ticket.
+        """
+        card = await self.repo.card(code, user_id, self.clock.now())
+        if card is None:
             await self.session.commit()
             return None
-        org = await self.repo.org(webinar.org_id)
-        assert org is not None
-        seats_left = await self.seats_left(webinar)
-        own = await self.repo.active_ticket(webinar.id, user_id)
+        webinar, org = card.webinar, card.org
+        seats_left = (
+            None
+            if webinar.capacity is None or card.seats_taken is None
+            else max(webinar.capacity - card.seats_taken, 0)
+        )
         state = self.sale_state(webinar, seats_left)
         recording: list[Price] = []
         if state == SaleState.STARTED and self.recording_refusal(webinar, org.language) is None:
             recording = self.prices(webinar, org, Product.RECORDING)
+        # The update's own user, loaded by the middleware: found in the session, not read again.
         viewer = await self.repo.user(user_id)
         offer = Offer(
             webinar=webinar,
@@ -163,7 +163,7 @@ class SalesService(Service):
             state=state,
             prices=self.prices(webinar, org),
             seats_left=seats_left,
-            own_ticket=own,
+            own_ticket_id=card.own_ticket_id,
             recording_prices=recording,
             viewer_timezone=viewer.timezone if viewer is not None else None,
         )
@@ -181,16 +181,17 @@ class SalesService(Service):
     ) -> InvoiceResult:
         """Open (or reuse) an order and build its invoice; the payload is the order's token.
 
-        ``product`` is a seat of the live session, or the recording (sold after the event)."""
-        webinar = await self.repo.webinar(webinar_id)
-        if webinar is None:
+        ``product`` is a seat of the live session, or the recording (sold after the event).
+        One read (the webinar, its organization, the buyer's ticket and reusable order), and an
+        insert when there is no order to reuse."""
+        purchase = await self.repo.purchase(webinar_id, user_id, method, product)
+        if purchase is None:
             await self.session.commit()
             return InvoiceResult(refusal=_("This webinar no longer exists."))
-        org = await self.repo.org(webinar.org_id)
-        assert org is not None
+        webinar, org = purchase.webinar, purchase.org
         lang = org.language
         refusal = self.refusal(webinar, product, lang)
-        if refusal is None and await self.repo.active_ticket(webinar.id, user_id):
+        if refusal is None and purchase.own_ticket_id is not None:
             refusal = _(
                 "You already have a ticket for this webinar. /my shows your access.", locale=lang
             )
@@ -202,28 +203,29 @@ class SalesService(Service):
             await self.session.commit()
             return InvoiceResult(refusal=refusal)
 
-        now = self.clock.now()
-        order = await self.repo.open_order(
-            webinar_id=webinar.id,
-            user_id=user_id,
-            method=method,
-            amount=price.amount_minor,
-            currency=price.currency,
-            product=product,
-        )
-        if order is None:
-            order = Order(
-                token=secrets.token_urlsafe(24),
-                webinar_id=webinar.id,
-                user_id=user_id,
-                method=method,
-                product=product,
-                amount_minor=price.amount_minor,
-                currency=price.currency,
-                status=OrderStatus.CREATED,
-                created_at=now,
+        order = purchase.open_order
+        if order is None or (order.amount_minor, order.currency) != (
+            price.amount_minor,
+            price.currency,
+        ):
+            # No order of this purchase to reuse, or one at an older price: a new one.
+            now = self.clock.now()
+            order = await self.repo.insert_order(
+                Order(
+                    token=secrets.token_urlsafe(24),
+                    webinar_id=webinar.id,
+                    user_id=user_id,
+                    method=method,
+                    product=product,
+                    amount_minor=price.amount_minor,
+                    currency=price.currency,
+                    status=OrderStatus.CREATED,
+                    hold_expires_at=None,
+                    paid_at=None,
+                    updated_at=None,
+                    created_at=now,
+                )
             )
-            await self.repo.add(order)
         invoice = self._invoice_kwargs(order, webinar, org, chat_id=user_id)
         await self.session.commit()
         return InvoiceResult(invoice=invoice, order=order)
@@ -303,17 +305,16 @@ class SalesService(Service):
     async def _pre_checkout(
         self, user_id: int, payload: str, total_amount: int, currency: str
     ) -> CheckoutAnswer:
+        """Two statements: the order with its webinar (both locked on PostgreSQL), then the
+        hold, which counts the seats and the buyer's tickets as it is written. A refusal after
+        the hold is written is rolled back by :meth:`pre_checkout`."""
         invalid = CheckoutAnswer(
             False, _("This invoice is not valid. Please open the webinar link again.")
         )
-        order = await self.repo.order_by_token(payload, lock=True) if payload else None
-        if order is None or order.user_id != user_id:
+        found = await self.repo.order_context(payload, lock=True) if payload else None
+        if found is None or found.order.user_id != user_id:
             return invalid
-        webinar = await self.repo.webinar(order.webinar_id, lock=True)
-        if webinar is None:
-            return invalid
-        org = await self.repo.org(webinar.org_id)
-        assert org is not None
+        order, webinar, org = found.order, found.webinar, found.org
         lang = org.language
         if order.status == OrderStatus.PAID:
             return CheckoutAnswer(
@@ -352,26 +353,21 @@ class SalesService(Service):
                     locale=lang,
                 ),
             )
-        if await self.repo.active_ticket(webinar.id, user_id):
-            return CheckoutAnswer(
-                False,
-                _(
-                    "You already have a ticket for this webinar. /my shows your access.",
-                    locale=lang,
-                ),
-            )
-        now = self.clock.now()
         if product == Product.RECORDING:
             # No seat to hold: the order stays open until its charge arrives.
+            if await self.repo.own_ticket_id(webinar.id, user_id) is not None:
+                return _has_ticket(lang)
             return CheckoutAnswer(True)
-        if webinar.capacity is not None:
-            taken = await self.repo.seats_taken(webinar.id, now, exclude_order_id=order.id)
-            if taken >= webinar.capacity:
-                return CheckoutAnswer(
-                    False, _("Sorry, all seats of this webinar are taken.", locale=lang)
-                )
-        orders.hold_seat(order, now, self.settings.seat_hold_minutes)
-        await self.session.flush()
+        now = self.clock.now()
+        hold = await self.repo.hold_seat(
+            order, until=orders.hold_until(now, self.settings.seat_hold_minutes), now=now
+        )
+        if hold.own_ticket_id is not None:
+            return _has_ticket(lang)
+        if webinar.capacity is not None and hold.others_taken >= webinar.capacity:
+            return CheckoutAnswer(
+                False, _("Sorry, all seats of this webinar are taken.", locale=lang)
+            )
         return CheckoutAnswer(True)
 
     async def expire_holds(self) -> int:
@@ -385,6 +381,13 @@ class SalesService(Service):
         org = await self.repo.latest_org_of_buyer(user_id)
         await self.session.commit()
         return org
+
+
+def _has_ticket(lang: str) -> CheckoutAnswer:
+    return CheckoutAnswer(
+        False,
+        _("You already have a ticket for this webinar. /my shows your access.", locale=lang),
+    )
 
 
 def _local(webinar: Webinar, org: Organization) -> str:

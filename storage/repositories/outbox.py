@@ -109,10 +109,21 @@ class OutboxRepository(Repository):
         )
         return int(result.rowcount or 0)
 
+    # The INSERT of enqueue_many, built once per dialect and run with the rows as parameters:
+    # SQLAlchemy sends them as one multi-row INSERT ... RETURNING from a statement it compiled
+    # once ("insertmanyvalues"). One built with ``.values(rows)`` is compiled anew on every call:
+    # some 5 ms of CPU for the five rows of a new ticket, against under 1 ms.
+    _enqueue_many = {
+        dialect: insert(OutboxMessage.__table__)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(OutboxMessage.__table__.c.id)
+        for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+    }
+
     async def enqueue_many(self, rows: Sequence[dict[str, Any]], *, now: datetime) -> int:
-        """Plan many deliveries at once (each a dict of :meth:`enqueue`'s keywords but ``now``);
-        idempotent by ``dedupe_key``. Returns how many were new."""
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        """Plan many deliveries at once (each a dict of :meth:`enqueue`'s keywords but ``now``,
+        all with the same keys); idempotent by ``dedupe_key``. Returns how many were new."""
+        statement = self._enqueue_many[self.dialect]
         planned = 0
         for start in range(0, len(rows), ENQUEUE_CHUNK):
             values = [
@@ -129,13 +140,7 @@ class OutboxRepository(Repository):
                 }
                 for row in rows[start : start + ENQUEUE_CHUNK]
             ]
-            statement = (
-                insert(OutboxMessage)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            )
-            result = await self.session.execute(statement)
-            planned += int(result.rowcount or 0)
+            planned += len((await self.session.execute(statement, values)).all())
         return planned
 
     async def claim_due(self, *, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:

@@ -12,9 +12,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    inspect,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from storage.enums import (
     OrderStatus,
@@ -40,6 +54,239 @@ from storage.repositories.base import Repository
 
 OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
 OWED_STATUSES = (PaymentStatus.REFUND_PENDING, PaymentStatus.REFUND_FAILED)
+
+# -- the selling path's statements, built once ----------------------------------------------------
+#
+# Each use case of the selling path (the card, the invoice, the pre-checkout, the payment) reads
+# what it needs in one statement and writes with Core. The statements are module-level and take
+# their values as bound parameters: SQLAlchemy memoizes a statement's cache key on the statement
+# object, so running one of these skips rebuilding the statement and re-deriving its key, and
+# goes straight to the cached compiled form.
+
+_orders = Order.__table__
+_tickets = Ticket.__table__
+_payments = Payment.__table__
+
+# "Active" as a literal, not a bound parameter: only then can SQLite (and a generic PostgreSQL
+# plan) use the partial unique index on active tickets, instead of walking every ticket of the
+# webinar.
+_ACTIVE = literal_column(f"'{TicketStatus.ACTIVE.value}'")
+
+
+def _seat_tickets(webinar_id: Any) -> Any:
+    """Active tickets that take a seat (a recording takes none)."""
+    return (
+        select(func.count(_tickets.c.id))
+        .where(
+            _tickets.c.webinar_id == webinar_id,
+            _tickets.c.status == _ACTIVE,
+            _tickets.c.product == Product.SEAT,
+        )
+        .scalar_subquery()
+    )
+
+
+def _live_holds(webinar_id: Any, *, other_than: Any = None) -> Any:
+    """Orders holding a seat until a moment still ahead (``:now``)."""
+    held = _orders.alias("held")
+    statement = select(func.count(held.c.id)).where(
+        held.c.webinar_id == webinar_id,
+        held.c.product == Product.SEAT,
+        held.c.status == OrderStatus.HELD,
+        held.c.hold_expires_at > bindparam("now"),
+    )
+    if other_than is not None:
+        statement = statement.where(held.c.id != other_than)
+    return statement.scalar_subquery()
+
+
+def _own_ticket(webinar_id: Any, user_id: Any) -> Any:
+    """The id of the buyer's active ticket for the webinar, if they have one."""
+    return (
+        select(_tickets.c.id)
+        .where(
+            _tickets.c.webinar_id == webinar_id,
+            _tickets.c.user_id == user_id,
+            _tickets.c.status == _ACTIVE,
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+# The card: the webinar with its organization, the seats taken (counted only when there is a
+# limit) and the viewer's own ticket.
+_CARD = (
+    select(
+        Webinar,
+        Organization,
+        case(
+            (Webinar.capacity.is_(None), None),
+            else_=_seat_tickets(Webinar.id) + _live_holds(Webinar.id),
+        ),
+        _own_ticket(Webinar.id, bindparam("user_id")),
+    )
+    .join(Organization, Organization.id == Webinar.org_id)
+    .where(Webinar.code == bindparam("code"))
+)
+
+# The invoice: the webinar with its organization, the buyer's own ticket and the newest order of
+# the same purchase (buyer, method, product) that is still open and never took a charge, which a
+# repeated press reuses.
+_reusable = _orders.alias("reusable")
+_INVOICE = (
+    select(
+        Webinar,
+        Organization,
+        _own_ticket(bindparam("webinar_id"), bindparam("user_id")),
+        Order,
+    )
+    .join(Organization, Organization.id == Webinar.org_id)
+    .outerjoin(
+        Order,
+        Order.id
+        == select(func.max(_reusable.c.id))
+        .where(
+            _reusable.c.webinar_id == bindparam("webinar_id"),
+            _reusable.c.user_id == bindparam("user_id"),
+            _reusable.c.method == bindparam("method"),
+            _reusable.c.product == bindparam("product"),
+            _reusable.c.status.in_(OPEN_ORDER_STATUSES),
+            ~exists().where(_payments.c.order_id == _reusable.c.id),
+        )
+        .scalar_subquery(),
+    )
+    .where(Webinar.id == bindparam("webinar_id"))
+)
+
+# Pre-checkout and payment: the order behind an invoice payload, its webinar and organization,
+# and the buyer's own ticket. On PostgreSQL the order's row and then the webinar's are locked
+# (``FOR UPDATE OF`` locks in the order it names the tables): the lock order of every path that
+# changes seats.
+_BY_TOKEN = (
+    select(Order, Webinar, Organization, _own_ticket(Order.webinar_id, Order.user_id))
+    .join(Webinar, Webinar.id == Order.webinar_id)
+    .join(Organization, Organization.id == Webinar.org_id)
+    .where(Order.token == bindparam("token"))
+)
+_BY_TOKEN_LOCKED = _BY_TOKEN.with_for_update(of=[Order, Webinar])
+
+# A seat hold, with what decides whether it may stand: the seats taken by everyone else and the
+# buyer's own ticket, counted by the same statement after the webinar's lock was taken (on
+# PostgreSQL a later statement sees what committed while this transaction waited for the lock;
+# the statement that took the lock does not).
+_HOLD = (
+    update(_orders)
+    .where(_orders.c.id == bindparam("order_id_"))
+    .values(
+        status=OrderStatus.HELD,
+        hold_expires_at=bindparam("until_"),
+        updated_at=bindparam("now"),
+    )
+    .returning(
+        _seat_tickets(bindparam("webinar_id_"))
+        + _live_holds(bindparam("webinar_id_"), other_than=bindparam("order_id_")),
+        _own_ticket(bindparam("webinar_id_"), bindparam("user_id_")),
+    )
+)
+
+_SEATS_TAKEN = select(
+    _seat_tickets(bindparam("webinar_id_"))
+    + _live_holds(bindparam("webinar_id_"), other_than=bindparam("order_id_"))
+)
+
+_OWN_TICKET = select(_own_ticket(bindparam("webinar_id_"), bindparam("user_id_")))
+
+_MARK_PAID = (
+    update(_orders)
+    .where(_orders.c.id == bindparam("order_id_"))
+    .values(
+        status=OrderStatus.PAID,
+        paid_at=bindparam("now"),
+        hold_expires_at=None,
+        updated_at=bindparam("now"),
+    )
+)
+
+_NEW_ORDER = insert(_orders).returning(_orders.c.id)
+_NEW_TICKET = insert(_tickets).returning(_tickets.c.id)
+
+
+def _payment_insert(insert_: Any) -> Any:
+    """Record a charge unless it was recorded before: under the same Telegram charge id (the
+    unique constraint) or, for a card, under the same provider charge id (whatever Telegram id
+    it came with: reconciliation records a charge it found under its own)."""
+    columns = (
+        "order_id",
+        "user_id",
+        "method",
+        "telegram_payment_charge_id",
+        "provider_payment_charge_id",
+        "amount_minor",
+        "currency",
+        "status",
+        "is_duplicate",
+        "created_at",
+    )
+    values = select(
+        *(bindparam(f"{name}_", type_=_payments.c[name].type) for name in columns)
+    ).where(
+        ~exists().where(
+            _payments.c.provider_payment_charge_id
+            == bindparam(
+                "provider_payment_charge_id_", type_=_payments.c.provider_payment_charge_id.type
+            )
+        )
+    )
+    return (
+        insert_(_payments)
+        .from_select(columns, values)
+        .on_conflict_do_nothing(index_elements=["telegram_payment_charge_id"])
+        .returning(_payments.c.id)
+    )
+
+
+_NEW_PAYMENT = {"postgresql": _payment_insert(pg_insert), "sqlite": _payment_insert(sqlite_insert)}
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """What the webinar card needs, read at once."""
+
+    webinar: Webinar
+    org: Organization
+    seats_taken: int | None  # active seat tickets and live holds; None: no seat limit
+    own_ticket_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    """What an invoice needs, read at once: ``open_order`` is the newest order of the same buyer,
+    method and product that is open and never took a charge (whatever its amount)."""
+
+    webinar: Webinar
+    org: Organization
+    own_ticket_id: int | None
+    open_order: Order | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderContext:
+    """An order with its webinar and organization (locked on PostgreSQL, order first), and the
+    buyer's active ticket for that webinar as the statement's snapshot saw it."""
+
+    order: Order
+    webinar: Webinar
+    org: Organization
+    own_ticket_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A seat hold just written, with what decides whether it may stand."""
+
+    others_taken: int  # active seat tickets and other live holds of the webinar
+    own_ticket_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +316,121 @@ class SalesRepository(Repository):
     def locks(self) -> bool:
         return self.dialect == "postgresql"
 
+    # -- the selling path: one read per use case, Core writes -----------------------------------
+
+    async def card(self, code: str, user_id: int, now: datetime) -> Card | None:
+        """The webinar behind a deep-link code, with what its card shows to this viewer."""
+        row = (
+            await self.session.execute(_CARD, {"code": code, "user_id": user_id, "now": now})
+        ).first()
+        if row is None:
+            return None
+        webinar, org, taken, own_ticket_id = row
+        return Card(webinar, org, None if taken is None else int(taken), own_ticket_id)
+
+    async def purchase(
+        self, webinar_id: int, user_id: int, method: PaymentMethod, product: Product
+    ) -> Purchase | None:
+        """The webinar being bought, with the buyer's ticket and reusable order."""
+        row = (
+            await self.session.execute(
+                _INVOICE,
+                {
+                    "webinar_id": webinar_id,
+                    "user_id": user_id,
+                    "method": method,
+                    "product": product,
+                },
+            )
+        ).first()
+        if row is None:
+            return None
+        webinar, org, own_ticket_id, order = row
+        return Purchase(webinar, org, own_ticket_id, order)
+
+    async def order_context(self, token: str, *, lock: bool = False) -> OrderContext | None:
+        """The order behind an invoice payload with its webinar and organization; ``lock``:
+        their rows are locked (PostgreSQL), order first, for the rest of the transaction."""
+        statement = _BY_TOKEN_LOCKED if lock and self.locks else _BY_TOKEN
+        row = (await self.session.execute(statement, {"token": token})).first()
+        if row is None:
+            return None
+        order, webinar, org, own_ticket_id = row
+        return OrderContext(order, webinar, org, own_ticket_id)
+
+    async def hold_seat(self, order: Order, *, until: datetime, now: datetime) -> Hold:
+        """Hold a seat for the order until ``until``, and count what decides whether the hold
+        may stand (the caller rolls back when it may not). Call with the webinar locked."""
+        others, own_ticket_id = (
+            await self.session.execute(
+                _HOLD,
+                {
+                    "order_id_": order.id,
+                    "webinar_id_": order.webinar_id,
+                    "user_id_": order.user_id,
+                    "until_": until,
+                    "now": now,
+                },
+            )
+        ).one()
+        return Hold(int(others), own_ticket_id)
+
+    async def seats_taken_by_others(self, order: Order, now: datetime) -> int:
+        """Active seat tickets and live holds of the order's webinar but the order's own."""
+        return int(
+            (
+                await self.session.execute(
+                    _SEATS_TAKEN,
+                    {"webinar_id_": order.webinar_id, "order_id_": order.id, "now": now},
+                )
+            ).scalar_one()
+        )
+
+    async def own_ticket_id(self, webinar_id: int, user_id: int) -> int | None:
+        return (
+            await self.session.execute(
+                _OWN_TICKET, {"webinar_id_": webinar_id, "user_id_": user_id}
+            )
+        ).scalar_one()
+
+    async def mark_paid(self, order: Order, now: datetime) -> None:
+        """The order's charge bought it: paid, no hold left. ``order`` shows the new state."""
+        await self.session.execute(_MARK_PAID, {"order_id_": order.id, "now": now})
+        for key, value in (
+            ("status", OrderStatus.PAID),
+            ("paid_at", now),
+            ("hold_expires_at", None),
+            ("updated_at", now),
+        ):
+            set_committed_value(order, key, value)
+
+    async def insert_order(self, order: Order) -> Order:
+        """Write a new order with one Core statement (see :meth:`_inserted`)."""
+        return await self._inserted(_NEW_ORDER, order)
+
+    async def insert_ticket(self, ticket: Ticket) -> Ticket:
+        """Write a new ticket with one Core statement (see :meth:`_inserted`)."""
+        return await self._inserted(_NEW_TICKET, ticket)
+
+    async def _inserted(self, statement: Any, obj: Any) -> Any:
+        """Insert a new object without the unit of work (a flush of one object costs about
+        twice the statement), then attach it to the session as the persistent row it now is.
+
+        Every column but the id must be set on ``obj``: the row is written with exactly these
+        values, and an attribute left unset would be an expired attribute of a loaded object.
+        """
+        state = inspect(obj)
+        columns = [column.key for column in state.mapper.local_table.columns if column.key != "id"]
+        missing = [key for key in columns if key not in state.dict]
+        if missing:
+            msg = f"{type(obj).__name__} inserted without {', '.join(missing)}"
+            raise ValueError(msg)
+        values = {key: state.dict[key] for key in columns}
+        obj.id = (await self.session.execute(statement, values)).scalar_one()
+        make_transient_to_detached(obj)
+        self.session.add(obj)
+        return obj
+
     # -- webinars and organizations ------------------------------------------------------------
 
     # A webinar is always shown in its organization's language and currency: both are loaded
@@ -89,9 +451,6 @@ class SalesRepository(Repository):
         if lock and self.locks:
             statement = statement.with_for_update(of=Webinar)
         return await self._webinar_with_org(statement)
-
-    async def webinar_by_code(self, code: str) -> Webinar | None:
-        return await self._webinar_with_org(self._with_org.where(Webinar.code == code))
 
     async def webinar_by_group(self, chat_id: int) -> list[Webinar]:
         rows = await self.session.scalars(select(Webinar).where(Webinar.group_chat_id == chat_id))
@@ -151,44 +510,6 @@ class SalesRepository(Repository):
 
     # -- orders --------------------------------------------------------------------------------
 
-    async def order_by_token(self, token: str, *, lock: bool = False) -> Order | None:
-        statement = select(Order).where(Order.token == token)
-        if lock and self.locks:
-            statement = statement.with_for_update()
-        return (await self.session.scalars(statement)).one_or_none()
-
-    async def open_order(
-        self,
-        *,
-        webinar_id: int,
-        user_id: int,
-        method: PaymentMethod,
-        amount: int,
-        currency: str,
-        product: Product = Product.SEAT,
-    ) -> Order | None:
-        """An unpaid order for the same purchase, reused so repeated presses add no rows.
-
-        An order that ever took a charge is never reused, whatever its status says."""
-        charged = select(Payment.id).where(Payment.order_id == Order.id).exists()
-        return (
-            await self.session.scalars(
-                select(Order)
-                .where(
-                    Order.webinar_id == webinar_id,
-                    Order.user_id == user_id,
-                    Order.method == method,
-                    Order.product == product,
-                    Order.amount_minor == amount,
-                    Order.currency == currency,
-                    Order.status.in_(OPEN_ORDER_STATUSES),
-                    ~charged,
-                )
-                .order_by(Order.id.desc())
-                .limit(1)
-            )
-        ).first()
-
     async def add(self, *objects: object) -> None:
         self.session.add_all(objects)
         await self.session.flush()
@@ -207,26 +528,25 @@ class SalesRepository(Repository):
         currency: str,
         now: datetime,
     ) -> int | None:
-        """Record a charge once; ``None`` when this charge id was recorded before (a replay)."""
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        statement = (
-            insert(Payment)
-            .values(
-                order_id=order_id,
-                user_id=user_id,
-                method=method,
-                telegram_payment_charge_id=telegram_charge_id,
-                provider_payment_charge_id=provider_charge_id,
-                amount_minor=amount_minor,
-                currency=currency,
-                status=PaymentStatus.SUCCEEDED,
-                is_duplicate=False,
-                created_at=now,
+        """Record a charge once; ``None`` when it was recorded before (a replay): under this
+        Telegram charge id, or under this provider charge id (see ``_payment_insert``)."""
+        values = {
+            "order_id": order_id,
+            "user_id": user_id,
+            "method": method,
+            "telegram_payment_charge_id": telegram_charge_id,
+            "provider_payment_charge_id": provider_charge_id,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "status": PaymentStatus.SUCCEEDED,
+            "is_duplicate": False,
+            "created_at": now,
+        }
+        return (
+            await self.session.execute(
+                _NEW_PAYMENT[self.dialect], {f"{key}_": value for key, value in values.items()}
             )
-            .on_conflict_do_nothing(index_elements=["telegram_payment_charge_id"])
-            .returning(Payment.id)
-        )
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        ).scalar_one_or_none()
 
     async def payment(self, payment_id: int, *, lock: bool = False) -> Payment | None:
         statement = select(Payment).where(Payment.id == payment_id)
@@ -497,8 +817,9 @@ class SalesRepository(Repository):
 
     # -- links ---------------------------------------------------------------------------------
 
-    async def take_link(self, webinar_id: int, ticket_id: int, now: datetime) -> AccessLink | None:
-        """Give the ticket one free link of the pool, atomically; ``None`` if the pool is empty.
+    async def take_link(self, webinar_id: int, ticket_id: int, now: datetime) -> int | None:
+        """Give the ticket one free link of the pool, atomically: the link's id, or ``None`` if
+        the pool is empty.
 
         One statement: the sub-select picks a free row (skipping rows another transaction is
         taking, on PostgreSQL) and the update re-checks it is still free.
@@ -522,10 +843,7 @@ class SalesRepository(Repository):
             .returning(AccessLink.id)
             .execution_options(synchronize_session=False)
         )
-        link_id = (await self.session.execute(statement)).scalar_one_or_none()
-        if link_id is None:
-            return None
-        return await self.session.get(AccessLink, link_id, populate_existing=True)
+        return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def link_of(self, ticket_id: int) -> AccessLink | None:
         return (

@@ -336,3 +336,29 @@ async def test_invoices_carry_the_price_of_the_method(
     refused = await Buyer(stars_app, 2001).invoice(webinar, PaymentMethod.STARS)
     assert refused.invoice is None
     assert refused.refusal
+
+
+async def test_a_new_price_opens_a_new_order_which_repeated_presses_reuse(
+    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi
+) -> None:
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, price_stars=100, capacity=5)
+    await add_buyers(session, 2001, 1)
+    bob = Buyer(stars_app, 2001, fake_bot_api)
+    first = (await bob.invoice(webinar)).order
+    assert first is not None
+    assert (await bob.invoice(webinar)).order.id == first.id
+
+    webinar.price_stars = 120  # the organizer changed the price: the old invoice is stale
+    await session.commit()
+    second = (await bob.invoice(webinar)).order
+    assert second.id != first.id
+    assert second.amount_minor == 120
+    assert (await bob.invoice(webinar)).order.id == second.id  # the new one is reused
+    assert not (await bob.checkout(first)).ok  # the stale invoice cannot be paid
+
+    assert (await bob.checkout(second)).ok
+    assert (await bob.pay(second)).result == PaymentResult.ISSUED
+    assert (await bob.invoice(webinar)).refusal  # he has a ticket now
+    assert await count(session, Order) == 2
+    assert (await fresh(session, first)).status == OrderStatus.CREATED

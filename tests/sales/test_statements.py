@@ -1,0 +1,245 @@
+"""The shape of the selling path on the real engine: how many statements and transactions each
+use case runs. Not timings: counts, which only change when the code does.
+
+Each use case runs as an update runs it: one session, whose transaction the middleware opened
+by loading the update's user, and the service's own commit (or rollback) at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from bot.application import BotApplication
+from bot.context import AppContext
+from bot.logs import current_update_id
+from bot.sandbox import SandboxServer
+from bot.services import Services
+from bot.services.purchases import PaymentResult
+from storage.enums import AccessMode, PaymentMethod
+from storage.models import User, Webinar
+from tests.factories import add_links, make_org, make_webinar
+from tests.sales.conftest import OWNER_ID, add_buyers, charge_id
+
+
+@dataclass
+class Trace:
+    """What the engine ran: statements (a transaction's ``BEGIN`` aside), begins, commits and
+    rollbacks, each under the update being handled (``None`` outside any update)."""
+
+    statements: list[tuple[int | None, str]] = field(default_factory=list)
+    ends: list[tuple[int | None, str]] = field(default_factory=list)
+
+    def of(self, update_id: int | None = None) -> list[str]:
+        return [s for u, s in self.statements if update_id is None or u == update_id]
+
+    def count(self, what: str, update_id: int | None = None) -> int:
+        return sum(1 for u, e in self.ends if e == what and (update_id is None or u == update_id))
+
+    def __str__(self) -> str:
+        return "\n".join(f"  [{u}] {s[:140]}" for u, s in self.statements)
+
+
+@contextmanager
+def traced(engine: AsyncEngine) -> Iterator[Trace]:
+    trace = Trace()
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if not sql.startswith("BEGIN"):
+            trace.statements.append((current_update_id.get(), " ".join(sql.split())))
+
+    def ended(what: str) -> Any:
+        return lambda *_args: trace.ends.append((current_update_id.get(), what))
+
+    listeners = [
+        ("before_cursor_execute", statement),
+        ("begin", ended("begin")),
+        ("commit", ended("commit")),
+        ("rollback", ended("rollback")),
+    ]
+    for name, listener in listeners:
+        event.listen(engine.sync_engine, name, listener)
+    try:
+        yield trace
+    finally:
+        for name, listener in listeners:
+            event.remove(engine.sync_engine, name, listener)
+
+
+async def as_update(
+    app: AppContext, engine: AsyncEngine, viewer: int, use_case: str, /, *args: Any, **kwargs: Any
+) -> tuple[Any, Trace]:
+    """Run ``services.<use_case>(...)`` (``"sales.offer"``, say) the way an update of the user
+    ``viewer`` runs it, counting only what the use case itself does."""
+    service, name = use_case.split(".")
+    async with app.session_factory() as session:
+        # The middleware's work: the transaction is open now, and the user is held in the
+        # update's data for the handler (the session's identity map alone holds it weakly).
+        user = await session.get(User, viewer)
+        with traced(engine) as trace:
+            result = await getattr(getattr(Services(session, app), service), name)(*args, **kwargs)
+        del user
+    return result, trace
+
+
+async def world(session: AsyncSession, **webinar: Any) -> Webinar:
+    org = await make_org(session, OWNER_ID)
+    made = await make_webinar(session, org, **{"price_stars": 50, "capacity": 10, **webinar})
+    await add_buyers(session, 5000, 3)
+    return made
+
+
+def one_transaction(trace: Trace, *, committed: bool = True) -> None:
+    assert trace.count("begin") == 0, "the use case ended the update's transaction early"
+    assert (trace.count("commit"), trace.count("rollback")) == ((1, 0) if committed else (0, 1))
+
+
+async def test_the_card_is_one_statement(
+    session: AsyncSession, stars_app: AppContext, engine: AsyncEngine
+) -> None:
+    webinar = await world(session)
+    await session.commit()
+    offer, trace = await as_update(stars_app, engine, 5000, "sales.offer", webinar.code, 5000)
+    assert offer is not None
+    assert offer.seats_left == 10
+    assert len(trace.of()) <= 1, trace
+    one_transaction(trace)
+
+
+async def test_an_invoice_is_one_read_and_an_insert_and_a_repeated_press_only_the_read(
+    session: AsyncSession, stars_app: AppContext, engine: AsyncEngine
+) -> None:
+    webinar = await world(session)
+    await session.commit()
+    args = (5000, webinar.id, PaymentMethod.STARS)
+    first, trace = await as_update(stars_app, engine, 5000, "sales.create_invoice", *args)
+    assert first.order is not None
+    assert len(trace.of()) <= 2, trace
+    one_transaction(trace)
+
+    again, trace = await as_update(stars_app, engine, 5000, "sales.create_invoice", *args)
+    assert again.order is not None
+    assert again.order.id == first.order.id  # the order is reused
+    assert len(trace.of()) <= 1, trace
+    one_transaction(trace)
+
+
+async def test_a_pre_checkout_is_one_read_and_one_write(
+    session: AsyncSession, stars_app: AppContext, engine: AsyncEngine
+) -> None:
+    webinar = await world(session, capacity=1)
+    await session.commit()
+    orders = []
+    for user_id in (5000, 5001):
+        result, _trace = await as_update(
+            stars_app,
+            engine,
+            user_id,
+            "sales.create_invoice",
+            user_id,
+            webinar.id,
+            PaymentMethod.STARS,
+        )
+        orders.append(result.order)
+
+    def checkout(user_id: int, order: Any) -> dict[str, Any]:
+        return {
+            "user_id": user_id,
+            "payload": order.token,
+            "total_amount": order.amount_minor,
+            "currency": order.currency,
+        }
+
+    answer, trace = await as_update(
+        stars_app, engine, 5000, "sales.pre_checkout", **checkout(5000, orders[0])
+    )
+    assert answer.ok
+    assert len(trace.of()) <= 2, trace
+    one_transaction(trace)
+
+    # The last seat is held: the next checkout is refused, and what it wrote is rolled back.
+    answer, trace = await as_update(
+        stars_app, engine, 5001, "sales.pre_checkout", **checkout(5001, orders[1])
+    )
+    assert not answer.ok
+    assert len(trace.of()) <= 2, trace
+    one_transaction(trace, committed=False)
+
+
+async def pay(
+    app: AppContext, engine: AsyncEngine, session: AsyncSession, **webinar: Any
+) -> tuple[Any, Trace]:
+    made = await world(session, **webinar)
+    if made.access_mode == AccessMode.LINKS:
+        await add_links(session, made, 3)
+    await session.commit()
+    invoice, _trace = await as_update(
+        app, engine, 5000, "sales.create_invoice", 5000, made.id, PaymentMethod.STARS
+    )
+    order = invoice.order
+    fields = {"payload": order.token, "total_amount": order.amount_minor, "currency": "XTR"}
+    answer, _trace = await as_update(
+        app, engine, 5000, "sales.pre_checkout", user_id=5000, **fields
+    )
+    assert answer.ok
+    return await as_update(
+        app,
+        engine,
+        5000,
+        "purchases.complete_payment",
+        user_id=5000,
+        telegram_charge_id=charge_id(),
+        provider_charge_id="provider-charge-1",
+        **fields,
+    )
+
+
+async def test_a_payment_is_five_statements_in_one_transaction(
+    session: AsyncSession, stars_app: AppContext, engine: AsyncEngine
+) -> None:
+    """Read the order with its webinar; record the charge; mark the order paid; issue the
+    ticket; plan its access message and reminders."""
+    outcome, trace = await pay(stars_app, engine, session)
+    assert outcome.result == PaymentResult.ISSUED
+    assert len(trace.of()) <= 5, trace
+    one_transaction(trace)
+
+
+async def test_a_payment_that_takes_a_link_adds_only_that_statement(
+    session: AsyncSession, stars_app: AppContext, engine: AsyncEngine
+) -> None:
+    outcome, trace = await pay(stars_app, engine, session, access_mode=AccessMode.LINKS)
+    assert outcome.result == PaymentResult.ISSUED
+    assert len(trace.of()) <= 6, trace
+    one_transaction(trace)
+
+
+# Through the real bot: the middleware's user (a read, and an insert the first time) plus the
+# use case, one transaction per update, and nothing read again by the handler.
+PER_UPDATE = {"card": 3, "invoice": 3, "pre-checkout": 3, "payment": 7}
+
+
+async def test_each_update_of_a_purchase_is_one_transaction_of_a_few_statements(
+    sandbox: SandboxServer, bot_app: BotApplication, session: AsyncSession, engine: AsyncEngine
+) -> None:
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, price_stars=50, capacity=10)
+    await session.commit()
+    bob = sandbox.user(2001, first_name="Bob", language_code="en")
+    with traced(engine) as trace:
+        await bob.command("/start", f"w_{webinar.code}")
+        card = await bob.next_message()
+        await bob.press(card, callback_data=card.buttons[0]["callback_data"])
+        invoice = await bob.next_message()
+        assert (await bob.pay(invoice)).ok
+        assert "✅" in (await bob.next_message()).text  # the confirmation: the payment is in
+    updates = sorted({u for u, _s in trace.statements if u is not None})
+    assert len(updates) == len(PER_UPDATE), trace
+    for update_id, (step, most) in zip(updates, PER_UPDATE.items(), strict=True):
+        assert len(trace.of(update_id)) <= most, f"{step}:\n{trace}"
+        assert trace.count("commit", update_id) == 1, f"{step}:\n{trace}"
