@@ -300,7 +300,7 @@ class Payment(TimestampMixin, Base):
     method: Mapped[PaymentMethod] = mapped_column(_enum(PaymentMethod))
     # A replayed successful_payment hits this constraint and changes nothing.
     telegram_payment_charge_id: Mapped[str] = mapped_column(String(255), unique=True)
-    provider_payment_charge_id: Mapped[str | None] = mapped_column(String(255))
+    provider_payment_charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
     amount_minor: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[PaymentStatus] = mapped_column(
