@@ -185,8 +185,13 @@ def _trace_sql(path: str) -> None:
     counts: collections.Counter[str] = collections.Counter()
 
     @event.listens_for(Engine, "before_cursor_execute")
-    def _statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def _statement(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
         counts[re.sub(r"\s+", " ", statement)[:160]] += 1
+        if context is not None and context.compiled is not None and context.cache_hit.value:
+            # A statement compiled again each time costs far more than the query itself.
+            counts[f"({context.cache_hit.name}) {statement.split('(')[0][:60]}"] += 1
 
     @event.listens_for(Engine, "commit")
     def _commit(_conn: Any) -> None:

@@ -21,6 +21,20 @@ _T = cast(Table, InboundUpdate.__table__)
 _c = _T.c
 
 
+def _store_statement(insert: Any) -> Any:
+    # Built once and run with one parameter set per update: SQLAlchemy sends the batch as one
+    # multi-row INSERT ("insertmanyvalues") from its statement cache. A ``.values([...])`` built
+    # per batch has no cache key (the payloads are dicts) and was compiled anew on every batch.
+    return (
+        insert(_T)
+        .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
+        .returning(_c.id, _c.update_id)
+    )
+
+
+_STORE = {"postgresql": _store_statement(pg_insert), "sqlite": _store_statement(sqlite_insert)}
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """One update as Telegram sent it, with what the intake derives from it."""
@@ -61,31 +75,24 @@ class InboundUpdateRepository(Repository):
         """
         if not updates:
             return []
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
         held = lease_until is not None
-        statement = (
-            insert(_T)
-            .values(
-                [
-                    {
-                        "bot_id": bot_id,
-                        "update_id": item.update_id,
-                        "kind": item.kind,
-                        "priority": item.priority,
-                        "payload": item.payload,
-                        "status": InboundStatus.PENDING,
-                        "attempts": 1 if held else 0,
-                        "lease_until": lease_until,
-                        "next_attempt_at": now,
-                        "received_at": now,
-                    }
-                    for item in updates
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
-            .returning(_c.id, _c.update_id)
-        )
-        new = {update_id: row_id for row_id, update_id in (await self.session.execute(statement))}
+        rows = [
+            {
+                "bot_id": bot_id,
+                "update_id": item.update_id,
+                "kind": item.kind,
+                "priority": item.priority,
+                "payload": item.payload,
+                "status": InboundStatus.PENDING,
+                "attempts": 1 if held else 0,
+                "lease_until": lease_until,
+                "next_attempt_at": now,
+                "received_at": now,
+            }
+            for item in updates
+        ]
+        result = await self.session.execute(_STORE[self.dialect], rows)
+        new = {update_id: row_id for row_id, update_id in result}
         if not held:
             return []
         return [

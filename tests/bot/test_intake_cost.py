@@ -245,6 +245,36 @@ async def test_a_failed_store_keeps_the_done_marks_it_carried(
     await settle(lambda: _all_done(session, {20, 21, 22}))
 
 
+async def test_batches_of_any_size_share_one_compiled_store(
+    intake_app: tuple[BotApplication, Gate], engine: AsyncEngine, session: AsyncSession
+) -> None:
+    """The store is compiled once: a batch built as ``.values([...])`` had no cache key (its
+    payloads are dicts) and was compiled again for every batch. A redelivered update in a batch
+    is skipped, the others are held."""
+    application, gate = intake_app
+    intake = application.intake
+    compiled: list[str] = []
+
+    def _seen(_conn: Any, _cursor: Any, statement: str, _p: Any, context: Any, _m: Any) -> None:
+        if STORE.match(statement):
+            compiled.append(context.cache_hit.name)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", _seen)
+    try:
+        assert await intake.accept([raw_message(30, "quick")]) == 1
+        await settle(lambda: _is_done(session, 30))  # the user is stored once, here
+        assert await intake.accept([raw_message(30, "quick"), raw_message(31, "quick")]) == 1
+        batch = [raw_message(i, "quick") for i in (31, 32, 33, 34)]
+        assert await intake.accept(batch) == 3
+        assert await intake.accept([raw_message(35, "quick"), raw_message(36, "quick")]) == 2
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", _seen)
+    await settle(lambda: _all_done(session, set(range(30, 37))))
+    assert gate.quick == 7  # each update handled once
+    # Compiled twice (one update, then a batch), then taken from the cache whatever the size.
+    assert compiled == ["CACHE_MISS", "CACHE_MISS", "CACHE_HIT", "CACHE_HIT"], compiled
+
+
 STARS_BUTTON = "⭐ Paga con Telegram Stars: 100 ⭐"
 
 
