@@ -5,14 +5,21 @@ collide on lock upgrades (``SQLITE_BUSY`` with no retry in WAL mode), the engine
 connection, so transactions of one process queue in asyncio instead of spinning in SQLite's busy
 handler, and every transaction starts with ``BEGIN IMMEDIATE`` so that a second process (say
 ``python -m bot migrate`` next to a running bot) waits for the write lock up front.
-PostgreSQL gets an ordinary pool; services lock rows where they need to.
+PostgreSQL gets an ordinary pool; services lock rows where they need to. A pooled connection is
+pinged before use only when it has sat idle for ``IDLE_PING_S``: SQLAlchemy's ``pool_pre_ping``
+pings on every checkout, a round trip that cost about half the CPU of a one-statement
+transaction here, on every transaction of a busy bot, whose connections are never idle that long.
+A server restart still costs no more than with ``pool_pre_ping``: the transactions then in flight
+fail either way, and the first disconnect seen invalidates the whole pool, so nothing else reuses a
+dead connection; the intake and the outbox retry what failed.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -24,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
 from storage.sqlite_inline import BLOCKING_BUSY_TIMEOUT_MS, inline_connector
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+IDLE_PING_S = 10.0  # a PostgreSQL connection idle this long is pinged before it is used again
 
 
 def is_sqlite(url: str) -> bool:
@@ -33,9 +41,11 @@ def is_sqlite(url: str) -> bool:
 def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
     """Build an async engine tuned for the backend behind ``url``."""
     if not is_sqlite(url):
-        return create_async_engine(
-            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        engine = create_async_engine(
+            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
         )
+        _ping_when_idle(engine)
+        return engine
 
     engine = create_async_engine(
         url,
@@ -65,6 +75,28 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Ping a connection that sat in the pool ``IDLE_PING_S`` or more before handing it out."""
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < IDLE_PING_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool drops this connection and checks out another (a new one if need be).
+            raise exc.DisconnectionError from error
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

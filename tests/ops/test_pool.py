@@ -1,0 +1,86 @@
+"""PostgreSQL's pool: a connection is pinged only after sitting idle, and a dead one never
+outlives the first disconnect seen (see ``storage.database``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event, exc, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.database import create_engine
+from tests.conftest import BACKEND
+
+pytestmark = pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL's connection pool")
+
+
+async def _kill_other_connections(engine: AsyncEngine, database_url: str) -> None:
+    """What a server restart does to the pool: every pooled connection is dead."""
+    killer = create_engine(database_url, pool_size=1)
+    async with killer.begin() as connection:
+        await connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    await killer.dispose()
+
+
+async def _select_one(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return (await connection.execute(text("SELECT 1"))).scalar_one()
+
+
+class Statements:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.seen: list[str] = []
+        event.listen(engine.sync_engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.seen.append(statement)
+
+
+async def test_a_busy_connection_is_not_pinged(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await _select_one(engine)
+        statements = Statements(engine)
+        for _ in range(5):
+            await _select_one(engine)
+        assert statements.seen == ["SELECT 1"] * 5  # no ping before each
+    finally:
+        await engine.dispose()
+
+
+async def test_an_idle_connection_is_pinged_and_replaced_when_dead(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(database_url)
+    try:
+        await _select_one(engine)
+        await _kill_other_connections(engine, database_url)
+        monkeypatch.setattr("storage.database.IDLE_PING_S", 0.0)  # as if idle for long
+        assert await _select_one(engine) == 1  # the ping found it dead: a new connection
+    finally:
+        await engine.dispose()
+
+
+async def test_a_dead_busy_connection_fails_once_then_the_pool_is_renewed(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url, pool_size=3)
+    try:
+        async with engine.connect() as a, engine.connect() as b:  # two pooled connections
+            await a.execute(text("SELECT 1"))
+            await b.execute(text("SELECT 1"))
+        await _kill_other_connections(engine, database_url)
+        with pytest.raises(exc.DBAPIError) as failed:
+            await _select_one(engine)
+        assert failed.value.connection_invalidated
+        # The disconnect invalidated the whole pool: the other dead connection is not reused.
+        assert await _select_one(engine) == 1
+        assert await _select_one(engine) == 1
+    finally:
+        await engine.dispose()
