@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -218,6 +219,9 @@ async def _serve_bot(api_url: str, database_url: str, ready: Any, stop: Any) -> 
     )
     application = BotApplication(settings, migrate=False)
     await application.setup()
+    # As ``python -m bot`` does after start-up (bot/__main__.py): what start-up built lives as
+    # long as the process, out of the cyclic collector's sight.
+    gc.freeze()
     await application.start_polling()
     ready.set()
     await asyncio.to_thread(stop.wait)
