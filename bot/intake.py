@@ -42,6 +42,7 @@ from bot.faults import ARMED, crash_point
 from bot.i18n import _
 from bot.priority import Priority, PrioritySlots, priority_of_raw
 from bot.services.outbox import OutboxService
+from storage.pool import connection_priority
 from storage.repositories.intake import Held, InboundUpdateRepository, Incoming
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ class Intake:
             hold = len(held_now) < room or item.priority == Priority.CHECKOUT
             (held_now if hold else later).append(item)
         done = self._take_done()
+        # The batch waits for a database connection as its most urgent update would.
+        connection_priority.set(min((item.priority for item in items), default=Priority.OTHER))
         try:
             async with self.app.session_factory() as session:
                 repo = InboundUpdateRepository(session)
@@ -232,6 +235,7 @@ class Intake:
         self._tasks[item.id] = asyncio.create_task(self._handle(item))
 
     async def _handle(self, item: Held) -> None:
+        connection_priority.set(item.priority)  # this task's sessions wait by urgency too
         try:
             try:
                 await self.slots.acquire(item.priority)

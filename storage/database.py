@@ -5,13 +5,16 @@ collide on lock upgrades (``SQLITE_BUSY`` with no retry in WAL mode), the engine
 connection, so transactions of one process queue in asyncio instead of spinning in SQLite's busy
 handler, and every transaction starts with ``BEGIN IMMEDIATE`` so that a second process (say
 ``python -m bot migrate`` next to a running bot) waits for the write lock up front.
-PostgreSQL gets an ordinary pool; services lock rows where they need to. A pooled connection is
-pinged before use only when it has sat idle for ``IDLE_PING_S``: SQLAlchemy's ``pool_pre_ping``
-pings on every checkout, a round trip that cost about half the CPU of a one-statement
-transaction here, on every transaction of a busy bot, whose connections are never idle that long.
-A server restart still costs no more than with ``pool_pre_ping``: the transactions then in flight
-fail either way, and the first disconnect seen invalidates the whole pool, so nothing else reuses a
-dead connection; the intake and the outbox retry what failed.
+PostgreSQL gets an ordinary pool; services lock rows where they need to. On both, sessions
+waiting for a connection are served by urgency, a checkout first (``storage.pool``).
+
+A pooled PostgreSQL connection is pinged before use only when it has sat idle for
+``IDLE_PING_S``: SQLAlchemy's ``pool_pre_ping`` pings on every checkout, a round trip that cost
+about 40% of the CPU of a one-statement transaction here, on every transaction of a busy bot,
+whose connections are never idle that long. A server restart still costs no more than with
+``pool_pre_ping``: the transactions then in flight fail either way, and the first disconnect seen
+invalidates the whole pool, so nothing else reuses a dead connection; the intake and the outbox
+retry what failed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from storage.pool import PriorityPool
 from storage.sqlite_inline import BLOCKING_BUSY_TIMEOUT_MS, inline_connector
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -42,7 +46,12 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
     """Build an async engine tuned for the backend behind ``url``."""
     if not is_sqlite(url):
         engine = create_async_engine(
-            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+            url,
+            echo=echo,
+            poolclass=PriorityPool,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
         )
         _ping_when_idle(engine)
         return engine
@@ -50,6 +59,7 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
     engine = create_async_engine(
         url,
         echo=echo,
+        poolclass=PriorityPool,
         pool_size=1,
         max_overflow=0,
         pool_timeout=120,

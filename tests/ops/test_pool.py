@@ -1,8 +1,10 @@
-"""PostgreSQL's pool: a connection is pinged only after sitting idle, and a dead one never
-outlives the first disconnect seen (see ``storage.database``)."""
+"""The connection pool: waiters are served by urgency (``storage.pool``, both backends); on
+PostgreSQL a connection is pinged only after sitting idle, and a dead one never outlives the
+first disconnect seen (``storage.database``)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,9 +12,10 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.database import create_engine
+from storage.pool import connection_priority
 from tests.conftest import BACKEND
 
-pytestmark = pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL's connection pool")
+postgres_only = pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL's connection pool")
 
 
 async def _kill_other_connections(engine: AsyncEngine, database_url: str) -> None:
@@ -42,6 +45,7 @@ class Statements:
         self.seen.append(statement)
 
 
+@postgres_only
 async def test_a_busy_connection_is_not_pinged(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
@@ -54,6 +58,7 @@ async def test_a_busy_connection_is_not_pinged(database_url: str) -> None:
         await engine.dispose()
 
 
+@postgres_only
 async def test_an_idle_connection_is_pinged_and_replaced_when_dead(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -67,6 +72,7 @@ async def test_an_idle_connection_is_pinged_and_replaced_when_dead(
         await engine.dispose()
 
 
+@postgres_only
 async def test_a_dead_busy_connection_fails_once_then_the_pool_is_renewed(
     database_url: str,
 ) -> None:
@@ -81,6 +87,50 @@ async def test_a_dead_busy_connection_fails_once_then_the_pool_is_renewed(
         assert failed.value.connection_invalidated
         # The disconnect invalidated the whole pool: the other dead connection is not reused.
         assert await _select_one(engine) == 1
+        assert await _select_one(engine) == 1
+    finally:
+        await engine.dispose()
+
+
+async def _take_in_turn(engine: AsyncEngine, name: str, priority: int, order: list[str]) -> None:
+    connection_priority.set(priority)
+    async with engine.connect() as connection:
+        order.append(name)
+        await connection.execute(text("SELECT 1"))
+
+
+async def test_a_returned_connection_goes_to_the_most_urgent_waiter(database_url: str) -> None:
+    engine = create_engine(database_url, pool_size=1)
+    engine.pool._max_overflow = 0  # type: ignore[attr-defined]  # one connection on both
+    order: list[str] = []
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(text("SELECT 1"))
+            waiters = []
+            for name, priority in [("card 1", 2), ("payment", 1), ("card 2", 2), ("checkout", 0)]:
+                waiters.append(asyncio.create_task(_take_in_turn(engine, name, priority, order)))
+                await asyncio.sleep(0.01)  # in this arrival order
+            cancelled = asyncio.create_task(_take_in_turn(engine, "gone", 0, order))
+            await asyncio.sleep(0.01)
+            cancelled.cancel()  # a waiter that gives up takes no turn and loses no connection
+        await asyncio.wait_for(asyncio.gather(*waiters), 10)
+        assert order == ["checkout", "payment", "card 1", "card 2"]
+        assert await _select_one(engine) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_waiter_past_the_pool_timeout_gives_up_and_the_pool_goes_on(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url, pool_size=1)
+    engine.pool._max_overflow = 0  # type: ignore[attr-defined]
+    engine.pool._timeout = 0.05  # type: ignore[attr-defined]
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(text("SELECT 1"))
+            with pytest.raises(exc.TimeoutError):
+                await _select_one(engine)
         assert await _select_one(engine) == 1
     finally:
         await engine.dispose()
