@@ -12,8 +12,10 @@ As in a deployment, the bot runs alone in its own process (polling, with its sch
 does the echo bot; this process runs the sandbox server and the simulated buyers.
 
 Prints purchase flows per second, pre-checkout answer latency (p50/p99, as the buyer's client
-sees it), the bot's CPU time per update and the echo bot's, each read from its own process's
-counters over its own run, and their ratio (a flow is four updates and seven Bot API calls, an
+sees it), how long a buyer waited at each step (the card, the invoice, the checkout, the
+confirmation, the access text, the calendar file: where a rush queues), the bot's CPU time
+per update and the echo bot's, each read from its own process's counters over its own run, and
+their ratio (a flow is four updates and seven Bot API calls, an
 echo one update and one call, so about 2 is the floor aiogram itself sets). The last line is for
 scripts: ``rush: flows_per_s=F cpu_per_update_ms=B echo_cpu_per_update_ms=E cpu_ratio=R
 precheckout_p99_ms=P precheckout_bot_p99_ms=Q``, where Q is P without the simulated round trip
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import logging
 import multiprocessing
 import os
@@ -138,19 +141,30 @@ async def create_webinar(url: str, seats: int) -> str:
     return code
 
 
-async def buyer_flow(sandbox: SandboxServer, user_id: int, code: str) -> float | None:
-    """One purchase, start to access; returns the pre-checkout latency in seconds."""
+STEPS = ("card", "invoice", "checkout", "confirmation", "access", "calendar")
+
+
+async def buyer_flow(
+    sandbox: SandboxServer, user_id: int, code: str
+) -> tuple[float | None, list[float]]:
+    """One purchase, start to access; returns the pre-checkout latency in seconds and how long
+    the buyer waited at each of :data:`STEPS`."""
     user = sandbox.user(user_id, first_name=f"B{user_id}", language_code="en")
+    marks = [time.perf_counter()]
     await user.command("/start", f"w_{code}")
     card = await user.next_message(timeout=60)
+    marks.append(time.perf_counter())
     await user.press(card, callback_data=card.buttons[0]["callback_data"], timeout=0)
     invoice = await user.next_message(timeout=60)
+    marks.append(time.perf_counter())
     result = await user.pay(invoice)
+    marks.append(time.perf_counter())
     if not result.ok:
         raise RuntimeError(f"buyer {user_id}: checkout refused: {result.error_message}")
     for _ in range(3):  # confirmation, access text, calendar file
         await user.next_message(timeout=60)
-    return result.precheckout_latency_s
+        marks.append(time.perf_counter())
+    return result.precheckout_latency_s, [b - a for a, b in itertools.pairwise(marks)]
 
 
 def _bot_process(
@@ -293,10 +307,12 @@ async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -
     async with Process(_bot_process, sandbox.url, url, args.profile, args.trace_sql) as bot:
         limit = asyncio.Semaphore(args.concurrency)
         latencies: list[float] = []
+        steps: list[list[float]] = []
 
         async def one(i: int) -> None:
             async with limit:
-                latency = await buyer_flow(sandbox, FIRST_BUYER + i, code)
+                latency, waits = await buyer_flow(sandbox, FIRST_BUYER + i, code)
+                steps.append(waits)
                 if latency is not None:
                     latencies.append(latency)
 
@@ -304,7 +320,13 @@ async def run_rush(args: argparse.Namespace, sandbox: SandboxServer, url: str) -
         await asyncio.gather(*(one(i) for i in range(args.buyers)))
         elapsed = time.perf_counter() - started
         bot_cpu, own_cpu = bot.cpu_s() - bot_cpu, time.process_time() - own_cpu
-    return {"elapsed": elapsed, "latencies": latencies, "bot_cpu": bot_cpu, "own_cpu": own_cpu}
+    return {
+        "elapsed": elapsed,
+        "latencies": latencies,
+        "steps": steps,
+        "bot_cpu": bot_cpu,
+        "own_cpu": own_cpu,
+    }
 
 
 async def run_echo(
@@ -471,6 +493,13 @@ async def main(args: argparse.Namespace) -> None:
         f"pre-checkout answer: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
         f"(the bot's own share, without the round trip: p99 {bot_p99:.1f} ms)"
     )
+    waits = [
+        f"{name} {statistics.median(column):.0f}/{percentile(column, 0.9):.0f}"
+        for name, column in zip(
+            STEPS, ([1000 * w[i] for w in rush["steps"]] for i in range(len(STEPS))), strict=True
+        )
+    ]
+    print("buyer's wait per step, p50/p90 ms: " + ", ".join(waits))
     print(
         f"CPU per flow: bot {1000 * rush['bot_cpu'] / args.buyers:.1f} ms, "
         f"sandbox and buyers {1000 * rush['own_cpu'] / args.buyers:.1f} ms"
