@@ -32,10 +32,9 @@ _COLUMNS = tuple(column.key for column in _USERS.columns)
 _BY_ID = select(_USERS).where(_USERS.c.id == bindparam("user_id"))
 _INSERT = insert(_USERS)
 _PROFILE = ("first_name", "last_name", "username", "language_code")
-# A changed profile, an unblock, or both: one statement, its SET clause made of the same keys
-# each time (blocked_at is passed either way), so compiled once.
+# A changed profile, an unblock, or both; the SET clause is made of the keys passed (two
+# shapes, each compiled once).
 _REFRESH = update(_USERS).where(_USERS.c.id == bindparam("user_id"))
-_REFRESH_KEYS = (*_PROFILE, "blocked_at", "updated_at")
 
 
 class UserRepository(Repository):
@@ -87,13 +86,13 @@ class UserRepository(Repository):
         row = dict(zip(_COLUMNS, found, strict=True))
         unblocked = reachable and row["blocked_at"] is not None
         if unblocked or any(row[key] != profile[key] for key in _PROFILE):
-            row.update(profile, updated_at=now)
+            changes: dict[str, Any] = {**profile, "updated_at": now}
             if unblocked:  # a user who writes to the bot has unblocked it
-                row["blocked_at"] = None
-            await session.execute(
-                _REFRESH,
-                {"user_id": user_id, **{key: row[key] for key in _REFRESH_KEYS}},
-            )
+                changes["blocked_at"] = None
+            # Only what this update knows better than the row: a block another transaction
+            # records meanwhile (a 403 on a send) is not written over with the value read here.
+            await session.execute(_REFRESH, {"user_id": user_id, **changes})
+            row.update(changes)
         return self._attach(row)
 
     async def mark_blocked(self, user_id: int, now: datetime) -> None:

@@ -115,6 +115,7 @@ async def test_a_changed_profile_is_one_update_riding_on_the_updates_transaction
     await an_update(app_context, 8102)
     user, trace = await an_update(app_context, 8102, username="ada_l", language_code="it")
     assert trace.on_users() == ["SELECT", "UPDATE"], trace.statements
+    assert "blocked_at" not in trace.statements[-1]  # a block recorded meanwhile is kept
     assert trace.ends == ["begin", "commit"]
     assert (user.username, user.language_code, user.updated_at) == ("ada_l", "it", clock.now())
     row = await stored(session_factory, 8102)
