@@ -106,6 +106,18 @@ class UserMiddleware(BaseMiddleware):
     the update that has Telegram's 10-second deadline. Its locale (only a failure's apology uses
     it) is the one that touch found; every other update reads the row again, so a locale changed
     on another replica is never used for more than that one query.
+
+    Why every other update reads the row (one prebuilt statement, no ORM load: see
+    ``storage.repositories.users``) rather than trust a copy kept from an earlier update: the
+    row changes behind this process's back. Another replica switches the user's organization or
+    records their block (a 403 seen by its outbox), a migration or a restored copy of the
+    database rewrites it, and the schema itself would clear ``active_org_id`` on an
+    organization's deletion (``ON DELETE SET NULL``), which no session event sees. A cache
+    invalidated over Redis would still be stale between another replica's commit and the
+    message reaching this one, and for good after a lost message (pub/sub delivers at most
+    once); checking a version is a read of the same row. A stale organization would act on the
+    wrong one, a stale "not blocked" would leave a user who writes recorded as blocked: the read
+    costs less than either.
     """
 
     MAX_SEEN = 50_000  # users remembered per process; the oldest are forgotten first
