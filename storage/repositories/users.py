@@ -21,7 +21,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 
 from storage.models import User
@@ -30,7 +32,10 @@ from storage.repositories.base import Repository
 _USERS = User.__table__
 _COLUMNS = tuple(column.key for column in _USERS.columns)
 _BY_ID = select(_USERS).where(_USERS.c.id == bindparam("user_id"))
-_INSERT = insert(_USERS)
+_INSERT = {
+    "postgresql": pg_insert(_USERS).on_conflict_do_nothing(index_elements=["id"]),
+    "sqlite": sqlite_insert(_USERS).on_conflict_do_nothing(index_elements=["id"]),
+}
 _PROFILE = ("first_name", "last_name", "username", "language_code")
 # A changed profile, an unblock, or both; the SET clause is made of the keys passed (two
 # shapes, each compiled once).
@@ -81,8 +86,11 @@ class UserRepository(Repository):
         if found is None:
             values = dict.fromkeys(_COLUMNS)
             values.update(profile, id=user_id, created_at=now)
-            await session.execute(_INSERT, values)
-            return self._attach(values)
+            if (await session.execute(_INSERT[self.dialect], values)).rowcount:
+                return self._attach(values)
+            # A new user's second update (a double tap) stored them first, in another
+            # transaction: theirs is the row. A plain INSERT failed this update on PostgreSQL.
+            found = (await session.execute(_BY_ID, {"user_id": user_id})).one()
         row = dict(zip(_COLUMNS, found, strict=True))
         unblocked = reachable and row["blocked_at"] is not None
         if unblocked or any(row[key] != profile[key] for key in _PROFILE):

@@ -275,6 +275,19 @@ async def test_batches_of_any_size_share_one_compiled_store(
     assert compiled == ["CACHE_MISS", "CACHE_MISS", "CACHE_HIT", "CACHE_HIT"], compiled
 
 
+async def test_a_new_users_double_tap_is_handled_once_each_without_a_retry(
+    intake_app: tuple[BotApplication, Gate], session: AsyncSession
+) -> None:
+    """Two updates of a user nobody has stored yet, handled at once: on PostgreSQL both see no
+    row and both insert it; the second must take the first's row, not fail on the key."""
+    application, gate = intake_app
+    await application.intake.accept([raw_message(40, "quick"), raw_message(41, "quick")])
+    await settle(lambda: _all_done(session, {40, 41}))
+    assert gate.quick == 2
+    rows = await session.execute(select(InboundUpdate.update_id, InboundUpdate.attempts))
+    assert {row[0]: row[1] for row in rows} == {40: 1, 41: 1}  # no failed attempt, no retry
+
+
 STARS_BUTTON = "⭐ Paga con Telegram Stars: 100 ⭐"
 
 
