@@ -18,12 +18,14 @@ preparing them (a ``sendMessage`` dumps about twenty, and each keyboard button t
 values (strings, numbers, booleans) are taken as they are, and what is left (a file, an enum, a
 date) goes through ``prepare_value`` itself.
 
-A call that uploads a file goes as aiogram's multipart form, built by aiogram, but sent as one
-body: aiohttp writes a form with chunked encoding, a write (and a ``send`` system call) for each
-boundary, header and chunk, about twenty for a calendar file and its caption, which made an
-upload cost twice a text message. When every file is already in memory (``BufferedInputFile``:
-the calendar, a chart) the form is rendered to bytes first; a file on disk or at a URL is still
-streamed by aiogram's own path.
+A call that uploads a file goes as the fields of aiogram's multipart form, in one body built
+here. aiohttp writes aiogram's form with chunked encoding, a write (and a ``send`` system call)
+for each boundary, header and chunk, about twenty for a calendar file and its caption, after
+building a payload object and its headers for every field: an upload cost twice a text message.
+When every file is already in memory (``BufferedInputFile``: the calendar, a chart) the same
+fields (prepared as for the JSON body, then each a string as the form has it) and the files are
+joined into one ``multipart/form-data`` body; a file on disk or at a URL is still streamed by
+aiogram's own path.
 
 Answers nobody reads: the paced sender's messages (the outbox's access texts, calendar files,
 reminders, broadcasts) are sent and forgotten; nothing reads the ``Message`` Telegram returns.
@@ -35,6 +37,7 @@ work on a call, after aiohttp's). Failures still go through aiogram's ``check_re
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -121,12 +124,13 @@ class BotSession(AiohttpSession):
         The same values aiogram's form would carry: each prepared by aiogram, and left out
         where the form leaves it out (None, or an empty string).
         """
-        body = self._json_or_files(bot, method)
-        return body if isinstance(body, bytes) else None
+        body, files = self._prepared(bot, method)
+        return None if files else self.json_dumps(body).encode()
 
-    def _json_or_files(
+    def _prepared(
         self, bot: Bot, method: TelegramMethod[TelegramType]
-    ) -> bytes | dict[str, InputFile]:
+    ) -> tuple[dict[str, Any], dict[str, InputFile]]:
+        """The parameters aiogram's form would carry (values not yet JSON-encoded), and files."""
         files: dict[str, InputFile] = {}
         body: dict[str, Any] = {}
         for key, value in method.model_dump(warnings=False, exclude_none=True).items():
@@ -134,21 +138,52 @@ class BotSession(AiohttpSession):
             if prepared is None or prepared == "":
                 continue
             body[key] = prepared
-        if files:
-            return files
-        return self.json_dumps(body).encode()
+        return body, files
 
-    async def _body(
+    def _body(
         self, bot: Bot, method: TelegramMethod[TelegramType]
     ) -> tuple[bytes, dict[str, str]] | None:
         """The request's body and headers, or None to leave the call to aiogram's own path."""
-        body = self._json_or_files(bot, method)
-        if isinstance(body, bytes):
-            return body, _JSON_HEADERS
-        if not all(isinstance(file, BufferedInputFile) for file in body.values()):
-            return None  # a file on disk or at a URL: aiogram streams it
-        form = self.build_form_data(bot=bot, method=method)()
-        return await form.as_bytes(), {"Content-Type": form.content_type}
+        body, files = self._prepared(bot, method)
+        if not files:
+            return self.json_dumps(body).encode(), _JSON_HEADERS
+        return self._multipart(body, files)
+
+    def _multipart(
+        self, body: dict[str, Any], files: dict[str, InputFile]
+    ) -> tuple[bytes, dict[str, str]] | None:
+        """aiogram's form, as ``multipart/form-data`` in one piece: each field's value as the
+        form has it (a string as it is, anything else JSON), then each file under its
+        ``attach://`` name. None (aiogram streams the form) unless every file is in memory."""
+        uploads: list[tuple[str, str, BufferedInputFile]] = []
+        for key, file in files.items():
+            filename = file.filename or key
+            if not isinstance(file, BufferedInputFile) or "\r" in filename or "\n" in filename:
+                return None  # on disk or at a URL; or a name aiohttp refuses, as it will
+            # Quoted as aiohttp quotes it in aiogram's form (``quote_fields=False``).
+            uploads.append((key, filename.replace("\\", "\\\\").replace('"', '\\"'), file))
+        boundary = secrets.token_hex(16)
+        dash = f"--{boundary}\r\n".encode()
+        parts: list[bytes] = []
+        for key, value in body.items():
+            text = value if isinstance(value, str) else self.json_dumps(value)
+            parts += (
+                dash,
+                f'Content-Disposition: form-data; name="{key}"\r\n\r\n'.encode(),
+                text.encode(),
+                b"\r\n",
+            )
+        for key, filename, file in uploads:
+            parts += (
+                dash,
+                f'Content-Disposition: form-data; name="{key}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n".encode(),
+                file.data,
+                b"\r\n",
+            )
+        parts.append(f"--{boundary}--\r\n".encode())
+        content_type = f"multipart/form-data; boundary={boundary}"
+        return b"".join(parts), {"Content-Type": content_type}
 
     def _prepare(self, value: Any, bot: Bot, files: dict[str, Any]) -> Any:
         """aiogram's ``prepare_value(..., _dumps_json=False)``, with plain JSON taken as it is."""
@@ -180,7 +215,7 @@ class BotSession(AiohttpSession):
         method: TelegramMethod[TelegramType],
         timeout: int | None = None,  # noqa: ASYNC109 - aiogram's signature
     ) -> TelegramType:
-        prepared = await self._body(bot, method)
+        prepared = self._body(bot, method)
         if prepared is None:
             return await super().make_request(bot, method, timeout)
         body, headers = prepared

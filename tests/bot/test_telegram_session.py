@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import nullcontext
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -32,8 +33,10 @@ from aiogram.types import (
     BotCommandScopeChat,
     BufferedInputFile,
     ChatPermissions,
+    FSInputFile,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     LabeledPrice,
     Message,
     MessageEntity,
@@ -185,23 +188,37 @@ def test_the_json_body_is_aiograms_form_field_for_field(method: TelegramMethod[A
     } == form
 
 
+@pytest.mark.parametrize(
+    ("filename", "on_disk"),
+    [
+        ("webinar.ics", False),  # in memory: one body built here
+        ('Précios "en vivo" \\ 2026.ics', False),  # quoted as aiohttp quotes it
+        ("webinar.ics", True),  # on disk: aiogram's streamed form
+    ],
+)
 async def test_uploads_carry_the_parameters_aiograms_form_would(
-    sandbox: SandboxServer, bots: tuple[Bot, Bot]
+    sandbox: SandboxServer, bots: tuple[Bot, Bot], tmp_path: Path, filename: str, on_disk: bool
 ) -> None:
     chat = sandbox.user(4003, first_name="Cy")
     await chat.start()
     keyboard = InlineKeyboardMarkup(
         inline_keyboard=[[InlineKeyboardButton(text="Join", url="https://meet.example.org/r")]]
     )
+    content = b"BEGIN:VCALENDAR\r\nSUMMARY:\xc3\xa9\r\nEND:VCALENDAR\r\n"
+    path = tmp_path / "calendar.ics"
+    path.write_bytes(content)
+
+    def upload() -> InputFile:
+        if on_disk:
+            return FSInputFile(path, filename=filename)
+        return BufferedInputFile(content, filename)
+
     ours, aiograms = await _both(
         sandbox,
         bots,
         "sendDocument",
         lambda bot: bot.send_document(
-            4003,
-            BufferedInputFile(b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", "webinar.ics"),
-            caption="<b>See you</b>",
-            reply_markup=keyboard,
+            4003, upload(), caption="<b>See you</b>", reply_markup=keyboard
         ),
     )
     # The file's part is named at random (``attach://<name>``), by aiogram in both.
@@ -209,12 +226,15 @@ async def test_uploads_carry_the_parameters_aiograms_form_would(
     aiograms.pop(aiograms.pop("document").removeprefix("attach://"))
     assert ours == aiograms
     assert ours["parse_mode"] == "HTML"
+    assert ours["reply_markup"] == {
+        "inline_keyboard": [[{"text": "Join", "url": "https://meet.example.org/r"}]]
+    }
     first, second = sandbox.messages(4003)[-2:]
     assert first.document is not None
     assert second.document is not None
     stored = [sandbox.file(message.document["file_id"]) for message in (first, second)]
     assert [(file.data, file.file_name, file.mime_type) for file in stored] == [
-        (b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", "webinar.ics", stored[1].mime_type)
+        (content, filename, stored[1].mime_type)
     ] * 2
 
 
