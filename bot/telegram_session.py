@@ -16,7 +16,9 @@ parameters are the same. The body is walked as aiogram's ``prepare_value`` walks
 work per value: ``model_dump`` leaves out the unset (None) fields that aiogram would drop after
 preparing them (a ``sendMessage`` dumps about twenty, and each keyboard button ten), plain JSON
 values (strings, numbers, booleans) are taken as they are, and what is left (a file, an enum, a
-date) goes through ``prepare_value`` itself.
+date) goes through ``prepare_value`` itself. The method itself is built as aiogram builds it,
+validated: pydantic's ``model_construct`` (no validation) walks every field's default in Python,
+about 50 µs for a ``sendMessage`` against 6 µs for validating it.
 
 A call that uploads a file goes as the fields of aiogram's multipart form, in one body built
 here. aiohttp writes aiogram's form with chunked encoding, a write (and a ``send`` system call)
