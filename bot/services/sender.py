@@ -8,6 +8,10 @@ The 429 loop is bounded, in answers and in total seconds waited: a flood pause l
 (Telegram answers minutes, even hours, to a bot that kept pushing) re-raises the last
 :class:`TelegramRetryAfter`, and the outbox puts the row back to pending, due after the pause,
 instead of one worker holding a batch for an hour.
+
+Its calls' answers are not read (see :func:`bot.telegram_session.unread_answer`): nothing uses the
+``Message`` Telegram returns for an outbox row or a progress edit, so none is built. Its methods
+return None; errors raise as before.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from aiogram.methods import (
     SendPhoto,
     SendVideo,
 )
-from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 
 from bot.metrics import MESSAGES_SENT, SEND_GAVE_UP, TELEGRAM_429
 from bot.services.outbox import Drop, Outgoing
 from bot.services.send_budget import LocalBudget, SendBudget
+from bot.telegram_session import unread_answer
 
 if TYPE_CHECKING:
     from aiogram.client.session.middlewares.base import TelegramType
@@ -131,7 +136,7 @@ class PacedSender:
         message: Outgoing,
         *,
         still_wanted: Callable[[], Awaitable[bool]] | None = None,
-    ) -> Message:
+    ) -> None:
         """Send one message, waiting for the pace and through a bounded number of 429s.
 
         ``still_wanted`` is asked right before each call to Telegram, after every wait: a pace
@@ -140,18 +145,17 @@ class PacedSender:
         nothing is sent.
         """
         if still_wanted is None:
-            return await self._paced(chat_id, partial(self._call, chat_id, message))
+            await self._paced(chat_id, partial(self._call, chat_id, message))
+            return
 
-        async def checked() -> Message:
+        async def checked() -> None:
             if not await still_wanted():
                 raise Drop("no longer wanted at the moment of sending")
-            return await self._call(chat_id, message)
+            await self._call(chat_id, message)
 
-        return await self._paced(chat_id, checked)
+        await self._paced(chat_id, checked)
 
-    async def send_rendered(
-        self, chat_id: int, render: Callable[[], Awaitable[Outgoing]]
-    ) -> Message:
+    async def send_rendered(self, chat_id: int, render: Callable[[], Awaitable[Outgoing]]) -> None:
         """Send the message ``render`` makes once the pace (or a 429 pause) lets it go.
 
         ``render`` runs after every wait, right before the call to Telegram, so what it reads
@@ -160,10 +164,10 @@ class PacedSender:
         cost of its own. It raises :class:`Drop` to send nothing.
         """
 
-        async def rendered() -> Message:
-            return await self._call(chat_id, await render())
+        async def rendered() -> None:
+            await self._call(chat_id, await render())
 
-        return await self._paced(chat_id, rendered)
+        await self._paced(chat_id, rendered)
 
     async def edit_text(
         self,
@@ -176,13 +180,15 @@ class PacedSender:
 
         "Message is not modified" is not an error here: the text is already what we want.
         """
-        try:
-            await self._paced(
-                chat_id,
-                lambda: self.bot.edit_message_text(
+
+        async def edit() -> None:
+            with unread_answer():
+                await self.bot.edit_message_text(
                     text=text, chat_id=chat_id, message_id=message_id, reply_markup=reply_markup
-                ),
-            )
+                )
+
+        try:
+            await self._paced(chat_id, edit)
         except TelegramBadRequest as error:
             if "not modified" not in error.message.lower():
                 raise
@@ -220,7 +226,7 @@ class PacedSender:
             MESSAGES_SENT.inc()
             return result
 
-    def _media(self, message: Outgoing) -> tuple[Callable[..., Awaitable[Message]], Any] | None:
+    def _media(self, message: Outgoing) -> tuple[Callable[..., Awaitable[Any]], Any] | None:
         """The method and file of a message that carries one (an upload or a known file id)."""
         if message.document is not None:
             filename, content = message.document
@@ -236,18 +242,20 @@ class PacedSender:
             return self.bot.send_photo, message.photo_file_id
         return None
 
-    async def _call(self, chat_id: int, message: Outgoing) -> Message:
+    async def _call(self, chat_id: int, message: Outgoing) -> None:
         # The budget was waited for: the reply budget middleware lets this call through.
         token = _paced.set(True)
         try:
-            media = self._media(message)
-            if media is not None:
-                send, file = media
-                return await send(
-                    chat_id, file, caption=message.caption, reply_markup=message.reply_markup
+            with unread_answer():
+                media = self._media(message)
+                if media is not None:
+                    send, file = media
+                    await send(
+                        chat_id, file, caption=message.caption, reply_markup=message.reply_markup
+                    )
+                    return
+                await self.bot.send_message(
+                    chat_id, message.text or "", reply_markup=message.reply_markup
                 )
-            return await self.bot.send_message(
-                chat_id, message.text or "", reply_markup=message.reply_markup
-            )
         finally:
             _paced.reset(token)
