@@ -24,6 +24,7 @@ from bot.services.reminders import folded_offsets
 from bot.services.timezones import show_time
 from storage.enums import AccessMode, OutboxKind, Product, TicketStatus
 from storage.models import AccessLink, Organization, OutboxMessage, Ticket, Webinar
+from storage.repositories.access import AccessRepository
 from storage.repositories.sales import SalesRepository
 
 if TYPE_CHECKING:
@@ -274,16 +275,12 @@ class AccessService(Service):
         return result
 
     async def ticket_access(self, ticket_id: int) -> TicketAccess | None:
-        ticket = await self.repo.ticket(ticket_id)
-        if ticket is None or ticket.status != TicketStatus.ACTIVE:
+        """An active ticket with its access, in one statement (the render runs once per ticket
+        sold: see ``storage.repositories.access``); None once the ticket is refunded."""
+        view = await AccessRepository(self.session).access_view(ticket_id)
+        if view is None or view.ticket.status != TicketStatus.ACTIVE:
             return None
-        webinar = await self.repo.webinar(ticket.webinar_id)
-        assert webinar is not None
-        org = await self.repo.org(webinar.org_id)
-        assert org is not None
-        link = await self.repo.link_of(ticket.id)
-        user = await self.repo.user(ticket.user_id)
-        return TicketAccess(ticket, webinar, org, link, user.timezone if user else None)
+        return TicketAccess(view.ticket, view.webinar, view.org, view.link, view.own_zone)
 
     # -- rendering -----------------------------------------------------------------------------
 
