@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import Update, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -17,6 +18,41 @@ OPEN_STATUSES = (OutboxStatus.PENDING, OutboxStatus.SENDING)
 _COLUMNS = tuple(OutboxMessage.__table__.columns)
 _KEYS = tuple(column.key for column in _COLUMNS)
 ENQUEUE_CHUNK = 500  # rows per multi-row INSERT: well under every driver's parameter limit
+
+
+# The writes of every delivery, built once (per set of columns written) and run with their values
+# as bound parameters: Core statements on the table, so neither the ORM's bulk-update path nor
+# the statement's construction and cache key are paid again for each message (together about as
+# much CPU as the statement itself). Every write to a held row is fenced by the claim's
+# ``attempts`` (see :class:`Claim`).
+_outbox = OutboxMessage.__table__
+_tickets = Ticket.__table__
+
+
+@functools.cache
+def _settle_statement(keys: tuple[str, ...]) -> Update:
+    return (
+        update(_outbox)
+        .where(
+            _outbox.c.id == bindparam("id_"),
+            _outbox.c.attempts == bindparam("attempts_"),
+            _outbox.c.status == OutboxStatus.SENDING,
+        )
+        .values({key: bindparam(f"{key}_", type_=_outbox.c[key].type) for key in keys})
+    )
+
+
+# The first moment a ticket's access reached its holder; re-sends keep it.
+_ACCESS_DELIVERED = (
+    update(_tickets)
+    .where(_tickets.c.id == bindparam("ticket_id_"), _tickets.c.access_delivered_at.is_(None))
+    .values(access_delivered_at=bindparam("now_", type_=_tickets.c.access_delivered_at.type))
+)
+
+
+_SENT_AND_DELIVERED = _settle_statement(("last_error", "lease_until", "sent_at", "status")).add_cte(
+    _ACCESS_DELIVERED.cte("delivered")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,32 +252,31 @@ class OutboxRepository(Repository):
     async def settle(self, claim: Claim, **values: Any) -> bool:
         """Write a held row (its result, or progress); False if the lease was lost meanwhile."""
         result = await self.session.execute(
-            update(OutboxMessage)
-            .where(
-                OutboxMessage.id == claim.id,
-                OutboxMessage.attempts == claim.attempts,
-                OutboxMessage.status == OutboxStatus.SENDING,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
+            _settle_statement(tuple(sorted(values))),
+            {"id_": claim.id, "attempts_": claim.attempts}
+            | {f"{key}_": value for key, value in values.items()},
         )
         return bool(result.rowcount)
 
     async def mark_sent(self, claim: Claim, *, now: datetime, access_of: int | None) -> bool:
         """Record a held row as sent; with ``access_of``, also the first moment that ticket's
-        access reached its holder (organizers see it in /participants). Two statements, in the
-        caller's transaction. False if the lease was lost meanwhile (the ticket is marked all
-        the same: the message did go out)."""
-        settled = await self.settle(
-            claim, status=OutboxStatus.SENT, lease_until=None, last_error=None, sent_at=now
-        )
-        if access_of is not None:
-            await self.session.execute(
-                update(Ticket)
-                .where(Ticket.id == access_of, Ticket.access_delivered_at.is_(None))
-                .values(access_delivered_at=now)
-                .execution_options(synchronize_session=False)
+        access reached its holder (organizers see it in /participants). In the caller's
+        transaction: two statements on SQLite, one on PostgreSQL. False if the lease was lost
+        meanwhile (the ticket is marked all the same: the message did go out)."""
+        sent = {"status": OutboxStatus.SENT, "lease_until": None, "last_error": None}
+        if access_of is not None and self.dialect == "postgresql":
+            # One round trip: the ticket's mark rides on the row's as a data-modifying CTE,
+            # which PostgreSQL runs whether or not the outer statement matches a row.
+            result = await self.session.execute(
+                _SENT_AND_DELIVERED,
+                {"id_": claim.id, "attempts_": claim.attempts, "ticket_id_": access_of}
+                | {f"{key}_": value for key, value in sent.items()}
+                | {"sent_at_": now, "now_": now},
             )
+            return bool(result.rowcount)
+        settled = await self.settle(claim, **sent, sent_at=now)
+        if access_of is not None:
+            await self.session.execute(_ACCESS_DELIVERED, {"ticket_id_": access_of, "now_": now})
         return settled
 
     async def due_summary(self, now: datetime) -> tuple[int, datetime | None]:
