@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Update, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import Integer, Update, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -52,6 +52,35 @@ _ACCESS_DELIVERED = (
 
 _SENT_AND_DELIVERED = _settle_statement(("last_error", "lease_until", "sent_at", "status")).add_cte(
     _ACCESS_DELIVERED.cte("delivered")
+)
+
+
+# The claim (see ``OutboxRepository.claim_due``), built once: it is the dispatcher's most
+# complex statement, and building it and deriving its cache key took more CPU than running it.
+_now = bindparam("now_", type_=_outbox.c.due_at.type)
+_CLAIM = (
+    update(_outbox)
+    .where(
+        _outbox.c.id.in_(
+            select(_outbox.c.id)
+            .where(
+                or_(
+                    (_outbox.c.status == OutboxStatus.PENDING) & (_outbox.c.due_at <= _now),
+                    (_outbox.c.status == OutboxStatus.SENDING) & (_outbox.c.lease_until < _now),
+                )
+            )
+            .order_by(_outbox.c.due_at, _outbox.c.id)
+            .limit(bindparam("limit_", type_=Integer))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(
+        status=OutboxStatus.SENDING,
+        lease_until=bindparam("lease_until_", type_=_outbox.c.lease_until.type),
+        attempts=_outbox.c.attempts + 1,
+    )
+    .returning(*_COLUMNS)
 )
 
 
@@ -189,29 +218,8 @@ class OutboxRepository(Repository):
         by PostgreSQL against the WHERE clause and skipped. SQLite ignores the lock clause: its
         engine has one writer (``BEGIN IMMEDIATE``), which makes the statement just as atomic.
         """
-        due = (
-            select(OutboxMessage.id)
-            .where(
-                or_(
-                    (OutboxMessage.status == OutboxStatus.PENDING) & (OutboxMessage.due_at <= now),
-                    (OutboxMessage.status == OutboxStatus.SENDING)
-                    & (OutboxMessage.lease_until < now),
-                )
-            )
-            .order_by(OutboxMessage.due_at, OutboxMessage.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         result = await self.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(due.scalar_subquery()))
-            .values(
-                status=OutboxStatus.SENDING,
-                lease_until=lease_until,
-                attempts=OutboxMessage.attempts + 1,
-            )
-            .returning(*_COLUMNS)
-            .execution_options(synchronize_session=False)
+            _CLAIM, {"now_": now, "lease_until_": lease_until, "limit_": limit}
         )
         claims = []
         for values in result.all():
