@@ -14,12 +14,11 @@ back (a new group invite is its own row, added by the caller).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import bindparam, select
 
 from storage.models import AccessLink, Organization, Ticket, User, Webinar
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, built
 
 _MODELS = (Ticket, Webinar, Organization, AccessLink)
 _TABLES = tuple(model.__table__ for model in _MODELS)
@@ -54,14 +53,6 @@ class AccessView:
     own_zone: str | None
 
 
-def _built(model: Any, keys: tuple[str, ...], values: tuple[Any, ...]) -> Any:
-    """A model instance holding ``values``, the way the ORM's loader fills one (its state's
-    dict), without an identity map or events: about 2 us against 30 for the constructor."""
-    instance = model._sa_class_manager.new_instance()
-    instance.__dict__.update(zip(keys, values, strict=True))
-    return instance
-
-
 class AccessRepository(Repository):
     async def access_view(self, ticket_id: int) -> AccessView | None:
         """The ticket and what its access shows, whatever the ticket's status (None if there is
@@ -70,13 +61,13 @@ class AccessRepository(Repository):
         if row is None:
             return None
         values = tuple(row)
-        built = []
+        objects = []
         start = 0
         for model, keys in zip(_MODELS, _KEYS, strict=True):
             part = values[start : start + len(keys)]
             start += len(keys)
-            built.append(_built(model, keys, part))
-        ticket, webinar, org, link = built
+            objects.append(built(model, keys, part))
+        ticket, webinar, org, link = objects
         if link.id is None:  # the outer join found no link
             link = None
         return AccessView(ticket, webinar, org, link, values[start])

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.enums import OutboxKind, OutboxStatus
 from storage.models import OutboxMessage, Ticket
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, built
 
 OPEN_STATUSES = (OutboxStatus.PENDING, OutboxStatus.SENDING)
 _COLUMNS = tuple(OutboxMessage.__table__.columns)
@@ -225,7 +225,7 @@ class OutboxRepository(Repository):
         for values in result.all():
             # Built, not loaded: the session's identity map and unit of work are not needed for
             # a row that is only read, and every write to it is a fenced UPDATE (``settle``).
-            message = OutboxMessage(**dict(zip(_KEYS, values, strict=True)))
+            message = built(OutboxMessage, _KEYS, values)
             claims.append(
                 Claim(
                     id=message.id,
