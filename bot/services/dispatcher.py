@@ -17,6 +17,17 @@ the wait (``PacedSender.send_rendered``); other kinds are rendered first, so tha
 bulk (stale reminders) cost no share of Telegram's budget, and their ticket is checked once more.
 Later parts of a row are not checked again: the first one already carried the link or password.
 
+Why an access message takes three transactions of its own and not fewer: each sits on a side of
+a network call and guards something. The render's read cannot join the claim, which comes before
+the pace wait (in production the access message usually waits for the chat's pace, right after
+the payment's confirmation), so it would no longer be the send-time check. The progress mark
+(``parts_sent`` in the payload) must be committed after the text leaves and before the calendar
+file does: folded into the result, a crash while the file is in flight would send the text again
+too, a second duplicate where the outbox promises at most the one message in flight. What can be
+cut is each transaction's cost: the render is one prebuilt statement
+(``storage.repositories.access``), the writes are prebuilt, and on PostgreSQL the result and the
+ticket's ``access_delivered_at`` are one statement.
+
 Leases and long 429s: a batch can take longer than any fixed lease (Telegram may answer
 ``retry_after`` of minutes, and the sender waits it out rather than drop the message). Instead of
 sizing leases for the worst case, which would also delay recovery after a real crash by as much,

@@ -1,22 +1,87 @@
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import Integer, Update, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.enums import OutboxKind, OutboxStatus
 from storage.models import OutboxMessage, Ticket
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, built
 
 OPEN_STATUSES = (OutboxStatus.PENDING, OutboxStatus.SENDING)
 _COLUMNS = tuple(OutboxMessage.__table__.columns)
 _KEYS = tuple(column.key for column in _COLUMNS)
 ENQUEUE_CHUNK = 500  # rows per multi-row INSERT: well under every driver's parameter limit
+
+
+# The writes of every delivery, built once (per set of columns written) and run with their values
+# as bound parameters: Core statements on the table, so neither the ORM's bulk-update path nor
+# the statement's construction and cache key are paid again for each message (together about as
+# much CPU as the statement itself). Every write to a held row is fenced by the claim's
+# ``attempts`` (see :class:`Claim`).
+_outbox = OutboxMessage.__table__
+_tickets = Ticket.__table__
+
+
+@functools.cache
+def _settle_statement(keys: tuple[str, ...]) -> Update:
+    return (
+        update(_outbox)
+        .where(
+            _outbox.c.id == bindparam("id_"),
+            _outbox.c.attempts == bindparam("attempts_"),
+            _outbox.c.status == OutboxStatus.SENDING,
+        )
+        .values({key: bindparam(f"{key}_", type_=_outbox.c[key].type) for key in keys})
+    )
+
+
+# The first moment a ticket's access reached its holder; re-sends keep it.
+_ACCESS_DELIVERED = (
+    update(_tickets)
+    .where(_tickets.c.id == bindparam("ticket_id_"), _tickets.c.access_delivered_at.is_(None))
+    .values(access_delivered_at=bindparam("now_", type_=_tickets.c.access_delivered_at.type))
+)
+
+
+_SENT_AND_DELIVERED = _settle_statement(("last_error", "lease_until", "sent_at", "status")).add_cte(
+    _ACCESS_DELIVERED.cte("delivered")
+)
+
+
+# The claim (see ``OutboxRepository.claim_due``), built once: it is the dispatcher's most
+# complex statement, and building it and deriving its cache key took more CPU than running it.
+_now = bindparam("now_", type_=_outbox.c.due_at.type)
+_CLAIM = (
+    update(_outbox)
+    .where(
+        _outbox.c.id.in_(
+            select(_outbox.c.id)
+            .where(
+                or_(
+                    (_outbox.c.status == OutboxStatus.PENDING) & (_outbox.c.due_at <= _now),
+                    (_outbox.c.status == OutboxStatus.SENDING) & (_outbox.c.lease_until < _now),
+                )
+            )
+            .order_by(_outbox.c.due_at, _outbox.c.id)
+            .limit(bindparam("limit_", type_=Integer))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(
+        status=OutboxStatus.SENDING,
+        lease_until=bindparam("lease_until_", type_=_outbox.c.lease_until.type),
+        attempts=_outbox.c.attempts + 1,
+    )
+    .returning(*_COLUMNS)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,35 +218,14 @@ class OutboxRepository(Repository):
         by PostgreSQL against the WHERE clause and skipped. SQLite ignores the lock clause: its
         engine has one writer (``BEGIN IMMEDIATE``), which makes the statement just as atomic.
         """
-        due = (
-            select(OutboxMessage.id)
-            .where(
-                or_(
-                    (OutboxMessage.status == OutboxStatus.PENDING) & (OutboxMessage.due_at <= now),
-                    (OutboxMessage.status == OutboxStatus.SENDING)
-                    & (OutboxMessage.lease_until < now),
-                )
-            )
-            .order_by(OutboxMessage.due_at, OutboxMessage.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
         result = await self.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(due.scalar_subquery()))
-            .values(
-                status=OutboxStatus.SENDING,
-                lease_until=lease_until,
-                attempts=OutboxMessage.attempts + 1,
-            )
-            .returning(*_COLUMNS)
-            .execution_options(synchronize_session=False)
+            _CLAIM, {"now_": now, "lease_until_": lease_until, "limit_": limit}
         )
         claims = []
         for values in result.all():
             # Built, not loaded: the session's identity map and unit of work are not needed for
             # a row that is only read, and every write to it is a fenced UPDATE (``settle``).
-            message = OutboxMessage(**dict(zip(_KEYS, values, strict=True)))
+            message = built(OutboxMessage, _KEYS, values)
             claims.append(
                 Claim(
                     id=message.id,
@@ -216,32 +260,31 @@ class OutboxRepository(Repository):
     async def settle(self, claim: Claim, **values: Any) -> bool:
         """Write a held row (its result, or progress); False if the lease was lost meanwhile."""
         result = await self.session.execute(
-            update(OutboxMessage)
-            .where(
-                OutboxMessage.id == claim.id,
-                OutboxMessage.attempts == claim.attempts,
-                OutboxMessage.status == OutboxStatus.SENDING,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
+            _settle_statement(tuple(sorted(values))),
+            {"id_": claim.id, "attempts_": claim.attempts}
+            | {f"{key}_": value for key, value in values.items()},
         )
         return bool(result.rowcount)
 
     async def mark_sent(self, claim: Claim, *, now: datetime, access_of: int | None) -> bool:
         """Record a held row as sent; with ``access_of``, also the first moment that ticket's
-        access reached its holder (organizers see it in /participants). Two statements, in the
-        caller's transaction. False if the lease was lost meanwhile (the ticket is marked all
-        the same: the message did go out)."""
-        settled = await self.settle(
-            claim, status=OutboxStatus.SENT, lease_until=None, last_error=None, sent_at=now
-        )
-        if access_of is not None:
-            await self.session.execute(
-                update(Ticket)
-                .where(Ticket.id == access_of, Ticket.access_delivered_at.is_(None))
-                .values(access_delivered_at=now)
-                .execution_options(synchronize_session=False)
+        access reached its holder (organizers see it in /participants). In the caller's
+        transaction: two statements on SQLite, one on PostgreSQL. False if the lease was lost
+        meanwhile (the ticket is marked all the same: the message did go out)."""
+        sent = {"status": OutboxStatus.SENT, "lease_until": None, "last_error": None}
+        if access_of is not None and self.dialect == "postgresql":
+            # One round trip: the ticket's mark rides on the row's as a data-modifying CTE,
+            # which PostgreSQL runs whether or not the outer statement matches a row.
+            result = await self.session.execute(
+                _SENT_AND_DELIVERED,
+                {"id_": claim.id, "attempts_": claim.attempts, "ticket_id_": access_of}
+                | {f"{key}_": value for key, value in sent.items()}
+                | {"sent_at_": now, "now_": now},
             )
+            return bool(result.rowcount)
+        settled = await self.settle(claim, **sent, sent_at=now)
+        if access_of is not None:
+            await self.session.execute(_ACCESS_DELIVERED, {"ticket_id_": access_of, "now_": now})
         return settled
 
     async def due_summary(self, now: datetime) -> tuple[int, datetime | None]:
