@@ -146,10 +146,7 @@ class PrioritySlots:
 
         The limit falls only while the process is busy: a loop that lags while the process
         mostly waits is being kept off the CPU by other processes (or was one long callback),
-        and fewer updates in flight would only lose throughput. For the same reason it rises
-        while updates wait and the process is not busy, lag or no lag: updates then spend their
-        time on Telegram's round trip, and with 80 ms a call a limit held where a lagging loop
-        left it (15 slots, measured) capped a rush at a quarter of what the CPU could do.
+        and fewer updates in flight would only lose throughput.
         """
         self._window.append(lag_s)
         self._busy.append(busy)
@@ -159,7 +156,7 @@ class PrioritySlots:
         self.busy, self._busy = sum(self._busy) / len(self._busy), []
         if self.lag_s > self.target_lag_s and self.busy >= BUSY:
             self.limit = max(self.min_slots, int(self.limit * 0.75))
-        elif self.waiting and (self.lag_s < self.target_lag_s / 2 or self.busy < BUSY):
+        elif self.lag_s < self.target_lag_s / 2 and self.waiting:
             self.limit = min(self.slots, self.limit + max(1, self.limit // 4))
             self._wake()
 
