@@ -46,10 +46,14 @@ def _module_routers() -> list[Router]:
     )
 
     # Payment updates first: they match nothing else, and they are the ones a rush must not slow.
-    sales = [participant.router, my.router, timezone.router, refunds.router, feedback.router]
+    # Then the rest of a purchase (the webinar's deep link, the buy buttons): its handlers match
+    # only their own deep-link prefix and callback data, and ahead of the admin router a buyer's
+    # update no longer walks its thirteen sub-routers' filters (4% of a rush's CPU).
+    sales = [my.router, timezone.router, refunds.router, feedback.router]
     # The owners' /reconcile before the admin wizards, which would take it for stray input.
     return [
         payments.router,
+        participant.router,
         reconcile.router,
         admin.router,
         *sales,
