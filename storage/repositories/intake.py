@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, or_, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -31,6 +31,26 @@ def _store_statement(insert: Any) -> Any:
         .returning(_c.id, _c.update_id)
     )
 
+
+# A row this process still holds: the same attempt (the fencing token), still pending.
+_STILL_HELD = (
+    (_c.id == bindparam("id_"))
+    & (_c.attempts == bindparam("attempts_"))
+    & (_c.status == InboundStatus.PENDING)
+)
+# Built once and run with one parameter set per update (an executemany): a statement built per
+# batch, with the batch's (id, attempts) pairs in it, cost more to build than to run.
+_FINISH = (
+    update(_T)
+    .where(_STILL_HELD)
+    .values(
+        status=InboundStatus.DONE,
+        lease_until=None,
+        finished_at=bindparam("now_"),
+        last_error=bindparam("error_"),
+    )
+)
+_RENEW = update(_T).where(_STILL_HELD).values(lease_until=bindparam("until_"))
 
 _STORE = {"postgresql": _store_statement(pg_insert), "sqlite": _store_statement(sqlite_insert)}
 
@@ -156,22 +176,24 @@ class InboundUpdateRepository(Repository):
     async def renew(self, items: Sequence[Held], *, lease_until: datetime) -> None:
         if items:
             await self.session.execute(
-                update(_T)
-                .where(self._held(items), _c.status == InboundStatus.PENDING)
-                .values(lease_until=lease_until)
+                _RENEW,
+                [
+                    {"id_": item.id, "attempts_": item.attempts, "until_": lease_until}
+                    for item in items
+                ],
             )
 
     async def finish(
         self, items: Sequence[Held], *, now: datetime, error: str | None = None
     ) -> None:
-        """Mark handled updates done, all in one statement."""
+        """Mark handled updates done: one statement, built once, run for each of them."""
         if items:
             await self.session.execute(
-                update(_T)
-                .where(self._held(items), _c.status == InboundStatus.PENDING)
-                .values(
-                    status=InboundStatus.DONE, lease_until=None, finished_at=now, last_error=error
-                )
+                _FINISH,
+                [
+                    {"id_": item.id, "attempts_": item.attempts, "now_": now, "error_": error}
+                    for item in items
+                ],
             )
 
     async def retry_later(self, item: Held, *, at: datetime, error: str) -> bool:

@@ -249,15 +249,18 @@ async def test_batches_of_any_size_share_one_compiled_store(
     intake_app: tuple[BotApplication, Gate], engine: AsyncEngine, session: AsyncSession
 ) -> None:
     """The store is compiled once: a batch built as ``.values([...])`` had no cache key (its
-    payloads are dicts) and was compiled again for every batch. A redelivered update in a batch
-    is skipped, the others are held."""
+    payloads are dicts) and was compiled again for every batch; so are the done marks. A
+    redelivered update in a batch is skipped, the others are held."""
     application, gate = intake_app
     intake = application.intake
     compiled: list[str] = []
+    marks: list[str] = []
 
     def _seen(_conn: Any, _cursor: Any, statement: str, _p: Any, context: Any, _m: Any) -> None:
         if STORE.match(statement):
             compiled.append(context.cache_hit.name)
+        elif DONE_MARK.match(statement):
+            marks.append(context.cache_hit.name)
 
     event.listen(engine.sync_engine, "before_cursor_execute", _seen)
     try:
@@ -273,6 +276,10 @@ async def test_batches_of_any_size_share_one_compiled_store(
     assert gate.quick == 7  # each update handled once
     # Compiled twice (one update, then a batch), then taken from the cache whatever the size.
     assert compiled == ["CACHE_MISS", "CACHE_MISS", "CACHE_HIT", "CACHE_HIT"], compiled
+    # The done marks too: one statement for any number of updates (one or many at once).
+    assert marks
+    assert set(marks) <= {"CACHE_MISS", "CACHE_HIT"}, marks
+    assert marks.count("CACHE_MISS") <= 2, marks
 
 
 async def test_a_new_users_double_tap_is_handled_once_each_without_a_retry(
