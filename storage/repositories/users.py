@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 
 from storage.models import User
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, built
 
 _USERS = User.__table__
 _COLUMNS = tuple(column.key for column in _USERS.columns)
@@ -50,11 +50,9 @@ class UserRepository(Repository):
         """The persistent ``User`` for a row read or written here, with no load: the values
         become the instance's committed state (not changes to flush), and the session holds it
         in its identity map as if ``Session.get`` had loaded it."""
-        mapper = User.__mapper__
-        if not mapper.configured:  # nothing loaded a model yet in this process
+        if not User.__mapper__.configured:  # nothing loaded a model yet in this process
             configure_mappers()
-        user = mapper.class_manager.new_instance()
-        user.__dict__.update(values)
+        user = built(User, values.keys(), values.values())
         make_transient_to_detached(user)
         self.session.add(user)
         return user
