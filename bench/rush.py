@@ -55,6 +55,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import Message
 from sqlalchemy.engine import make_url
 
+from bench.world import prepare_database
 from bot.application import BotApplication
 from bot.clock import SystemClock
 from bot.sandbox import SandboxServer
@@ -74,23 +75,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
-
-
-async def prepare_database(url: str) -> None:
-    """A clean schema: a fresh SQLite file, or PostgreSQL tables emptied after migrating."""
-    from sqlalchemy import text
-
-    from storage.database import create_engine
-    from storage.migrate import upgrade
-    from storage.models import Base
-
-    engine = create_engine(url)
-    await upgrade(engine)
-    if not is_sqlite(url):
-        names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        async with engine.begin() as connection:
-            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    await engine.dispose()
 
 
 async def create_webinar(url: str, seats: int) -> str:
@@ -371,7 +355,7 @@ async def run_replicas(args: argparse.Namespace, count: int) -> None:
 
     from bench.chaos import POSTGRES_URL, REDIS_URL, ensure_postgres_database
     from bench.cluster import Cluster
-    from bench.world import buy, create_sale, prepare_database
+    from bench.world import buy, create_sale
     from bot.sandbox import RateLimit
 
     url = os.environ.get("DATABASE_URL") or POSTGRES_URL.replace("chaos", "rush")
