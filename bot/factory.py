@@ -30,6 +30,9 @@ from payments.base import PaymentMethod
 from payments.registry import RefunderRegistry
 from storage.database import create_engine, create_session_factory
 
+# Every message is HTML (texts escape what users typed) and shows no link preview.
+BOT_DEFAULTS = DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True)
+
 
 def create_bot(settings: Settings, token: str) -> Bot:
     session = (
@@ -41,7 +44,7 @@ def create_bot(settings: Settings, token: str) -> Bot:
     return Bot(
         token=token,
         session=session,
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+        default=BOT_DEFAULTS,
     )
 
 

@@ -9,11 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiogram import Bot
-from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.enums import ParseMode
 from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
@@ -24,6 +22,7 @@ from aiogram.methods import SendDocument, SendMessage
 from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import telegram_session
+from bot.factory import BOT_DEFAULTS
 from bot.sandbox.ratelimit import RateLimit
 from bot.services.outbox import Outgoing
 from bot.services.send_budget import LocalBudget
@@ -55,11 +54,7 @@ class Seen(BaseRequestMiddleware):
 
 
 def _bot(session: AiohttpSession) -> Bot:
-    return Bot(
-        TEST_TOKEN,
-        session=session,
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
-    )
+    return Bot(TEST_TOKEN, session=session, default=BOT_DEFAULTS)  # as the running bot has them
 
 
 @pytest.fixture

@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiogram import Bot
-from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.methods import (
     AnswerCallbackQuery,
@@ -43,6 +41,7 @@ from aiogram.types import (
 )
 
 from bot import telegram_session
+from bot.factory import BOT_DEFAULTS
 from bot.telegram_session import BotSession, response_model, unread_answer
 from tests.conftest import TEST_TOKEN
 
@@ -51,11 +50,7 @@ if TYPE_CHECKING:
 
 
 def _bot(session: AiohttpSession) -> Bot:
-    return Bot(
-        TEST_TOKEN,
-        session=session,
-        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
-    )
+    return Bot(TEST_TOKEN, session=session, default=BOT_DEFAULTS)  # as the running bot has them
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from bot.clock import FakeClock
 from bot.context import AppContext
 from bot.services import Services
 from storage.models import User
+from tests.engine_events import listening
 
 PROFILE = {"first_name": "Ada", "last_name": "L", "username": "ada", "language_code": "en"}
 
@@ -49,13 +50,8 @@ def traced(engine: AsyncEngine) -> Iterator[Trace]:
         ("commit", lambda *_a: trace.ends.append("commit")),
         ("rollback", lambda *_a: trace.ends.append("rollback")),
     ]
-    for name, listener in listeners:
-        event.listen(engine.sync_engine, name, listener)
-    try:
+    with listening(engine, listeners):
         yield trace
-    finally:
-        for name, listener in listeners:
-            event.remove(engine.sync_engine, name, listener)
 
 
 async def an_update(app: AppContext, user_id: int, **changes: Any) -> tuple[User, Trace]:

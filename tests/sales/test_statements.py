@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.application import BotApplication
@@ -23,6 +22,7 @@ from bot.services import Services
 from bot.services.purchases import PaymentResult
 from storage.enums import AccessMode, PaymentMethod
 from storage.models import User, Webinar
+from tests.engine_events import listening
 from tests.factories import add_links, make_org, make_webinar
 from tests.sales.conftest import OWNER_ID, add_buyers, charge_id
 
@@ -62,13 +62,8 @@ def traced(engine: AsyncEngine) -> Iterator[Trace]:
         ("commit", ended("commit")),
         ("rollback", ended("rollback")),
     ]
-    for name, listener in listeners:
-        event.listen(engine.sync_engine, name, listener)
-    try:
+    with listening(engine, listeners):
         yield trace
-    finally:
-        for name, listener in listeners:
-            event.remove(engine.sync_engine, name, listener)
 
 
 async def as_update(
