@@ -8,8 +8,8 @@ offset). So both receivers here (:meth:`Intake.poll` and the webhook handler in
 The receiving process holds each new row under a lease from the insert on (its first attempt), so
 the common path costs one insert (a whole polled batch at once) and one update that marks it done,
 batched with the other updates finished meanwhile and written in the intake's next transaction (the
-next batch's store or the sweep's claim), or at once when nothing else is in hand (and for a
-pre-checkout query): a busy process spends no transaction of its own on most done marks. The row's
+next batch's store or the sweep's claim), or at once when nothing else is in hand: a busy
+process spends no transaction of its own on most done marks. The row's
 unique (bot, update id) makes a redelivered update a no-op. A handler that raises leaves the row
 for another attempt after a back-off; after ``INTAKE_MAX_ATTEMPTS`` it is parked and the bot's
 owners are told its kind and id (nothing personal) through the outbox. A process that dies leaves
@@ -251,13 +251,13 @@ class Intake:
                         crash_point("intake.handled", _detail([item]))
                     self._in_hand.pop(item.id, None)
                     self._done.append(item)
-                    if not self._in_hand or item.kind == "pre_checkout_query":
+                    if not self._in_hand:
                         # Nothing else in hand, so no store may come soon: write the marks now.
-                        # Otherwise they ride on the next store or sweep (see _take_done); but a
-                        # pre-checkout query is marked at once, as before: its successful payment
-                        # follows within milliseconds, and a crash while that payment is handled
-                        # must not answer (and re-check the seat of) a checkout Telegram has
-                        # already settled.
+                        # Otherwise they ride on the next store or sweep (see _take_done). A
+                        # pre-checkout query's mark too: the successful payment Telegram sends
+                        # once it is answered arrives in a later batch, whose store writes the
+                        # mark before the payment is handled, so a crash while the payment is
+                        # handled never answers (and re-checks the seat of) a settled checkout.
                         self._flush_wanted.set()
                 else:
                     await self._failed(item, error)
