@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -90,15 +90,34 @@ class Claim:
     whose lease expired and was claimed again can no longer renew or mark the row.
 
     ``message`` is the row as the claim left it, returned by the claim itself: a detached
-    object, so renderers read it without a query of their own."""
+    object, so renderers read it without a query of their own. Nothing writes its fields (every
+    write to a held row is a fenced UPDATE), so what the claim exposes is read from it."""
 
-    id: int
-    chat_id: int
-    attempts: int
-    due_at: datetime
-    kind: OutboxKind
-    broadcast_id: int | None
-    message: OutboxMessage = field(compare=False, repr=False)
+    message: OutboxMessage
+
+    @property
+    def id(self) -> int:
+        return self.message.id
+
+    @property
+    def chat_id(self) -> int:
+        return self.message.chat_id
+
+    @property
+    def attempts(self) -> int:
+        return self.message.attempts
+
+    @property
+    def due_at(self) -> datetime:
+        return self.message.due_at
+
+    @property
+    def kind(self) -> OutboxKind:
+        return self.message.kind
+
+    @property
+    def broadcast_id(self) -> int | None:
+        return self.message.broadcast_id
 
 
 class OutboxRepository(Repository):
@@ -225,18 +244,7 @@ class OutboxRepository(Repository):
         for values in result.all():
             # Built, not loaded: the session's identity map and unit of work are not needed for
             # a row that is only read, and every write to it is a fenced UPDATE (``settle``).
-            message = built(OutboxMessage, _KEYS, values)
-            claims.append(
-                Claim(
-                    id=message.id,
-                    chat_id=message.chat_id,
-                    attempts=message.attempts,
-                    due_at=message.due_at,
-                    kind=message.kind,
-                    broadcast_id=message.broadcast_id,
-                    message=message,
-                )
-            )
+            claims.append(Claim(built(OutboxMessage, _KEYS, values)))
         claims.sort(key=lambda claim: (claim.due_at, claim.id))
         return claims
 
