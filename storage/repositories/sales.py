@@ -171,6 +171,11 @@ _BY_TOKEN = (
 )
 _BY_TOKEN_LOCKED = _BY_TOKEN.with_for_update(of=[Order, Webinar])
 
+# The seats of an order's webinar taken by everyone but the order: active tickets, live holds.
+_TAKEN_BY_OTHERS = _seat_tickets(bindparam("webinar_id_")) + _live_holds(
+    bindparam("webinar_id_"), other_than=bindparam("order_id_")
+)
+
 # A seat hold, with what decides whether it may stand: the seats taken by everyone else and the
 # buyer's own ticket, counted by the same statement after the webinar's lock was taken (on
 # PostgreSQL a later statement sees what committed while this transaction waited for the lock;
@@ -184,16 +189,12 @@ _HOLD = (
         updated_at=bindparam("now"),
     )
     .returning(
-        _seat_tickets(bindparam("webinar_id_"))
-        + _live_holds(bindparam("webinar_id_"), other_than=bindparam("order_id_")),
+        _TAKEN_BY_OTHERS,
         _own_ticket(bindparam("webinar_id_"), bindparam("user_id_")),
     )
 )
 
-_SEATS_TAKEN = select(
-    _seat_tickets(bindparam("webinar_id_"))
-    + _live_holds(bindparam("webinar_id_"), other_than=bindparam("order_id_"))
-)
+_SEATS_TAKEN = select(_TAKEN_BY_OTHERS)
 
 _OWN_TICKET = select(_own_ticket(bindparam("webinar_id_"), bindparam("user_id_")))
 

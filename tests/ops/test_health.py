@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -98,26 +99,32 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_the_webhook_app_serves_both(
+@pytest.fixture
+def application_with(
     sandbox: SandboxServer, settings: Settings, clock: FakeClock, translator: Translator
-) -> None:
+) -> Any:
+    """Builds the real application against the sandbox, with settings overridden."""
     from bot.application import BotApplication
 
+    def build(**overrides: Any) -> BotApplication:
+        return BotApplication(
+            settings.model_copy(update={"telegram_api_url": sandbox.url, **overrides}),
+            clock=clock,
+            translator=translator,
+            run_scheduler=False,
+            migrate=True,
+        )
+
+    return build
+
+
+async def test_the_webhook_app_serves_both(application_with: Any) -> None:
     port = _free_port()
-    application = BotApplication(
-        settings.model_copy(
-            update={
-                "telegram_api_url": sandbox.url,
-                "webhook_url": f"http://127.0.0.1:{port}",
-                "webhook_host": "127.0.0.1",
-                "webhook_port": port,
-                "webhook_secret": SecretStr("health-check-secret-of-32-characters-x"),
-            }
-        ),
-        clock=clock,
-        translator=translator,
-        run_scheduler=False,
-        migrate=True,
+    application = application_with(
+        webhook_url=f"http://127.0.0.1:{port}",
+        webhook_host="127.0.0.1",
+        webhook_port=port,
+        webhook_secret=SecretStr("health-check-secret-of-32-characters-x"),
     )
     await application.setup()
     try:
@@ -132,19 +139,9 @@ async def test_the_webhook_app_serves_both(
         await application.stop()
 
 
-async def test_polling_serves_them_on_the_ops_port(
-    sandbox: SandboxServer, settings: Settings, clock: FakeClock, translator: Translator
-) -> None:
-    from bot.application import BotApplication
-
+async def test_polling_serves_them_on_the_ops_port(application_with: Any) -> None:
     port = _free_port()
-    application = BotApplication(
-        settings.model_copy(update={"telegram_api_url": sandbox.url, "ops_port": port}),
-        clock=clock,
-        translator=translator,
-        run_scheduler=False,
-        migrate=True,
-    )
+    application = application_with(ops_port=port)
     await application.setup()
     try:
         await application.start_polling()
@@ -158,6 +155,3 @@ async def test_polling_serves_them_on_the_ops_port(
                 assert "webinarpass_" in await response.text()
     finally:
         await application.stop()
-    # Stopped with the bot: the port is free again.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", port))

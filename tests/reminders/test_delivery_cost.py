@@ -78,13 +78,19 @@ def counted(engine: AsyncEngine) -> Iterator[Statements]:
         event.remove(sync_engine, "commit", statements.on_commit)
 
 
-async def test_an_access_message_costs_four_transactions(
-    session: AsyncSession, app_context: AppContext, engine: AsyncEngine, fake_bot: FakeBot
-) -> None:
+async def _queued_access(session: AsyncSession, app_context: AppContext) -> Ticket:
+    """A ticket of buyer 2000 whose access message waits in the outbox (not committed)."""
     org = await make_org(session, 1000)
     webinar = await make_webinar(session, org)
     ticket = await make_ticket(session, webinar, 2000)
     await Services(session, app_context).access.enqueue(ticket, webinar)
+    return ticket
+
+
+async def test_an_access_message_costs_four_transactions(
+    session: AsyncSession, app_context: AppContext, engine: AsyncEngine, fake_bot: FakeBot
+) -> None:
+    ticket = await _queued_access(session, app_context)
     await session.commit()
     dispatcher = OutboxDispatcher(app_context, fast_sender(fake_bot))
 
@@ -177,10 +183,7 @@ async def test_the_access_render_reads_the_link_and_the_holders_zone_in_its_one_
 async def test_an_access_message_of_a_refunded_ticket_costs_its_read_and_its_drop(
     session: AsyncSession, app_context: AppContext, engine: AsyncEngine, fake_bot: FakeBot
 ) -> None:
-    org = await make_org(session, 1000)
-    webinar = await make_webinar(session, org)
-    ticket = await make_ticket(session, webinar, 2000)
-    await Services(session, app_context).access.enqueue(ticket, webinar)
+    ticket = await _queued_access(session, app_context)
     ticket.status = TicketStatus.REFUNDED
     await session.commit()
     dispatcher = OutboxDispatcher(app_context, fast_sender(fake_bot))
