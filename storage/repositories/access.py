@@ -4,11 +4,11 @@ holder's time zone, in one prebuilt Core statement.
 The access message is rendered right before it is sent, once per ticket sold, so this read runs
 as often as payments do. Loaded through the ORM it took four statements (the ticket, the webinar
 with its organization, the link, the user), each with the identity map's bookkeeping; here it is
-one statement, built once at import time (SQLAlchemy memoizes its cache key on the object, so a
-run goes straight to the cached compiled form), and the rows become model instances without the
-ORM's loading machinery: plain instances with their column values set, attached to no session.
-They are read-only views for the renderer, which is all it needs: nothing about them is written
-back (a new group invite is its own row, added by the caller).
+one statement, built once at import time and run on the driver (``storage.direct``), and the
+row becomes model instances without the ORM's loading machinery: plain instances with their
+column values set, attached to no session. They are read-only views for the renderer, which is
+all it needs: nothing about them is written back (a new group invite is its own row, added by
+the caller).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 
+from storage.direct import Prebuilt
 from storage.models import AccessLink, Organization, Ticket, User, Webinar
 from storage.repositories.base import Repository, built
 
@@ -29,7 +30,7 @@ _users = User.__table__
 # One row per ticket: a ticket has at most one link (``access_links.ticket_id`` is unique) and
 # one holder. The link and the user are outer joins: a ticket may wait for its link, and a holder
 # row is not required for the message to go out.
-_ACCESS_VIEW = (
+_ACCESS_VIEW = Prebuilt(
     select(
         *_tickets.columns, *_webinars.columns, *_orgs.columns, *_links.columns, _users.c.timezone
     )
@@ -57,10 +58,9 @@ class AccessRepository(Repository):
     async def access_view(self, ticket_id: int) -> AccessView | None:
         """The ticket and what its access shows, whatever the ticket's status (None if there is
         no such ticket); the caller decides what a refunded ticket gets."""
-        row = (await self.session.execute(_ACCESS_VIEW, {"ticket_id": ticket_id})).first()
-        if row is None:
+        values = await _ACCESS_VIEW.first(self.session, {"ticket_id": ticket_id})
+        if values is None:
             return None
-        values = tuple(row)
         objects = []
         start = 0
         for model, keys in zip(_MODELS, _KEYS, strict=True):

@@ -11,6 +11,7 @@ from sqlalchemy import Table, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from storage.direct import Prebuilt
 from storage.enums import InboundStatus
 from storage.models import InboundUpdate
 from storage.repositories.base import Repository
@@ -39,8 +40,9 @@ _STILL_HELD = (
     & (_c.status == InboundStatus.PENDING)
 )
 # Built once and run with one parameter set per update (an executemany): a statement built per
-# batch, with the batch's (id, attempts) pairs in it, cost more to build than to run.
-_FINISH = (
+# batch, with the batch's (id, attempts) pairs in it, cost more to build than to run. Both run on
+# the driver (``storage.direct``).
+_FINISH = Prebuilt(
     update(_T)
     .where(_STILL_HELD)
     .values(
@@ -50,7 +52,7 @@ _FINISH = (
         last_error=bindparam("error_"),
     )
 )
-_RENEW = update(_T).where(_STILL_HELD).values(lease_until=bindparam("until_"))
+_RENEW = Prebuilt(update(_T).where(_STILL_HELD).values(lease_until=bindparam("until_")))
 
 _STORE = {"postgresql": _store_statement(pg_insert), "sqlite": _store_statement(sqlite_insert)}
 
@@ -174,27 +176,22 @@ class InboundUpdateRepository(Repository):
         return tuple_(_c.id, _c.attempts).in_([(item.id, item.attempts) for item in items])
 
     async def renew(self, items: Sequence[Held], *, lease_until: datetime) -> None:
-        if items:
-            await self.session.execute(
-                _RENEW,
-                [
-                    {"id_": item.id, "attempts_": item.attempts, "until_": lease_until}
-                    for item in items
-                ],
-            )
+        await _RENEW.many(
+            self.session,
+            [{"id_": item.id, "attempts_": item.attempts, "until_": lease_until} for item in items],
+        )
 
     async def finish(
         self, items: Sequence[Held], *, now: datetime, error: str | None = None
     ) -> None:
         """Mark handled updates done: one statement, built once, run for each of them."""
-        if items:
-            await self.session.execute(
-                _FINISH,
-                [
-                    {"id_": item.id, "attempts_": item.attempts, "now_": now, "error_": error}
-                    for item in items
-                ],
-            )
+        await _FINISH.many(
+            self.session,
+            [
+                {"id_": item.id, "attempts_": item.attempts, "now_": now, "error_": error}
+                for item in items
+            ],
+        )
 
     async def retry_later(self, item: Held, *, at: datetime, error: str) -> bool:
         result = await self.session.execute(

@@ -10,6 +10,7 @@ from sqlalchemy import Integer, Update, bindparam, func, or_, select, tuple_, up
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from storage.direct import Prebuilt
 from storage.enums import OutboxKind, OutboxStatus
 from storage.models import OutboxMessage, Ticket
 from storage.repositories.base import Repository, built
@@ -29,7 +30,6 @@ _outbox = OutboxMessage.__table__
 _tickets = Ticket.__table__
 
 
-@functools.cache
 def _settle_statement(keys: tuple[str, ...]) -> Update:
     return (
         update(_outbox)
@@ -42,23 +42,30 @@ def _settle_statement(keys: tuple[str, ...]) -> Update:
     )
 
 
+@functools.cache
+def _settle(keys: tuple[str, ...]) -> Prebuilt:
+    return Prebuilt(_settle_statement(keys))
+
+
 # The first moment a ticket's access reached its holder; re-sends keep it.
-_ACCESS_DELIVERED = (
+_access_delivered = (
     update(_tickets)
     .where(_tickets.c.id == bindparam("ticket_id_"), _tickets.c.access_delivered_at.is_(None))
     .values(access_delivered_at=bindparam("now_", type_=_tickets.c.access_delivered_at.type))
 )
+_ACCESS_DELIVERED = Prebuilt(_access_delivered)
 
-
-_SENT_AND_DELIVERED = _settle_statement(("last_error", "lease_until", "sent_at", "status")).add_cte(
-    _ACCESS_DELIVERED.cte("delivered")
+_SENT_AND_DELIVERED = Prebuilt(
+    _settle_statement(("last_error", "lease_until", "sent_at", "status")).add_cte(
+        _access_delivered.cte("delivered")
+    )
 )
 
 
 # The claim (see ``OutboxRepository.claim_due``), built once: it is the dispatcher's most
 # complex statement, and building it and deriving its cache key took more CPU than running it.
 _now = bindparam("now_", type_=_outbox.c.due_at.type)
-_CLAIM = (
+_CLAIM = Prebuilt(
     update(_outbox)
     .where(
         _outbox.c.id.in_(
@@ -237,11 +244,11 @@ class OutboxRepository(Repository):
         by PostgreSQL against the WHERE clause and skipped. SQLite ignores the lock clause: its
         engine has one writer (``BEGIN IMMEDIATE``), which makes the statement just as atomic.
         """
-        result = await self.session.execute(
-            _CLAIM, {"now_": now, "lease_until_": lease_until, "limit_": limit}
+        rows = await _CLAIM.rows(
+            self.session, {"now_": now, "lease_until_": lease_until, "limit_": limit}
         )
         claims = []
-        for values in result.all():
+        for values in rows:
             # Built, not loaded: the session's identity map and unit of work are not needed for
             # a row that is only read, and every write to it is a fenced UPDATE (``settle``).
             claims.append(Claim(built(OutboxMessage, _KEYS, values)))
@@ -267,12 +274,13 @@ class OutboxRepository(Repository):
 
     async def settle(self, claim: Claim, **values: Any) -> bool:
         """Write a held row (its result, or progress); False if the lease was lost meanwhile."""
-        result = await self.session.execute(
-            _settle_statement(tuple(sorted(values))),
-            {"id_": claim.id, "attempts_": claim.attempts}
-            | {f"{key}_": value for key, value in values.items()},
+        return bool(
+            await _settle(tuple(sorted(values))).rowcount(
+                self.session,
+                {"id_": claim.id, "attempts_": claim.attempts}
+                | {f"{key}_": value for key, value in values.items()},
+            )
         )
-        return bool(result.rowcount)
 
     async def mark_sent(self, claim: Claim, *, now: datetime, access_of: int | None) -> bool:
         """Record a held row as sent; with ``access_of``, also the first moment that ticket's
@@ -283,16 +291,17 @@ class OutboxRepository(Repository):
         if access_of is not None and self.dialect == "postgresql":
             # One round trip: the ticket's mark rides on the row's as a data-modifying CTE,
             # which PostgreSQL runs whether or not the outer statement matches a row.
-            result = await self.session.execute(
-                _SENT_AND_DELIVERED,
-                {"id_": claim.id, "attempts_": claim.attempts, "ticket_id_": access_of}
-                | {f"{key}_": value for key, value in sent.items()}
-                | {"sent_at_": now, "now_": now},
+            return bool(
+                await _SENT_AND_DELIVERED.rowcount(
+                    self.session,
+                    {"id_": claim.id, "attempts_": claim.attempts, "ticket_id_": access_of}
+                    | {f"{key}_": value for key, value in sent.items()}
+                    | {"sent_at_": now, "now_": now},
+                )
             )
-            return bool(result.rowcount)
         settled = await self.settle(claim, **sent, sent_at=now)
         if access_of is not None:
-            await self.session.execute(_ACCESS_DELIVERED, {"ticket_id_": access_of, "now_": now})
+            await _ACCESS_DELIVERED.rowcount(self.session, {"ticket_id_": access_of, "now_": now})
         return settled
 
     async def due_summary(self, now: datetime) -> tuple[int, datetime | None]:

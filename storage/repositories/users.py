@@ -26,20 +26,26 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 
+from storage.direct import Prebuilt
 from storage.models import User
 from storage.repositories.base import Repository, built
 
 _USERS = User.__table__
 _COLUMNS = tuple(column.key for column in _USERS.columns)
-_BY_ID = select(_USERS).where(_USERS.c.id == bindparam("user_id"))
+_BY_ID = Prebuilt(select(_USERS).where(_USERS.c.id == bindparam("user_id")))
 _INSERT = {
-    "postgresql": pg_insert(_USERS).on_conflict_do_nothing(index_elements=["id"]),
-    "sqlite": sqlite_insert(_USERS).on_conflict_do_nothing(index_elements=["id"]),
+    "postgresql": Prebuilt(pg_insert(_USERS).on_conflict_do_nothing(index_elements=["id"])),
+    "sqlite": Prebuilt(sqlite_insert(_USERS).on_conflict_do_nothing(index_elements=["id"])),
 }
 _PROFILE = ("first_name", "last_name", "username", "language_code")
-# A changed profile, an unblock, or both; the SET clause is made of the keys passed (two
-# shapes, each compiled once).
 _REFRESH = update(_USERS).where(_USERS.c.id == bindparam("user_id"))
+# A changed profile, with or without an unblock.
+_NEW_PROFILE = Prebuilt(
+    _REFRESH.values({key: bindparam(f"{key}_") for key in (*_PROFILE, "updated_at")})
+)
+_NEW_PROFILE_UNBLOCKED = Prebuilt(
+    _REFRESH.values({key: bindparam(f"{key}_") for key in (*_PROFILE, "updated_at", "blocked_at")})
+)
 
 
 class UserRepository(Repository):
@@ -74,7 +80,7 @@ class UserRepository(Repository):
         returns is new to the session, which refuses it if another one is already held.
         """
         session = self.session
-        found = (await session.execute(_BY_ID, {"user_id": user_id})).first()
+        found = await _BY_ID.first(session, {"user_id": user_id})
         profile = {
             "first_name": first_name,
             "last_name": last_name,
@@ -84,11 +90,12 @@ class UserRepository(Repository):
         if found is None:
             values = dict.fromkeys(_COLUMNS)
             values.update(profile, id=user_id, created_at=now)
-            if (await session.execute(_INSERT[self.dialect], values)).rowcount:
+            if await _INSERT[self.dialect].rowcount(session, values):
                 return self._attach(values)
             # A new user's second update (a double tap) stored them first, in another
             # transaction: theirs is the row. A plain INSERT failed this update on PostgreSQL.
-            found = (await session.execute(_BY_ID, {"user_id": user_id})).one()
+            found = await _BY_ID.first(session, {"user_id": user_id})
+            assert found is not None
         row = dict(zip(_COLUMNS, found, strict=True))
         unblocked = reachable and row["blocked_at"] is not None
         if unblocked or any(row[key] != profile[key] for key in _PROFILE):
@@ -97,7 +104,9 @@ class UserRepository(Repository):
                 changes["blocked_at"] = None
             # Only what this update knows better than the row: a block another transaction
             # records meanwhile (a 403 on a send) is not written over with the value read here.
-            await session.execute(_REFRESH, {"user_id": user_id, **changes})
+            refresh = _NEW_PROFILE_UNBLOCKED if unblocked else _NEW_PROFILE
+            values = {f"{key}_": value for key, value in changes.items()}
+            await refresh.rowcount(session, {"user_id": user_id, **values})
             row.update(changes)
         return self._attach(row)
 

@@ -1,0 +1,220 @@
+"""Statements built once and run on the driver's own connection, inside the session's transaction.
+
+A ticket rush spends most of its database time not in SQLite or PostgreSQL but in SQLAlchemy's
+way to them: ``session.execute`` of a one-row ``SELECT`` costs about 160-210 us of CPU here on
+SQLite, of which SQLite itself needs under 10 (autoflush check, ORM execution context, greenlet
+hops to the async adapter, the cursor's adaptation, the result's metadata and row objects). For
+the few statements every purchase runs, :class:`Prebuilt` keeps what SQLAlchemy worked out once
+(the compiled SQL of each dialect, which parameter goes where, each bind and result processor)
+and runs the statement straight on the driver: sqlite3 on the loop's thread
+(``storage.sqlite_inline``), or asyncpg through the same prepared-statement cache SQLAlchemy's
+adapter keeps. About 15 us on SQLite and 90 on PostgreSQL, where the round trip dominates.
+
+It stays inside SQLAlchemy's transaction, never beside it: the statement runs on the connection
+the session holds (taking one first, which begins the transaction as any statement would), after
+the session's autoflush, so commit, rollback and the ORM's view of the transaction are unchanged.
+What it gives up is only what these statements never use: no ORM entities (rows come back as
+tuples; a repository builds the objects it hands out), no expanding ``IN`` lists, no
+``executemany`` with ``RETURNING``. Errors come out as SQLAlchemy's own (an ``IntegrityError`` is
+an ``IntegrityError``) through the connection's own error handling, so a lost connection
+invalidates it and the pool as a failed ``session.execute`` would. The engine's
+``before_cursor_execute``/``after_cursor_execute`` listeners still hear every statement (the
+benchmark's ``--trace-sql`` and the tests that count statements), without an execution context.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.util import greenlet_spawn
+
+__all__ = ["Prebuilt"]
+
+Processor = Callable[[Any], Any] | None
+_MISSING = object()
+_PG_COUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+
+
+class _Plan:
+    """One statement compiled for one dialect: its SQL and how to fill and read it."""
+
+    __slots__ = ("binds", "results", "sql")
+
+    def __init__(
+        self, statement: ClauseElement, dialect: Dialect, column_keys: Sequence[str] | None
+    ) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            msg = "a statement with expanding or literal-execute parameters cannot be prebuilt"
+            raise ValueError(msg)
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            # Python-side defaults run in SQLAlchemy's execution context, which is skipped here.
+            prefetch = (*compiled.insert_prefetch, *compiled.update_prefetch)
+            names = ", ".join(column.key for column in prefetch)
+            msg = f"set {names} explicitly: a prebuilt statement runs no Python-side default"
+            raise ValueError(msg)
+        self.sql = compiled.string
+        processors = compiled._bind_processors
+        # (key the caller passes, bind name, default value, processor) per positional slot.
+        self.binds: list[tuple[str, str, Any, Processor]] = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            if bind.callable is not None:
+                msg = f"parameter {name!r} has a callable value: it cannot be prebuilt"
+                raise ValueError(msg)
+            default = _MISSING if bind.required else bind.value
+            self.binds.append((bind.key, name, default, processors.get(name)))
+        self.results: list[Processor] = [
+            column[3]._cached_result_processor(dialect, None) for column in compiled._result_columns
+        ]
+
+    def arguments(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        values = []
+        for key, name, default, process in self.binds:
+            value = params.get(key, _MISSING)
+            if value is _MISSING:
+                value = params.get(name, default)
+                if value is _MISSING:
+                    msg = f"a value is required for bind parameter {key!r}"
+                    raise KeyError(msg)
+            values.append(value if process is None else process(value))
+        return tuple(values)
+
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        results = self.results
+        if not any(results):
+            return [tuple(row) for row in raw]
+        return [
+            tuple(
+                value if process is None else process(value)
+                for process, value in zip(results, row, strict=True)
+            )
+            for row in raw
+        ]
+
+
+class Prebuilt:
+    """A Core statement run without SQLAlchemy's per-statement machinery (see the module).
+
+    Build it once, at module level, like the statements it wraps; values go in as a mapping of
+    bind parameter names, as with ``session.execute``. ``columns``: for an ``INSERT`` or
+    ``UPDATE`` without ``.values()``, the columns it writes (what ``session.execute`` derives
+    from the keys of the values passed), each taking the value of its own name.
+    """
+
+    __slots__ = ("_plans", "columns", "statement")
+
+    def __init__(self, statement: ClauseElement, *, columns: Sequence[str] | None = None) -> None:
+        self.statement = statement
+        self.columns = list(columns) if columns is not None else None
+        self._plans: dict[str, _Plan] = {}
+
+    def _plan(self, dialect: Dialect) -> _Plan:
+        plan = self._plans.get(dialect.name)
+        if plan is None:
+            plan = self._plans[dialect.name] = _Plan(self.statement, dialect, self.columns)
+        return plan
+
+    async def rows(
+        self, session: AsyncSession, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run the statement; the rows it returns (none for a statement without any)."""
+        return (await self._run(session, params or {}))[0]
+
+    async def first(
+        self, session: AsyncSession, params: Mapping[str, Any] | None = None
+    ) -> tuple[Any, ...] | None:
+        rows = (await self._run(session, params or {}))[0]
+        return rows[0] if rows else None
+
+    async def rowcount(self, session: AsyncSession, params: Mapping[str, Any] | None = None) -> int:
+        """Run a statement that returns no rows; how many rows it changed."""
+        return (await self._run(session, params or {}))[1]
+
+    async def many(self, session: AsyncSession, params: Sequence[Mapping[str, Any]]) -> None:
+        """Run a statement that returns no rows once per parameter set (an executemany)."""
+        if params:
+            await self._run(session, params, many=True)
+
+    async def _run(
+        self,
+        session: AsyncSession,
+        params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        many: bool = False,
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        connection = await _connection(session)
+        dialect = connection.dialect
+        plan = self._plan(dialect)
+        if many:
+            arguments: Any = [plan.arguments(one) for one in params]  # type: ignore[union-attr]
+        else:
+            arguments = plan.arguments(params)  # type: ignore[arg-type]
+        sql = plan.sql
+        events = connection._has_events or connection.engine._has_events
+        if events:
+            connection.dispatch.before_cursor_execute(connection, None, sql, arguments, None, many)
+        adapted = connection.connection.dbapi_connection
+        try:
+            if dialect.name == "sqlite":
+                # The inline connection (storage.sqlite_inline) runs SQLite on this thread: the
+                # sqlite3 connection is called as its own ``_execute`` would.
+                sqlite = adapted._connection._connection
+                if many:
+                    raw, count = [], sqlite.executemany(sql, arguments).rowcount
+                else:
+                    cursor = sqlite.execute(sql, arguments)
+                    raw, count = cursor.fetchall(), cursor.rowcount
+            else:
+                raw, count = await _asyncpg(adapted, sql, arguments, many)
+        except Exception as error:
+            await greenlet_spawn(_raise_as_sqlalchemy, connection, error, sql, arguments)
+            raise  # unreachable: the connection's handler raises
+        if events:
+            connection.dispatch.after_cursor_execute(connection, None, sql, arguments, None, many)
+        return plan.rows(raw), count
+
+
+async def _connection(session: AsyncSession) -> Connection:
+    """The connection of the session's transaction, after the session's autoflush."""
+    sync = session.sync_session
+    if sync.autoflush and not sync._is_clean():
+        await session.flush()
+    transaction = sync._transaction
+    if transaction is not None:
+        for held in transaction._connections.values():
+            return held[0]  # type: ignore[no-any-return]
+    return (await session.connection()).sync_connection  # type: ignore[return-value]
+
+
+async def _asyncpg(adapted: Any, sql: str, arguments: Any, many: bool) -> tuple[list[Any], int]:
+    """What SQLAlchemy's asyncpg cursor does for a statement, without the cursor."""
+    async with adapted._execute_mutex:
+        if adapted._transaction is None:
+            await adapted._start_transaction()
+        try:
+            if many:
+                await adapted._connection.executemany(sql, arguments)
+                return [], -1
+            prepared, _attributes = await adapted._prepare(sql, 0)
+            raw = await prepared.fetch(*arguments)
+        except Exception as error:
+            adapted._handle_exception(error)  # raises it as the adapter's DBAPI error
+            raise
+        found = _PG_COUNT.match(prepared.get_statusmsg() or "")
+        return raw, int(found.group(1)) if found else -1
+
+
+def _raise_as_sqlalchemy(
+    connection: Connection, error: Exception, sql: str, arguments: tuple[Any, ...]
+) -> None:
+    """The connection's own handling of a driver error: SQLAlchemy's exception class, the
+    ``handle_error`` event, and on a lost connection its invalidation and the pool's."""
+    connection._handle_dbapi_exception(error, sql, arguments, None, None)  # type: ignore[arg-type]

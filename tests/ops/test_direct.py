@@ -1,0 +1,209 @@
+"""Prebuilt statements run on the driver (``storage.direct``): the same values, transaction,
+errors and events as ``session.execute``, on both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, event, exc, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from storage.database import create_engine, create_session_factory
+from storage.direct import Prebuilt
+from storage.enums import OutboxKind, OutboxStatus
+from storage.models import OutboxMessage
+from tests.conftest import BACKEND
+
+_OUTBOX = OutboxMessage.__table__
+_COLUMNS = [column for column in _OUTBOX.columns if column.key != "id"]
+_INSERT = Prebuilt(
+    insert(_OUTBOX)
+    .values({column.key: bindparam(f"{column.key}_") for column in _COLUMNS})
+    .returning(_OUTBOX.c.id)
+)
+_BY_ID = select(_OUTBOX).where(_OUTBOX.c.id == bindparam("id_"))
+_READ = Prebuilt(_BY_ID)
+# A literal value of its own (an anonymous parameter), one used twice, one from the caller.
+_SEND = Prebuilt(
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("id_"))
+    .values(status=OutboxStatus.SENT, sent_at=bindparam("now"), lease_until=bindparam("now"))
+)
+# Only the columns named, each under its own name, as session.execute derives from its values.
+_INSERT_SOME = Prebuilt(
+    insert(_OUTBOX).returning(_OUTBOX.c.id), columns=[column.key for column in _COLUMNS]
+)
+_ANY_OF = Prebuilt(select(_OUTBOX.c.id).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True))))
+
+NOW = datetime(2026, 11, 26, 12, 30, 15, 123456, tzinfo=UTC)
+
+
+def _values(key: str, **overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "kind": OutboxKind.NOTICE,
+        "dedupe_key": key,
+        "chat_id": 2**40 + 7,
+        "org_id": None,
+        "webinar_id": None,
+        "ticket_id": None,
+        "broadcast_id": None,
+        "payload": {"text": "Привет, <b>мир</b>", "parts_sent": 1, "nested": [1, None, "x"]},
+        "due_at": NOW,
+        "status": OutboxStatus.PENDING,
+        "attempts": 0,
+        "lease_until": None,
+        "last_error": None,
+        "sent_at": None,
+        "created_at": NOW - timedelta(minutes=5),
+    }
+    values.update(overrides)
+    return {f"{key_}_": value for key_, value in values.items()}
+
+
+async def test_a_row_reads_back_as_session_execute_reads_it(session: AsyncSession) -> None:
+    (row_id,) = await _INSERT.first(session, _values("a"))
+    direct = await _READ.first(session, {"id_": row_id})
+    orm = (await session.execute(_BY_ID, {"id_": row_id})).one()
+    assert direct == tuple(orm)
+    row = dict(zip(_OUTBOX.columns.keys(), direct, strict=True))
+    assert row["kind"] is OutboxKind.NOTICE
+    assert row["status"] is OutboxStatus.PENDING
+    assert row["due_at"] == NOW
+    assert row["due_at"].tzinfo is not None
+    assert row["payload"] == _values("")["payload_"]
+    assert row["chat_id"] == 2**40 + 7
+    assert row["lease_until"] is None
+    assert await _READ.rows(session, {"id_": row_id + 1000}) == []
+
+
+async def test_an_insert_of_the_columns_named(session: AsyncSession) -> None:
+    values = {key.removesuffix("_"): value for key, value in _values("named").items()}
+    (row_id,) = await _INSERT_SOME.first(session, values)  # type: ignore[misc]
+    assert (await _READ.first(session, {"id_": row_id}))[1:] == tuple(values.values())  # type: ignore[index]
+
+
+async def test_fixed_and_repeated_parameters_and_the_rowcount(session: AsyncSession) -> None:
+    (row_id,) = await _INSERT.first(session, _values("b"))
+    later = NOW + timedelta(seconds=3)
+    assert await _SEND.rowcount(session, {"id_": row_id, "now": later}) == 1
+    assert await _SEND.rowcount(session, {"id_": row_id + 1000, "now": later}) == 0
+    row = (await session.execute(_BY_ID, {"id_": row_id})).one()
+    assert (row.status, row.sent_at, row.lease_until) == (OutboxStatus.SENT, later, later)
+
+
+async def test_a_missing_value_is_refused_before_anything_runs(session: AsyncSession) -> None:
+    with pytest.raises(KeyError, match="now"):
+        await _SEND.rowcount(session, {"id_": 1})
+
+
+def test_what_cannot_be_prebuilt_is_refused_when_first_planned() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    with pytest.raises(ValueError, match="expanding"):
+        _ANY_OF._plan(sqlite.dialect())
+    # ``payload`` has a Python-side default, which only SQLAlchemy's execution would run.
+    without_payload = {column.key: bindparam(column.key + "_") for column in _COLUMNS}
+    del without_payload["payload"]
+    with pytest.raises(ValueError, match="payload"):
+        Prebuilt(insert(_OUTBOX).values(without_payload))._plan(sqlite.dialect())
+
+
+async def test_it_runs_in_the_sessions_transaction(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory() as session:
+        (kept,) = await _INSERT.first(session, _values("kept"))
+        await session.commit()
+        (undone,) = await _INSERT.first(session, _values("undone"))
+        assert await _READ.first(session, {"id_": undone}) is not None
+        await session.rollback()
+    async with session_factory() as session:
+        assert await _READ.first(session, {"id_": kept}) is not None
+        assert await _READ.first(session, {"id_": undone}) is None
+
+
+async def test_pending_orm_changes_are_flushed_first_where_the_session_autoflushes(
+    engine: AsyncEngine,
+) -> None:
+    # The bot's sessions do not autoflush (storage.database); a session that does is honoured.
+    async with AsyncSession(engine, autoflush=True) as session:
+        message = OutboxMessage(
+            kind=OutboxKind.NOTICE, dedupe_key="orm", chat_id=1, due_at=NOW, created_at=NOW
+        )
+        session.add(message)
+        by_key = Prebuilt(select(_OUTBOX.c.id).where(_OUTBOX.c.dedupe_key == "orm"))
+        assert await by_key.rows(session) == [(message.id,)]
+        await session.rollback()
+
+
+async def test_a_constraint_breaks_as_sqlalchemys_integrity_error(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory() as session:
+        await _INSERT.first(session, _values("twice"))
+        with pytest.raises(exc.IntegrityError):
+            await _INSERT.first(session, _values("twice"))
+        await session.rollback()
+        (row_id,) = await _INSERT.first(session, _values("twice"))  # usable again
+        await session.commit()
+    assert row_id
+
+
+async def test_the_engines_statement_listeners_hear_it(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    heard: list[tuple[str, str]] = []
+
+    def before(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        heard.append(("before", " ".join(sql.split())[:20]))
+
+    def after(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        heard.append(("after", " ".join(sql.split())[:20]))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    event.listen(engine.sync_engine, "after_cursor_execute", after)
+    try:
+        await _READ.rows(session, {"id_": 1})
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", before)
+        event.remove(engine.sync_engine, "after_cursor_execute", after)
+    assert [what for what, sql in heard if sql.startswith("SELECT outbox.id")] == [
+        "before",
+        "after",
+    ]
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="a server that drops its connections")
+async def test_a_lost_connection_invalidates_the_pool_as_session_execute_would(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url, pool_size=2)
+    factory = create_session_factory(engine)
+    try:
+        async with factory() as session:
+            await _READ.rows(session, {"id_": 1})
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            killer = create_engine(database_url, pool_size=1)
+            async with killer.begin() as connection:
+                await connection.execute(text(f"SELECT pg_terminate_backend({pid})"))
+            await killer.dispose()
+            with pytest.raises(exc.DBAPIError) as raised:
+                await _READ.rows(session, {"id_": 1})
+            assert raised.value.connection_invalidated
+        async with factory() as session:  # a fresh connection, no error
+            assert await _READ.rows(session, {"id_": 1}) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_many_runs_once_per_parameter_set(session: AsyncSession) -> None:
+    ids = [(await _INSERT.first(session, _values(f"many-{n}")))[0] for n in range(3)]  # type: ignore[index]
+    later = NOW + timedelta(seconds=9)
+    await _SEND.many(session, [{"id_": row_id, "now": later} for row_id in ids[:2]])
+    await _SEND.many(session, [])
+    sent = await Prebuilt(
+        select(_OUTBOX.c.id).where(_OUTBOX.c.sent_at == later).order_by(_OUTBOX.c.id)
+    ).rows(session)
+    assert sent == [(ids[0],), (ids[1],)]
