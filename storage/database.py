@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from storage.pool import PriorityPool
-from storage.sqlite_inline import BLOCKING_BUSY_TIMEOUT_MS, inline_connector
+from storage.sqlite_inline import BLOCKING_BUSY_TIMEOUT_MS, begin_immediate, inline_connector
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 IDLE_PING_S = 10.0  # a PostgreSQL connection idle this long is pinged before it is used again
@@ -80,9 +80,8 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Every transaction takes the write lock up front (see the module docstring).
+    event.listen(sync_engine, "begin", begin_immediate)
 
     return engine
 
