@@ -115,7 +115,8 @@ async def participant_script(luca: SimUser, payload: str) -> None:
     result = await luca.pay(invoice)
     if not result.ok:
         raise DemoError(f"the payment failed: {result.error_message}")
-    await expect(luca, lambda message: message.document is not None, "the calendar file")
+    # The access message: the calendar file, with the access as its caption.
+    await expect(luca, lambda message: message.document is not None, "the access message")
     await luca.command("/my")
     await expect(luca, has_text("Precios que venden"), "the list of tickets")
 

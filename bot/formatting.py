@@ -72,6 +72,7 @@ def escape(value: object) -> str:
 
 
 MESSAGE_LIMIT = 4096  # Telegram's limit on a message's text, counted after HTML parsing
+CAPTION_LIMIT = 1024  # and on a file's caption, counted the same way
 _TAG = re.compile(r"<[^>]*>")
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from bot.formatting import escape
+from bot.formatting import CAPTION_LIMIT, escape, visible_length
 from bot.i18n import _, _n
 from bot.services.base import Service
 from bot.services.outbox import OutboxService, Outgoing
@@ -395,7 +395,9 @@ class AccessService(Service):
         return _ics(event)
 
     async def render(self, row: OutboxMessage) -> list[Outgoing] | None:
-        """Render an ACCESS row: the access text, then the calendar file."""
+        """Render an ACCESS row: the calendar file with the access text as its caption, or,
+        when the text is too long for a caption (Telegram's 1024 characters, counted after
+        HTML parsing), the text, then the calendar file."""
         if row.ticket_id is None:
             return None
         item = await self.ticket_access(row.ticket_id)
@@ -422,12 +424,19 @@ class AccessService(Service):
                     )
                 )
         text = "\n\n".join(parts)
-        filename = f"webinar-{item.webinar.id}.ics"
-        caption = _("Add the webinar to your calendar.", locale=lang)
-        return [
-            Outgoing(text=text),
-            Outgoing(document=(filename, self.calendar(item)), caption=caption),
-        ]
+        calendar = (f"webinar-{item.webinar.id}.ics", self.calendar(item))
+        hint = _("Add the webinar to your calendar.", locale=lang)
+        # One message when the access fits in the calendar file's caption: one Bot API call,
+        # and no progress mark between two parts. Without the hint if only that overflows:
+        # the access is what the participant needs, and an .ics file explains itself. A row
+        # whose text already went (a crash between the two parts, by this or an older version)
+        # keeps the two parts, so that its retry sends the calendar file that is still owed,
+        # however long the text is now.
+        if not (row.payload or {}).get("parts_sent"):
+            for caption in (f"{text}\n\n{hint}", text):
+                if visible_length(caption) <= CAPTION_LIMIT:
+                    return [Outgoing(document=calendar, caption=caption)]
+        return [Outgoing(text=text), Outgoing(document=calendar, caption=hint)]
 
 
 async def render_access(services: Services, row: OutboxMessage) -> list[Outgoing] | None:

@@ -3,8 +3,9 @@
 A claim moves rows to ``sending`` with a lease in one statement (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, so replicas never claim the same row; SQLite has one writer). A worker that dies
 leaves its lease to expire and the row is claimed again: nothing is lost, and the only possible
-duplicate is the one message in flight at the crash. Multi-part rows (text, then a calendar
-file) record each part as sent, so a retry resumes after the last part that went out.
+duplicate is the one message in flight at the crash. Multi-part rows (an access message too long
+for a caption: its text, then its calendar file) record each part as sent, so a retry resumes
+after the last part that went out.
 
 What a row costs the database: the claim takes and loads a whole batch in one statement
 (``UPDATE ... RETURNING`` every column); a row is rendered in one read transaction and marked in
@@ -17,14 +18,16 @@ the wait (``PacedSender.send_rendered``); other kinds are rendered first, so tha
 bulk (stale reminders) cost no share of Telegram's budget, and their ticket is checked once more.
 Later parts of a row are not checked again: the first one already carried the link or password.
 
-Why an access message takes three transactions of its own and not fewer: each sits on a side of
-a network call and guards something. The render's read cannot join the claim, which comes before
-the pace wait (in production the access message usually waits for the chat's pace, right after
-the payment's confirmation), so it would no longer be the send-time check. The progress mark
-(``parts_sent`` in the payload) must be committed after the text leaves and before the calendar
-file does: folded into the result, a crash while the file is in flight would send the text again
-too, a second duplicate where the outbox promises at most the one message in flight. What can be
-cut is each transaction's cost: the render is one prebuilt statement
+An access message is usually one message, the calendar file with the access as its caption:
+two transactions of its own, the render's read and the result, each on a side of the network call
+and guarding something. The render's read cannot join the claim, which comes before the pace wait
+(in production the access message usually waits for the chat's pace, right after the payment's
+confirmation), so it would no longer be the send-time check. An access too long for a caption
+goes as two parts and takes a third transaction: the progress mark (``parts_sent`` in the
+payload) must be committed after the text leaves and before the calendar file does: folded into
+the result, a crash while the file is in flight would send the text again too, a second
+duplicate where the outbox promises at most the one message in flight. What can be cut is each
+transaction's cost: the render is one prebuilt statement
 (``storage.repositories.access``), the writes are prebuilt, and on PostgreSQL the result and the
 ticket's ``access_delivered_at`` are one statement.
 

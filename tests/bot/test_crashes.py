@@ -133,7 +133,9 @@ async def pay(user: SimUser, webinar: Webinar) -> None:
 
 
 def count(user: SimUser, text: str) -> int:
-    return sum(1 for message in user.messages if text in (message.text or ""))
+    """Messages holding ``text``, in their text or their caption (the access message is the
+    calendar file with the access as its caption)."""
+    return sum(1 for message in user.messages if text in message.body)
 
 
 async def settled(engine: AsyncEngine) -> dict[str, Any]:

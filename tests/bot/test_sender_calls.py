@@ -139,6 +139,7 @@ async def test_sends_carry_the_parameters_aiograms_client_would(
     for params in (ours, theirs):  # the upload's part is named at random, by aiogram
         params.pop(params.pop("document").removeprefix("attach://"))
     assert ours == theirs
+    assert ours["parse_mode"] == "HTML"  # a caption is HTML too: the access message is one
 
 
 async def test_errors_are_aiograms(sandbox: SandboxServer, bot: Bot) -> None:

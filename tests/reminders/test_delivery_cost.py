@@ -1,13 +1,15 @@
 """What one delivery costs the database, counted on the real engine: the shape of the dispatcher's
 work, pinned so that a change which adds a statement or a transaction per message shows here.
 
-Per access message (text, then its calendar file): the claim (one ``UPDATE ... RETURNING`` for
-the whole batch, which loads the rows too), the render's read in one transaction taken after the
-pace wait (it is the send-time check of the ticket), the progress mark between the two parts,
-and the result with the ticket's ``access_delivered_at``: four transactions. The render reads
-the ticket, its webinar, organization, link and holder's time zone in one Core statement; the
-result is two statements on SQLite and one on PostgreSQL (the ticket's mark rides on the row's
-as a CTE). Every statement is built once: a second message compiles nothing.
+Per access message (one Bot API call: the calendar file with the access as its caption): the
+claim (one ``UPDATE ... RETURNING`` for the whole batch, which loads the rows too), the render's
+read in one transaction taken after the pace wait (it is the send-time check of the ticket), and
+the result with the ticket's ``access_delivered_at``: three transactions. An access too long for
+a caption goes as its text, then the calendar file, with a progress mark between the two: two
+calls, four transactions. The render reads the ticket, its webinar, organization, link and
+holder's time zone in one Core statement; the result is two statements on SQLite and one on
+PostgreSQL (the ticket's mark rides on the row's as a CTE). Every statement is built once: a
+second message compiles nothing.
 """
 
 from __future__ import annotations
@@ -78,16 +80,29 @@ def counted(engine: AsyncEngine) -> Iterator[Statements]:
         event.remove(sync_engine, "commit", statements.on_commit)
 
 
-async def _queued_access(session: AsyncSession, app_context: AppContext) -> Ticket:
+async def _queued_access(session: AsyncSession, app_context: AppContext, **webinar: Any) -> Ticket:
     """A ticket of buyer 2000 whose access message waits in the outbox (not committed)."""
     org = await make_org(session, 1000)
-    webinar = await make_webinar(session, org)
-    ticket = await make_ticket(session, webinar, 2000)
-    await Services(session, app_context).access.enqueue(ticket, webinar)
+    made = await make_webinar(session, org, **webinar)
+    ticket = await make_ticket(session, made, 2000)
+    await Services(session, app_context).access.enqueue(ticket, made)
     return ticket
 
 
-async def test_an_access_message_costs_four_transactions(
+def _result(statements: Statements, engine: AsyncEngine) -> int:
+    """Check the result's statements (the row's sent mark with the ticket's delivery mark);
+    returns how many they are."""
+    if engine.dialect.name == "postgresql":
+        # The result, with the ticket's access_delivered_at as a CTE of the same statement.
+        result = r"WITH delivered AS \(UPDATE tickets SET access_delivered_at=.* UPDATE outbox"
+        assert statements.count(result + r" SET status=.*sent_at=") == 1
+        return 1
+    assert statements.count(r"UPDATE outbox SET status=.*sent_at=") == 1
+    assert statements.count(r"UPDATE tickets SET access_delivered_at=") == 1
+    return 2
+
+
+async def test_an_access_message_costs_one_call_and_three_transactions(
     session: AsyncSession, app_context: AppContext, engine: AsyncEngine, fake_bot: FakeBot
 ) -> None:
     ticket = await _queued_access(session, app_context)
@@ -97,30 +112,54 @@ async def test_an_access_message_costs_four_transactions(
     with counted(engine) as statements:
         stats = await dispatcher.run_once()
 
-    assert (stats.sent, len(fake_bot.sent)) == (1, 2)  # the text, then the calendar file
+    assert (stats.sent, fake_bot.calls) == (1, 1)
+    [access] = fake_bot.sent  # the calendar file, the access as its caption
+    assert access.document is not None
+    assert access.caption is not None
+    assert "s3cret" in access.caption
     assert statements.count(r"UPDATE outbox SET status=.*attempts=.*RETURNING") == 1  # claim
     assert statements.count(r"SELECT .*FROM outbox") == 0  # the claim loaded the row
     # The render: one read, after the wait (it is the send-time check of the ticket).
     assert statements.count(ACCESS_VIEW) == 1
     assert statements.count(r"SELECT") == 1, statements.kinds()
-    assert statements.count(r"UPDATE outbox SET payload=") == 1  # progress between the parts
-    if engine.dialect.name == "postgresql":
-        # The result, with the ticket's access_delivered_at as a CTE of the same statement.
-        result = r"WITH delivered AS \(UPDATE tickets SET access_delivered_at=.* UPDATE outbox"
-        assert statements.count(result + r" SET status=.*sent_at=") == 1
-        writes = 3
-    else:
-        assert statements.count(r"UPDATE outbox SET status=.*sent_at=") == 1  # the result
-        assert statements.count(r"UPDATE tickets SET access_delivered_at=") == 1
-        writes = 4
-    assert len(statements.all) == 1 + writes, statements.kinds()
-    assert statements.commits == 4  # claim, render, progress, result
+    assert statements.count(r"UPDATE outbox SET payload=") == 0  # one part: no progress mark
+    assert len(statements.all) == 2 + _result(statements, engine), statements.kinds()
+    assert statements.commits == 3  # claim, render, result
 
     await session.rollback()
     delivered = await session.scalar(
         select(Ticket.access_delivered_at).where(Ticket.id == ticket.id)
     )
     assert delivered is not None
+
+
+async def test_an_access_too_long_for_a_caption_costs_two_calls_and_a_progress_mark(
+    session: AsyncSession, app_context: AppContext, engine: AsyncEngine, fake_bot: FakeBot
+) -> None:
+    room = "https://meet.example.org/room/" + "r" * 1000  # over a caption's 1,024 alone
+    ticket = await _queued_access(session, app_context, room_url=room)
+    await session.commit()
+    dispatcher = OutboxDispatcher(app_context, fast_sender(fake_bot))
+
+    with counted(engine) as statements:
+        stats = await dispatcher.run_once()
+
+    assert (stats.sent, fake_bot.calls) == (1, 2)
+    text, calendar = fake_bot.sent  # today's two parts, in this order
+    assert text.text is not None
+    assert room in text.text
+    assert "s3cret" in text.text
+    assert calendar.document is not None
+    assert calendar.caption == "Add the webinar to your calendar."
+    assert statements.count(ACCESS_VIEW) == 1
+    assert statements.count(r"UPDATE outbox SET payload=") == 1  # progress between the parts
+    assert len(statements.all) == 3 + _result(statements, engine), statements.kinds()
+    assert statements.commits == 4  # claim, render, progress, result
+
+    await session.rollback()
+    row = await session.scalar(select(OutboxMessage).where(OutboxMessage.ticket_id == ticket.id))
+    assert row is not None
+    assert (row.status, row.payload) == (OutboxStatus.SENT, {"parts_sent": 1})
 
 
 async def test_a_second_access_message_compiles_no_statement(
@@ -171,11 +210,11 @@ async def test_the_access_render_reads_the_link_and_the_holders_zone_in_its_one_
         stats = await dispatcher.run_once()
 
     assert stats.sent == 1
-    text, calendar = fake_bot.sent
-    assert text.text is not None
-    assert "https://meet.example/p-2000" in text.text
-    assert "your time" in text.text  # the holder's own zone differs from the organization's
-    assert calendar.document is not None
+    [access] = fake_bot.sent
+    assert access.document is not None
+    assert access.caption is not None
+    assert "https://meet.example/p-2000" in access.caption
+    assert "your time" in access.caption  # the holder's own zone differs from the organization's
     assert statements.count(ACCESS_VIEW) == 1
     assert statements.count(r"SELECT") == 1, statements.kinds()
 
@@ -212,11 +251,11 @@ async def test_a_batch_of_access_messages_is_claimed_in_one_statement(
     with counted(engine) as statements:
         stats = await dispatcher.run_once()
 
-    assert (stats.claimed, stats.sent, len(fake_bot.sent)) == (10, 10, 20)
+    assert (stats.claimed, stats.sent, len(fake_bot.sent)) == (10, 10, 10)
     assert statements.count(r"UPDATE outbox SET status=.*attempts=") == 1
     assert statements.count(r"SELECT .*FROM outbox") == 0
     assert statements.count(r"SELECT tickets.status FROM") == 0
-    assert statements.commits == 1 + 3 * 10
+    assert statements.commits == 1 + 2 * 10
 
 
 async def test_a_reminder_is_checked_once_after_its_wait(

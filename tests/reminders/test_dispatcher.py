@@ -240,8 +240,13 @@ async def test_the_kind_of_each_sent_row_is_counted(
 async def test_an_access_message_cut_by_a_crash_between_its_parts_resumes_after_the_text(
     session: AsyncSession, app_context: AppContext, clock: FakeClock
 ) -> None:
+    """An access too long for a caption goes as its text, then the calendar file. A retry after
+    a crash between the two sends the file alone, even if the access would fit in a caption by
+    then (the organizer shortened it; or the text was sent by a version that always split)."""
     org = await make_org(session, 1000)
-    webinar = await make_webinar(session, org)
+    webinar = await make_webinar(
+        session, org, room_url="https://meet.example.org/room/" + "r" * 1000
+    )
     ticket = await make_ticket(session, webinar, 2000)
     await Services(session, app_context).access.enqueue(ticket, webinar)
     await session.commit()
@@ -253,6 +258,8 @@ async def test_an_access_message_cut_by_a_crash_between_its_parts_resumes_after_
     crashing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await crashing
+    webinar.room_url = "https://meet.example.org/room/42"
+    await session.commit()
 
     restarted_bot = FakeBot()
     restarted = OutboxDispatcher(app_context, fast_sender(restarted_bot))
@@ -263,10 +270,41 @@ async def test_an_access_message_cut_by_a_crash_between_its_parts_resumes_after_
     assert text.text is not None
     assert "s3cret" in text.text
     assert calendar.document is not None
+    assert calendar.caption == "Add the webinar to your calendar."
     delivered = await session.scalar(
         select(Ticket.access_delivered_at).where(Ticket.id == ticket.id)
     )
     assert delivered is not None
+
+
+async def test_an_access_message_in_flight_at_a_crash_is_sent_once_more_whole(
+    session: AsyncSession, app_context: AppContext, clock: FakeClock
+) -> None:
+    """The usual access message is one message: a crash while it is in flight sends it again
+    after the lease, whole (the one message in flight is the only possible duplicate)."""
+    org = await make_org(session, 1000)
+    webinar = await make_webinar(session, org)
+    ticket = await make_ticket(session, webinar, 2000)
+    await Services(session, app_context).access.enqueue(ticket, webinar)
+    await session.commit()
+    crashed_bot = FakeBot(stall_after=0)  # its answer never comes back
+    first = OutboxDispatcher(app_context, fast_sender(crashed_bot))
+    crashing = asyncio.create_task(first.run_until_idle())
+    await asyncio.wait_for(crashed_bot.stalled.wait(), 5)
+    crashing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await crashing
+
+    restarted_bot = FakeBot()
+    restarted = OutboxDispatcher(app_context, fast_sender(restarted_bot))
+    clock.advance(restarted.lease + timedelta(seconds=1))
+    assert (await restarted.run_until_idle()).sent == 1
+    assert crashed_bot.calls == 1
+    [access] = restarted_bot.sent
+    assert access.document is not None
+    assert access.caption is not None
+    assert "s3cret" in access.caption
+    assert (await restarted.run_until_idle()).claimed == 0  # settled: never sent a third time
 
 
 async def test_a_reminder_waiting_for_its_turn_is_not_sent_once_the_ticket_is_refunded(

@@ -302,9 +302,10 @@ async def test_a_reminder_due_within_a_minute_of_the_purchase_is_part_of_the_acc
     await session.commit()
     assert [row.payload["offset"] for row in await _rows(session)] == [0]
     [access] = await _rows(session, OutboxKind.ACCESS)
-    text, _calendar = await services.access.render(access)
-    assert "3 minuti" in text.text
-    assert "promemoria" in text.text  # told in the message, in the organization's language
+    [message] = await services.access.render(access)  # the calendar file, the access as caption
+    assert message.caption is not None
+    assert "3 minuti" in message.caption
+    assert "promemoria" in message.caption  # told in the message, in the organization's language
 
 
 async def test_an_access_message_waiting_for_its_turn_is_not_sent_once_the_ticket_is_refunded(

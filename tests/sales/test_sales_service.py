@@ -280,12 +280,16 @@ async def test_the_access_message_and_calendar_file_in_the_organizations_languag
     async with stars_app.session_factory() as s:
         parts = await Services(s, stars_app).access.render(row)
     assert parts is not None
-    text, calendar_part = parts
-    assert "Prezzi &lt;b&gt;&amp;&lt;/b&gt; co" in text.text
-    assert "https://meet.example.org/room/42" in text.text
-    assert "s3cret" in text.text
-    assert "UTC+01:00" in text.text
-    assert "Ecco il tuo accesso" in text.text  # Italian
+    [calendar_part] = parts  # one message: the calendar file, the access as its caption
+    caption = calendar_part.caption
+    assert caption is not None
+    assert "Prezzi &lt;b&gt;&amp;&lt;/b&gt; co" in caption
+    assert "https://meet.example.org/room/42" in caption
+    assert "s3cret" in caption
+    assert "UTC+01:00" in caption
+    assert "Ecco il tuo accesso" in caption  # Italian
+    assert caption.endswith("Aggiungi il webinar al tuo calendario.")
+    assert calendar_part.document is not None
     filename, data = calendar_part.document
     assert filename.endswith(".ics")
     event = Calendar.from_ical(data).walk("VEVENT")[0]
