@@ -52,7 +52,8 @@ class _Plan:
         compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         assert isinstance(compiled, SQLCompiler)
         if compiled.post_compile_params or compiled.literal_execute_params:
-            msg = "a statement with expanding or literal-execute parameters cannot be prebuilt"
+            # Rendered anew on every execution: write a fixed list as ``or_(col == value, ...)``.
+            msg = "a statement with expanding (IN) or literal-execute parameters cannot be prebuilt"
             raise ValueError(msg)
         if compiled.insert_prefetch or compiled.update_prefetch:
             # Python-side defaults run in SQLAlchemy's execution context, which is skipped here.

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 
 M = TypeVar("M")
 
@@ -15,6 +16,28 @@ def built(model: type[M], keys: Iterable[str], values: Iterable[Any]) -> M:
     an instance is never written anywhere."""
     instance: M = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
     instance.__dict__.update(zip(keys, values, strict=True))
+    return instance
+
+
+def attached(
+    session: AsyncSession, model: type[M], keys: Sequence[str], values: Sequence[Any]
+) -> M:
+    """The persistent instance for a row read with Core, as an ORM load would hand it out: the
+    one the session already holds under that primary key, else a :func:`built` instance whose
+    values become its committed state, put in the session's identity map. Changes to it are
+    flushed like any loaded object's; no loading context, row processing or events are paid."""
+    mapper = model.__mapper__  # type: ignore[attr-defined]
+    if not mapper.configured:  # nothing loaded a model yet in this process
+        configure_mappers()
+    instance = built(model, keys, values)
+    key = mapper.identity_key_from_primary_key(
+        [instance.__dict__[column.key] for column in mapper.primary_key]
+    )
+    held = session.sync_session.identity_map.get(key)
+    if held is not None:
+        return held  # type: ignore[no-any-return]
+    make_transient_to_detached(instance)
+    session.add(instance)
     return instance
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     insert,
     inspect,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -30,6 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
+from storage.direct import Prebuilt
 from storage.enums import (
     OrderStatus,
     PaymentMethod,
@@ -50,7 +52,7 @@ from storage.models import (
     User,
     Webinar,
 )
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, attached
 
 OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
 OWED_STATUSES = (PaymentStatus.REFUND_PENDING, PaymentStatus.REFUND_FAILED)
@@ -66,6 +68,12 @@ OWED_STATUSES = (PaymentStatus.REFUND_PENDING, PaymentStatus.REFUND_FAILED)
 _orders = Order.__table__
 _tickets = Ticket.__table__
 _payments = Payment.__table__
+_webinars = Webinar.__table__
+_orgs = Organization.__table__
+# Rows of these statements are cut into model instances (``attached``) by these keys.
+_ORDER_KEYS = tuple(_orders.columns.keys())
+_WEBINAR_KEYS = tuple(_webinars.columns.keys())
+_ORG_KEYS = tuple(_orgs.columns.keys())
 
 # "Active" as a literal, not a bound parameter: only then can SQLite (and a generic PostgreSQL
 # plan) use the partial unique index on active tickets, instead of walking every ticket of the
@@ -116,47 +124,49 @@ def _own_ticket(webinar_id: Any, user_id: Any) -> Any:
 
 # The card: the webinar with its organization, the seats taken (counted only when there is a
 # limit) and the viewer's own ticket.
-_CARD = (
+_CARD = Prebuilt(
     select(
-        Webinar,
-        Organization,
+        *_webinars.columns,
+        *_orgs.columns,
         case(
-            (Webinar.capacity.is_(None), None),
-            else_=_seat_tickets(Webinar.id) + _live_holds(Webinar.id),
+            (_webinars.c.capacity.is_(None), None),
+            else_=_seat_tickets(_webinars.c.id) + _live_holds(_webinars.c.id),
         ),
-        _own_ticket(Webinar.id, bindparam("user_id")),
+        _own_ticket(_webinars.c.id, bindparam("user_id")),
     )
-    .join(Organization, Organization.id == Webinar.org_id)
-    .where(Webinar.code == bindparam("code"))
+    .select_from(_webinars)
+    .join(_orgs, _orgs.c.id == _webinars.c.org_id)
+    .where(_webinars.c.code == bindparam("code"))
 )
 
 # The invoice: the webinar with its organization, the buyer's own ticket and the newest order of
 # the same purchase (buyer, method, product) that is still open and never took a charge, which a
 # repeated press reuses.
 _reusable = _orders.alias("reusable")
-_INVOICE = (
+_INVOICE = Prebuilt(
     select(
-        Webinar,
-        Organization,
+        *_webinars.columns,
+        *_orgs.columns,
         _own_ticket(bindparam("webinar_id"), bindparam("user_id")),
-        Order,
+        *_orders.columns,
     )
-    .join(Organization, Organization.id == Webinar.org_id)
+    .select_from(_webinars)
+    .join(_orgs, _orgs.c.id == _webinars.c.org_id)
     .outerjoin(
-        Order,
-        Order.id
+        _orders,
+        _orders.c.id
         == select(func.max(_reusable.c.id))
         .where(
             _reusable.c.webinar_id == bindparam("webinar_id"),
             _reusable.c.user_id == bindparam("user_id"),
             _reusable.c.method == bindparam("method"),
             _reusable.c.product == bindparam("product"),
-            _reusable.c.status.in_(OPEN_ORDER_STATUSES),
+            or_(*(_reusable.c.status == status for status in OPEN_ORDER_STATUSES)),
             ~exists().where(_payments.c.order_id == _reusable.c.id),
         )
         .scalar_subquery(),
     )
-    .where(Webinar.id == bindparam("webinar_id"))
+    .where(_webinars.c.id == bindparam("webinar_id"))
 )
 
 # Pre-checkout and payment: the order behind an invoice payload, its webinar and organization,
@@ -180,7 +190,7 @@ _TAKEN_BY_OTHERS = _seat_tickets(bindparam("webinar_id_")) + _live_holds(
 # buyer's own ticket, counted by the same statement after the webinar's lock was taken (on
 # PostgreSQL a later statement sees what committed while this transaction waited for the lock;
 # the statement that took the lock does not).
-_HOLD = (
+_HOLD = Prebuilt(
     update(_orders)
     .where(_orders.c.id == bindparam("order_id_"))
     .values(
@@ -194,11 +204,11 @@ _HOLD = (
     )
 )
 
-_SEATS_TAKEN = select(_TAKEN_BY_OTHERS)
+_SEATS_TAKEN = Prebuilt(select(_TAKEN_BY_OTHERS))
 
-_OWN_TICKET = select(_own_ticket(bindparam("webinar_id_"), bindparam("user_id_")))
+_OWN_TICKET = Prebuilt(select(_own_ticket(bindparam("webinar_id_"), bindparam("user_id_"))))
 
-_MARK_PAID = (
+_MARK_PAID = Prebuilt(
     update(_orders)
     .where(_orders.c.id == bindparam("order_id_"))
     .values(
@@ -209,11 +219,14 @@ _MARK_PAID = (
     )
 )
 
-_NEW_ORDER = insert(_orders).returning(_orders.c.id)
-_NEW_TICKET = insert(_tickets).returning(_tickets.c.id)
+# Every column but the id, each under its own name (see ``SalesRepository._inserted``).
+_NEW_ORDER = Prebuilt(insert(_orders).returning(_orders.c.id), columns=_ORDER_KEYS[1:])
+_NEW_TICKET = Prebuilt(
+    insert(_tickets).returning(_tickets.c.id), columns=tuple(_tickets.columns.keys())[1:]
+)
 
 
-def _payment_insert(insert_: Any) -> Any:
+def _payment_insert(insert_: Any) -> Prebuilt:
     """Record a charge unless it was recorded before: under the same Telegram charge id (the
     unique constraint) or, for a card, under the same provider charge id (whatever Telegram id
     it came with: reconciliation records a charge it found under its own)."""
@@ -239,7 +252,7 @@ def _payment_insert(insert_: Any) -> Any:
             )
         )
     )
-    return (
+    return Prebuilt(
         insert_(_payments)
         .from_select(columns, values)
         .on_conflict_do_nothing(index_elements=["telegram_payment_charge_id"])
@@ -321,32 +334,26 @@ class SalesRepository(Repository):
 
     async def card(self, code: str, user_id: int, now: datetime) -> Card | None:
         """The webinar behind a deep-link code, with what its card shows to this viewer."""
-        row = (
-            await self.session.execute(_CARD, {"code": code, "user_id": user_id, "now": now})
-        ).first()
+        row = await _CARD.first(self.session, {"code": code, "user_id": user_id, "now": now})
         if row is None:
             return None
-        webinar, org, taken, own_ticket_id = row
+        webinar, org, (taken, own_ticket_id) = self._models(row, Webinar, Organization)
         return Card(webinar, org, None if taken is None else int(taken), own_ticket_id)
 
     async def purchase(
         self, webinar_id: int, user_id: int, method: PaymentMethod, product: Product
     ) -> Purchase | None:
         """The webinar being bought, with the buyer's ticket and reusable order."""
-        row = (
-            await self.session.execute(
-                _INVOICE,
-                {
-                    "webinar_id": webinar_id,
-                    "user_id": user_id,
-                    "method": method,
-                    "product": product,
-                },
-            )
-        ).first()
+        row = await _INVOICE.first(
+            self.session,
+            {"webinar_id": webinar_id, "user_id": user_id, "method": method, "product": product},
+        )
         if row is None:
             return None
-        webinar, org, own_ticket_id, order = row
+        webinar, org, (own_ticket_id, *order_values) = self._models(row, Webinar, Organization)
+        order = None
+        if order_values[0] is not None:  # the outer join found a reusable order
+            order = attached(self.session, Order, _ORDER_KEYS, order_values)
         return Purchase(webinar, org, own_ticket_id, order)
 
     async def order_context(self, token: str, *, lock: bool = False) -> OrderContext | None:
@@ -362,41 +369,36 @@ class SalesRepository(Repository):
     async def hold_seat(self, order: Order, *, until: datetime, now: datetime) -> Hold:
         """Hold a seat for the order until ``until``, and count what decides whether the hold
         may stand (the caller rolls back when it may not). Call with the webinar locked."""
-        others, own_ticket_id = (
-            await self.session.execute(
-                _HOLD,
-                {
-                    "order_id_": order.id,
-                    "webinar_id_": order.webinar_id,
-                    "user_id_": order.user_id,
-                    "until_": until,
-                    "now": now,
-                },
-            )
-        ).one()
+        found = await _HOLD.first(
+            self.session,
+            {
+                "order_id_": order.id,
+                "webinar_id_": order.webinar_id,
+                "user_id_": order.user_id,
+                "until_": until,
+                "now": now,
+            },
+        )
+        assert found is not None  # the caller holds the order's row
+        others, own_ticket_id = found
         return Hold(int(others), own_ticket_id)
 
     async def seats_taken_by_others(self, order: Order, now: datetime) -> int:
         """Active seat tickets and live holds of the order's webinar but the order's own."""
-        return int(
-            (
-                await self.session.execute(
-                    _SEATS_TAKEN,
-                    {"webinar_id_": order.webinar_id, "order_id_": order.id, "now": now},
-                )
-            ).scalar_one()
+        (taken,) = await _SEATS_TAKEN.rows(
+            self.session, {"webinar_id_": order.webinar_id, "order_id_": order.id, "now": now}
         )
+        return int(taken[0])
 
     async def own_ticket_id(self, webinar_id: int, user_id: int) -> int | None:
-        return (
-            await self.session.execute(
-                _OWN_TICKET, {"webinar_id_": webinar_id, "user_id_": user_id}
-            )
-        ).scalar_one()
+        (found,) = await _OWN_TICKET.rows(
+            self.session, {"webinar_id_": webinar_id, "user_id_": user_id}
+        )
+        return found[0]  # type: ignore[no-any-return]
 
     async def mark_paid(self, order: Order, now: datetime) -> None:
         """The order's charge bought it: paid, no hold left. ``order`` shows the new state."""
-        await self.session.execute(_MARK_PAID, {"order_id_": order.id, "now": now})
+        await _MARK_PAID.rowcount(self.session, {"order_id_": order.id, "now": now})
         for key, value in (
             ("status", OrderStatus.PAID),
             ("paid_at", now),
@@ -413,7 +415,19 @@ class SalesRepository(Repository):
         """Write a new ticket with one Core statement (see :meth:`_inserted`)."""
         return await self._inserted(_NEW_TICKET, ticket)
 
-    async def _inserted(self, statement: Any, obj: Any) -> Any:
+    def _models(self, row: Sequence[Any], *models: type[Any]) -> list[Any]:
+        """The row cut into persistent instances of ``models`` (their columns first, in order,
+        see ``attached``), then a list of the values after them."""
+        found: list[Any] = []
+        start = 0
+        for model in models:
+            keys = tuple(model.__table__.columns.keys())
+            found.append(attached(self.session, model, keys, row[start : start + len(keys)]))
+            start += len(keys)
+        found.append(list(row[start:]))
+        return found
+
+    async def _inserted(self, statement: Prebuilt, obj: Any) -> Any:
         """Insert a new object without the unit of work (a flush of one object costs about
         twice the statement), then attach it to the session as the persistent row it now is.
 
@@ -427,7 +441,9 @@ class SalesRepository(Repository):
             msg = f"{type(obj).__name__} inserted without {', '.join(missing)}"
             raise ValueError(msg)
         values = {key: state.dict[key] for key in columns}
-        obj.id = (await self.session.execute(statement, values)).scalar_one()
+        found = await statement.first(self.session, values)
+        assert found is not None
+        obj.id = found[0]
         make_transient_to_detached(obj)
         self.session.add(obj)
         return obj
@@ -543,11 +559,10 @@ class SalesRepository(Repository):
             "is_duplicate": False,
             "created_at": now,
         }
-        return (
-            await self.session.execute(
-                _NEW_PAYMENT[self.dialect], {f"{key}_": value for key, value in values.items()}
-            )
-        ).scalar_one_or_none()
+        found = await _NEW_PAYMENT[self.dialect].first(
+            self.session, {f"{key}_": value for key, value in values.items()}
+        )
+        return None if found is None else found[0]
 
     async def payment(self, payment_id: int, *, lock: bool = False) -> Payment | None:
         statement = select(Payment).where(Payment.id == payment_id)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, exc, insert, select, text, update
+from sqlalchemy import bindparam, event, exc, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from storage.database import create_engine, create_session_factory
@@ -36,6 +36,15 @@ _INSERT_SOME = Prebuilt(
     insert(_OUTBOX).returning(_OUTBOX.c.id), columns=[column.key for column in _COLUMNS]
 )
 _ANY_OF = Prebuilt(select(_OUTBOX.c.id).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True))))
+_OPEN = Prebuilt(
+    select(_OUTBOX.c.id)
+    .where(
+        or_(
+            *(_OUTBOX.c.status == status for status in (OutboxStatus.PENDING, OutboxStatus.SENDING))
+        )
+    )
+    .order_by(_OUTBOX.c.id)
+)
 
 NOW = datetime(2026, 11, 26, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -91,6 +100,13 @@ async def test_fixed_and_repeated_parameters_and_the_rowcount(session: AsyncSess
     assert await _SEND.rowcount(session, {"id_": row_id + 1000, "now": later}) == 0
     row = (await session.execute(_BY_ID, {"id_": row_id})).one()
     assert (row.status, row.sent_at, row.lease_until) == (OutboxStatus.SENT, later, later)
+
+
+async def test_a_list_fixed_in_the_statement(session: AsyncSession) -> None:
+    pending = (await _INSERT.first(session, _values("open-1")))[0]  # type: ignore[index]
+    sending = (await _INSERT.first(session, _values("open-2", status=OutboxStatus.SENDING)))[0]  # type: ignore[index]
+    await _INSERT.first(session, _values("open-3", status=OutboxStatus.SENT))
+    assert await _OPEN.rows(session) == [(pending,), (sending,)]
 
 
 async def test_a_missing_value_is_refused_before_anything_runs(session: AsyncSession) -> None:
