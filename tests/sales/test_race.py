@@ -246,6 +246,35 @@ async def test_live_and_lapsed_payers_and_new_buyers_race_for_ten_seats(
     await check_invariants(session, webinar)
 
 
+async def test_thirty_late_payers_race_each_other_for_ten_seats(
+    session: AsyncSession,
+    racing_apps: list[AppContext],
+    fake_bot_api: FakeBotApi,
+    clock: FakeClock,
+) -> None:
+    """Three rounds of ten holds lapse; their thirty charges race: each counts the seats, so
+    ten buy one and twenty are refunded."""
+    webinar = await setup_rush(session)
+    late = 3 * SEATS
+    apps = racing_apps
+    buyers = [Buyer(apps[i % len(apps)], 5000 + i, fake_bot_api) for i in range(late)]
+    orders = [(await b.invoice(webinar)).order for b in buyers]
+    for i in range(late):
+        assert (await buyers[i].checkout(orders[i])).ok
+        if i % SEATS == SEATS - 1:
+            clock.advance(minutes=30)
+
+    async def pay_late(buyer: Buyer, order: Order) -> str:
+        await asyncio.sleep(random.random() / 100)
+        return str((await buyer.pay(order)).result)
+
+    paid = await asyncio.gather(*(pay_late(b, o) for b, o in zip(buyers, orders, strict=True)))
+    counts = Counter(paid)
+    assert counts == {"issued": SEATS, "refunding": late - SEATS}
+    assert len(fake_bot_api.refunded) == late - SEATS
+    await check_invariants(session, webinar)
+
+
 async def test_two_charges_of_one_held_order_racing_buy_one_ticket(
     session: AsyncSession,
     racing_apps: list[AppContext],
