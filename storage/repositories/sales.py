@@ -1,8 +1,15 @@
 """Reads and writes of the selling path: orders, seat holds, payments, tickets, links, refunds.
 
-Row locks are taken only on PostgreSQL (``FOR UPDATE``); SQLite has one writer and every
-transaction starts with ``BEGIN IMMEDIATE`` (see ``storage.database``), so it needs none.
-Lock order, everywhere: order, then webinar, then payment. Keeping one order rules out deadlocks.
+Row locks are taken only on PostgreSQL; SQLite has one writer and every transaction starts with
+``BEGIN IMMEDIATE`` (see ``storage.database``), so it needs none. Lock order, everywhere: order,
+then webinar, then payment. Keeping one order rules out deadlocks.
+
+The webinar's row is locked ``FOR UPDATE`` by everything that counts its seats or changes it (a
+pre-checkout, a payment whose hold lapsed, a free registration, a cancellation, an edit), and
+``FOR SHARE`` by a payment that takes no seat of its own (its order still holds a live seat, or
+the webinar has no seat limit, or it buys the recording): such payments run side by side, and
+one at a time with all the others. A transaction never moves from the shared lock to the
+exclusive one (two doing so would deadlock): it starts again with the exclusive lock instead.
 """
 
 from __future__ import annotations
@@ -161,8 +168,11 @@ _INVOICE = (
 
 # Pre-checkout and payment: the order behind an invoice payload, its webinar and organization,
 # and the buyer's own ticket. On PostgreSQL the order's row and then the webinar's are locked
-# (``FOR UPDATE OF`` locks in the order it names the tables): the lock order of every path that
-# changes seats.
+# (the locking clauses lock in the order they name the tables): the lock order of every path
+# that changes seats. The order's row is always locked for update (two charges of one order run
+# one at a time); the webinar's for update (``_BY_TOKEN_LOCKED``: the seats may be counted), or
+# for share (``_BY_TOKEN_SHARED``: a payment that takes no seat, which only needs the webinar
+# not to change under it). SQLAlchemy renders one locking clause; the second is a suffix.
 _BY_TOKEN = (
     select(Order, Webinar, Organization, _own_ticket(Order.webinar_id, Order.user_id))
     .join(Webinar, Webinar.id == Order.webinar_id)
@@ -170,6 +180,9 @@ _BY_TOKEN = (
     .where(Order.token == bindparam("token"))
 )
 _BY_TOKEN_LOCKED = _BY_TOKEN.with_for_update(of=[Order, Webinar])
+_BY_TOKEN_SHARED = _BY_TOKEN.with_for_update(of=Order).suffix_with(
+    f"FOR SHARE OF {Webinar.__tablename__}", dialect="postgresql"
+)
 
 # The seats of an order's webinar taken by everyone but the order: active tickets, live holds.
 _TAKEN_BY_OTHERS = _seat_tickets(bindparam("webinar_id_")) + _live_holds(
@@ -274,7 +287,8 @@ class Purchase:
 @dataclass(frozen=True, slots=True)
 class OrderContext:
     """An order with its webinar and organization (locked on PostgreSQL, order first), and the
-    buyer's active ticket for that webinar as the statement's snapshot saw it."""
+    buyer's active ticket for that webinar as the statement's snapshot saw it (a statement that
+    waited for a lock sees the locked rows as they are now, the rest as they were before)."""
 
     order: Order
     webinar: Webinar
@@ -349,10 +363,16 @@ class SalesRepository(Repository):
         webinar, org, own_ticket_id, order = row
         return Purchase(webinar, org, own_ticket_id, order)
 
-    async def order_context(self, token: str, *, lock: bool = False) -> OrderContext | None:
+    async def order_context(
+        self, token: str, *, lock: bool = False, share_webinar: bool = False
+    ) -> OrderContext | None:
         """The order behind an invoice payload with its webinar and organization; ``lock``:
-        their rows are locked (PostgreSQL), order first, for the rest of the transaction."""
-        statement = _BY_TOKEN_LOCKED if lock and self.locks else _BY_TOKEN
+        their rows are locked (PostgreSQL), order first, for the rest of the transaction, the
+        webinar's for share only with ``share_webinar`` (see the module's docstring)."""
+        if not (lock and self.locks):
+            statement = _BY_TOKEN
+        else:
+            statement = _BY_TOKEN_SHARED if share_webinar else _BY_TOKEN_LOCKED
         row = (await self.session.execute(statement, {"token": token})).first()
         if row is None:
             return None
