@@ -10,9 +10,9 @@ Read top to bottom, :meth:`PurchaseService.complete_payment` is the whole use ca
    has no seat limit, or it buys the recording): a hold becoming a ticket leaves the seats
    taken as they were, so such payments run side by side, and still one at a time with a
    cancellation, an edit or a pre-checkout, which lock the webinar exclusively. A charge whose
-   hold lapsed, for a limited webinar, must count the seats: its transaction starts again with
-   the webinar locked exclusively (taking the exclusive lock over the shared one could
-   deadlock two such payments);
+   hold lapsed, for a limited webinar, must count the seats: it ends its transaction before
+   writing anything and starts again with the webinar locked exclusively (taking the exclusive
+   lock over the shared one could deadlock two such payments);
 2. record the charge once (unique Telegram charge id: a replayed update changes nothing);
 3. decide whether the charge buys a seat; if not, queue its refund and tell the buyer why;
 4. otherwise mark the order paid, issue the ticket *of this payment*, allocate the link, plan
@@ -204,8 +204,10 @@ class PurchaseService(Service):
             and self._refund_reason(found, user_id, total_amount, currency) is None
             and _takes_a_seat(found, now)
         ):
-            # Nothing written yet: start again with the webinar locked for the count.
-            await self.session.rollback()
+            # Nothing of the payment written yet: end the transaction (it keeps what the
+            # update's user middleware wrote, a refreshed profile say, which a rollback would
+            # lose) and start again with the webinar locked for the count.
+            await self.session.commit()
             found = await repo.order_context(payload, lock=True)
             now = self.clock.now()
         if found is None:

@@ -5,7 +5,11 @@ The card, the invoice and the pre-checkout of a purchase (DESIGN.md, "An order's
 - The invoice payload is the order's opaque token. Amount, currency, owner and the webinar's
   state are checked against the order at pre-checkout and again at payment.
 - Seats: active tickets + live holds <= capacity. Every decision that takes a seat locks the
-  webinar row first on PostgreSQL (SQLite has a single writer), then counts.
+  webinar row exclusively first on PostgreSQL (SQLite has a single writer), then counts, in a
+  later statement than the one that waited for the lock (that one's snapshot predates the
+  wait). A payment whose live hold becomes its ticket takes no seat: it shares the lock with
+  its like, and waits for (or holds off) a pre-checkout all the same
+  (:mod:`bot.services.purchases`).
 
 The successful payment that follows is :mod:`bot.services.purchases`; the states an order goes
 through are in :mod:`bot.services.orders`.
@@ -305,9 +309,13 @@ class SalesService(Service):
     async def _pre_checkout(
         self, user_id: int, payload: str, total_amount: int, currency: str
     ) -> CheckoutAnswer:
-        """Two statements: the order with its webinar (both locked on PostgreSQL), then the
-        hold, which counts the seats and the buyer's tickets as it is written. A refusal after
-        the hold is written is rolled back by :meth:`pre_checkout`."""
+        """Two statements: the order with its webinar (both locked for update on PostgreSQL),
+        then the hold, which counts the seats and the buyer's tickets as it is written. A
+        refusal after the hold is written is rolled back by :meth:`pre_checkout`.
+
+        The webinar's lock is held from the first statement to the commit: the count cannot
+        ride on the first statement, whose snapshot was taken before it waited for the lock
+        (it would miss what the lock's previous holder committed)."""
         invalid = CheckoutAnswer(
             False, _("This invoice is not valid. Please open the webinar link again.")
         )
