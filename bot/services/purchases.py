@@ -6,13 +6,14 @@ Read top to bottom, :meth:`PurchaseService.complete_payment` is the whole use ca
    every path that changes a webinar's seats or state (cancel takes the webinar's lock too, so
    a payment either lands before a cancellation's snapshot of tickets or sees it cancelled).
    The order's lock is exclusive (two charges of one order run one at a time). The webinar's is
-   shared when the charge takes no seat of its own (its order holds a live seat, the webinar
-   has no seat limit, or it buys the recording): a hold becoming a ticket leaves the seats
-   taken as they were, so such payments run side by side, and still one at a time with a
-   cancellation, an edit or a pre-checkout, which lock the webinar exclusively. A charge whose
-   hold lapsed, for a limited webinar, must count the seats: it ends its transaction before
-   writing anything and starts again with the webinar locked exclusively (taking the exclusive
-   lock over the shared one could deadlock two such payments);
+   the weakest (``FOR KEY SHARE``) when the charge takes no seat of its own (its order holds a
+   live seat, the webinar has no seat limit, or it buys the recording): a hold becoming a ticket
+   leaves the seats taken as they were, so such payments run side by side and beside the
+   pre-checkouts, and one at a time with a cancellation or an edit. A charge whose hold lapsed,
+   for a limited webinar, must count the seats: it ends its transaction before writing anything
+   and starts again with the webinar locked for counting, as a pre-checkout does (taking the
+   stronger lock over the weaker one could deadlock two such payments). The lock modes, and how
+   a count takes a payment running beside it into account: :mod:`storage.repositories.sales`;
 2. record the charge once (unique Telegram charge id: a replayed update changes nothing);
 3. decide whether the charge buys a seat; if not, queue its refund and tell the buyer why;
 4. otherwise mark the order paid, issue the ticket *of this payment*, allocate the link, plan
@@ -56,7 +57,7 @@ from storage.enums import (
     WebinarStatus,
 )
 from storage.models import AccessLink, Order, Organization, Payment, Ticket, Webinar
-from storage.repositories.sales import OrderContext, SalesRepository
+from storage.repositories.sales import OrderContext, OrderLock, SalesRepository
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +195,9 @@ class PurchaseService(Service):
         method: PaymentMethod | None,
     ) -> PaymentOutcome:
         repo = self.repo
-        found = await repo.order_context(payload, lock=True, share_webinar=True)
-        # The clock is read once the locks are held: a pre-checkout that held the webinar before
-        # this payment counted the holds live at its own moment, which is earlier.
+        found = await repo.order_context(payload, lock=OrderLock.PAYMENT)
+        # The clock is read once the locks are held: a count that held the webinar before this
+        # payment judged the holds live at its own moment, which is earlier.
         now = self.clock.now()
         if (
             found is not None
@@ -208,7 +209,7 @@ class PurchaseService(Service):
             # update's user middleware wrote, a refreshed profile say, which a rollback would
             # lose) and start again with the webinar locked for the count.
             await self.session.commit()
-            found = await repo.order_context(payload, lock=True)
+            found = await repo.order_context(payload, lock=OrderLock.PAYMENT_COUNTING)
             now = self.clock.now()
         if found is None:
             return await self._record_unmatched(
@@ -245,8 +246,8 @@ class PurchaseService(Service):
 
         reason = self._refund_reason(found, user_id, total_amount, currency)
         if reason is None and _takes_a_seat(found, now):
-            # The hold lapsed: take a seat only if one is free (under the webinar's exclusive
-            # lock, counted by a statement that starts after it was taken).
+            # The hold lapsed: take a seat only if one is free (under the webinar's lock for
+            # counting, by a statement that starts after it was taken).
             taken = await repo.seats_taken_by_others(order, now)
             if webinar.capacity is not None and taken >= webinar.capacity:
                 reason = RefundReason.NO_SEAT

@@ -19,10 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import FakeClock
 from bot.context import AppContext
 from bot.services import Services
+from bot.services.orders import has_live_hold
 from bot.services.purchases import PaymentOutcome, PaymentResult
 from storage.database import create_engine, create_session_factory
 from storage.enums import AccessMode, PaymentStatus, TicketStatus, WebinarStatus
 from storage.models import AccessLink, Order, Payment, Refund, Ticket, Webinar
+from storage.repositories.sales import OrderLock, SalesRepository
 from tests.conftest import BACKEND
 from tests.factories import add_links, make_org, make_webinar
 from tests.sales.conftest import OWNER_ID, Buyer, FakeBotApi, add_buyers, refunds_done
@@ -357,3 +359,29 @@ async def _one_ticket_each_and_every_other_charge_refunded(
         expected = PaymentStatus.SUCCEEDED if payment.id in bought else PaymentStatus.REFUNDED
         assert payment.status == expected
     await session.commit()
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="row locks: PostgreSQL only")
+async def test_a_hold_that_lapses_while_its_charge_is_paid_still_counts_for_a_checkout(
+    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi, clock: FakeClock
+) -> None:
+    """A payment judged its hold live and runs beside the pre-checkouts; its hold lapses before
+    its ticket is committed. A checkout meanwhile neither waits for it nor gives its seat
+    away: the lapsed hold of an order a payment holds counts as taken."""
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, capacity=1, price_stars=50)
+    await add_buyers(session, 5000, 2)
+    bob, ann = (Buyer(stars_app, 5000 + i, fake_bot_api) for i in range(2))
+    bob_order = (await bob.invoice(webinar)).order
+    ann_order = (await ann.invoice(webinar)).order
+    assert (await bob.checkout(bob_order)).ok
+    async with stars_app.session_factory() as paying:
+        found = await SalesRepository(paying).order_context(bob_order.token, lock=OrderLock.PAYMENT)
+        assert found is not None
+        assert has_live_hold(found.order, clock.now())
+        clock.advance(minutes=30)  # Bob's hold lapses while his charge is being paid
+        answer = await asyncio.wait_for(ann.checkout(ann_order), timeout=10)
+        assert not answer.ok  # the seat Bob's charge is buying stays his
+        await paying.rollback()
+    # Bob's payment never happened (rolled back): his lapsed hold no longer counts.
+    assert (await asyncio.wait_for(ann.checkout(ann_order), timeout=10)).ok

@@ -157,6 +157,8 @@ async def test_a_pre_checkout_is_one_read_and_one_write(
     )
     assert answer.ok
     assert len(trace.of()) <= 2, trace
+    if BACKEND == "postgres":
+        assert trace.of()[0].endswith("FOR NO KEY UPDATE OF orders, webinars"), trace
     one_transaction(trace)
 
     # The last seat is held: the next checkout is refused, and what it wrote is rolled back.
@@ -214,15 +216,16 @@ async def test_a_payment_is_five_statements_in_one_transaction(
     one_transaction(trace)
 
 
-async def test_a_payment_with_a_live_hold_shares_the_webinars_lock(
+async def test_a_payment_with_a_live_hold_takes_the_webinars_weakest_lock(
     session: AsyncSession, stars_app: AppContext, engine: AsyncEngine
 ) -> None:
-    """Its hold becomes its ticket: the seats taken stay as they were, so payments like it
-    run side by side; only the order is locked exclusively (PostgreSQL)."""
+    """Its hold becomes its ticket: the seats taken stay as they were, so payments like it run
+    side by side and beside the pre-checkouts; only the order is locked exclusively
+    (PostgreSQL)."""
     outcome, trace = await pay(stars_app, engine, session)
     assert outcome.result == PaymentResult.ISSUED
     if BACKEND == "postgres":
-        assert trace.of()[0].endswith("FOR UPDATE OF orders FOR SHARE OF webinars"), trace
+        assert trace.of()[0].endswith("FOR UPDATE OF orders FOR KEY SHARE OF webinars"), trace
     one_transaction(trace)
 
 
@@ -231,13 +234,13 @@ async def test_a_late_payment_counts_the_seats_under_the_webinars_exclusive_lock
 ) -> None:
     """Its hold lapsed: the charge takes a seat only if one is free. On PostgreSQL the shared
     read's transaction ends (nothing of the payment was written) and the order is read again
-    with the webinar locked exclusively, then the seats counted; SQLite counts at once."""
+    with the webinar locked for counting, then the seats counted; SQLite counts at once."""
     outcome, trace = await pay(stars_app, engine, session, lapse=clock)
     assert outcome.result == PaymentResult.ISSUED
     statements = trace.of()
     if BACKEND == "postgres":
-        assert statements[0].endswith("FOR SHARE OF webinars"), trace
-        assert statements[1].endswith("FOR UPDATE OF orders, webinars"), trace
+        assert statements[0].endswith("FOR KEY SHARE OF webinars"), trace
+        assert statements[1].endswith("FOR UPDATE OF orders FOR NO KEY UPDATE OF webinars"), trace
         assert len(statements) <= 7, trace
         assert [trace.count(what) for what in ("rollback", "begin", "commit")] == [0, 1, 2]
     else:
