@@ -4,7 +4,16 @@ Read top to bottom, :meth:`PurchaseService.complete_payment` is the whole use ca
 
 1. lock the order (the invoice payload is its token), then its webinar: the one lock order of
    every path that changes a webinar's seats or state (cancel takes the webinar's lock too, so
-   a payment either lands before a cancellation's snapshot of tickets or sees it cancelled);
+   a payment either lands before a cancellation's snapshot of tickets or sees it cancelled).
+   The order's lock is exclusive (two charges of one order run one at a time). The webinar's is
+   the weakest (``FOR KEY SHARE``) when the charge takes no seat of its own (its order holds a
+   live seat, the webinar has no seat limit, or it buys the recording): a hold becoming a ticket
+   leaves the seats taken as they were, so such payments run side by side and beside the
+   pre-checkouts, and one at a time with a cancellation or an edit. A charge whose hold lapsed,
+   for a limited webinar, must count the seats: it ends its transaction before writing anything
+   and starts again with the webinar locked for counting, as a pre-checkout does (taking the
+   stronger lock over the weaker one could deadlock two such payments). The lock modes, and how
+   a count takes a payment running beside it into account: :mod:`storage.repositories.sales`;
 2. record the charge once (unique Telegram charge id: a replayed update changes nothing);
 3. decide whether the charge buys a seat; if not, queue its refund and tell the buyer why;
 4. otherwise mark the order paid, issue the ticket *of this payment*, allocate the link, plan
@@ -48,7 +57,7 @@ from storage.enums import (
     WebinarStatus,
 )
 from storage.models import AccessLink, Order, Organization, Payment, Ticket, Webinar
-from storage.repositories.sales import OrderContext, SalesRepository
+from storage.repositories.sales import OrderContext, OrderLock, SalesRepository
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +194,23 @@ class PurchaseService(Service):
         provider_charge_id: str | None,
         method: PaymentMethod | None,
     ) -> PaymentOutcome:
-        now = self.clock.now()
         repo = self.repo
-        found = await repo.order_context(payload, lock=True)
+        found = await repo.order_context(payload, lock=OrderLock.PAYMENT)
+        # The clock is read once the locks are held: a count that held the webinar before this
+        # payment judged the holds live at its own moment, which is earlier.
+        now = self.clock.now()
+        if (
+            found is not None
+            and repo.locks
+            and self._refund_reason(found, user_id, total_amount, currency) is None
+            and _takes_a_seat(found, now)
+        ):
+            # Nothing of the payment written yet: end the transaction (it keeps what the
+            # update's user middleware wrote, a refreshed profile say, which a rollback would
+            # lose) and start again with the webinar locked for the count.
+            await self.session.commit()
+            found = await repo.order_context(payload, lock=OrderLock.PAYMENT_COUNTING)
+            now = self.clock.now()
         if found is None:
             return await self._record_unmatched(
                 user_id=user_id,
@@ -221,7 +244,13 @@ class PurchaseService(Service):
                 outcome.ticket = await repo.ticket_of_payment(recorded.id)
             return outcome
 
-        reason = await self._refund_reason(found, user_id, total_amount, currency, now)
+        reason = self._refund_reason(found, user_id, total_amount, currency)
+        if reason is None and _takes_a_seat(found, now):
+            # The hold lapsed: take a seat only if one is free (under the webinar's lock for
+            # counting, by a statement that starts after it was taken).
+            taken = await repo.seats_taken_by_others(order, now)
+            if webinar.capacity is not None and taken >= webinar.capacity:
+                reason = RefundReason.NO_SEAT
         if reason is not None:
             payment = await repo.payment(payment_id)
             assert payment is not None
@@ -272,20 +301,17 @@ class PurchaseService(Service):
         )
         return outcome
 
-    async def _refund_reason(
-        self,
-        found: OrderContext,
-        user_id: int,
-        total_amount: int,
-        currency: str,
-        now: datetime,
+    def _refund_reason(
+        self, found: OrderContext, user_id: int, total_amount: int, currency: str
     ) -> RefundReason | None:
-        """Why this fresh charge cannot buy a seat, or ``None`` if it can (webinar locked).
+        """Why this fresh charge cannot buy anything whatever the seats, or ``None`` (then
+        :func:`_takes_a_seat` says whether a free seat must be found for it).
 
         The buyer's ticket is the one the locking read saw. On PostgreSQL that read's snapshot
-        predates the lock wait, so a ticket another charge of the same buyer issued meanwhile
-        can be missed: this charge's ticket then breaks the one-active-ticket index, and
-        :meth:`complete_payment` tries again and finds it (a refunded duplicate)."""
+        predates the lock wait, and payments that take no seat run side by side, so a ticket
+        another charge of the same buyer issued meanwhile can be missed: this charge's ticket
+        then breaks the one-active-ticket index, and :meth:`complete_payment` tries again and
+        finds it (a refunded duplicate)."""
         order, webinar = found.order, found.webinar
         if (user_id, total_amount, currency) != (order.user_id, order.amount_minor, order.currency):
             return RefundReason.MISMATCH
@@ -295,16 +321,7 @@ class PurchaseService(Service):
             return RefundReason.CANCELLED
         if found.own_ticket_id is not None:
             return RefundReason.DUPLICATE
-        if order.product == Product.RECORDING:
-            # No seat to take. The checkout found the recording on sale seconds ago; if it
-            # expired meanwhile, its buyer still gets the access they were charged for.
-            return None
-        if orders.has_live_hold(order, now) or webinar.capacity is None:
-            return None
-        # The hold lapsed: take a seat only if one is free (under the webinar's lock, counted
-        # by a statement that starts after it was taken).
-        taken = await self.repo.seats_taken_by_others(order, now)
-        return RefundReason.NO_SEAT if taken >= webinar.capacity else None
+        return None
 
     async def _recorded(
         self, telegram_charge_id: str, provider_charge_id: str | None
@@ -477,6 +494,20 @@ class PurchaseService(Service):
         )
         await self.repo.add(link)
         return link
+
+
+def _takes_a_seat(found: OrderContext, now: datetime) -> bool:
+    """Whether a charge needs a free seat of its own: a seat of a limited webinar whose hold
+    lapsed. A live hold already counts as a taken seat (it becomes the ticket), an unlimited
+    webinar has no seats to count, and a recording takes none (the checkout found it on sale
+    seconds ago; if it expired meanwhile, its buyer still gets the access they were charged
+    for)."""
+    order, webinar = found.order, found.webinar
+    return (
+        order.product == Product.SEAT
+        and webinar.capacity is not None
+        and not orders.has_live_hold(order, now)
+    )
 
 
 __all__ = ["OrderStatus", "PaymentOutcome", "PaymentResult", "PurchaseService"]

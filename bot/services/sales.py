@@ -5,7 +5,11 @@ The card, the invoice and the pre-checkout of a purchase (DESIGN.md, "An order's
 - The invoice payload is the order's opaque token. Amount, currency, owner and the webinar's
   state are checked against the order at pre-checkout and again at payment.
 - Seats: active tickets + live holds <= capacity. Every decision that takes a seat locks the
-  webinar row first on PostgreSQL (SQLite has a single writer), then counts.
+  webinar row first on PostgreSQL (SQLite has a single writer), in a mode that lets one such
+  decision run at a time, then counts, in a later statement than the one that waited for the
+  lock (that one's snapshot predates the wait). A payment whose live hold becomes its ticket
+  takes no seat: its weaker lock lets it run beside the pre-checkouts and other payments (the
+  lock modes: :mod:`storage.repositories.sales`).
 
 The successful payment that follows is :mod:`bot.services.purchases`; the states an order goes
 through are in :mod:`bot.services.orders`.
@@ -33,7 +37,7 @@ from storage.enums import (
     WebinarStatus,
 )
 from storage.models import Order, Organization, Webinar
-from storage.repositories.sales import SalesRepository
+from storage.repositories.sales import OrderLock, SalesRepository
 
 log = logging.getLogger(__name__)
 
@@ -305,13 +309,17 @@ class SalesService(Service):
     async def _pre_checkout(
         self, user_id: int, payload: str, total_amount: int, currency: str
     ) -> CheckoutAnswer:
-        """Two statements: the order with its webinar (both locked on PostgreSQL), then the
-        hold, which counts the seats and the buyer's tickets as it is written. A refusal after
-        the hold is written is rolled back by :meth:`pre_checkout`."""
+        """Two statements: the order with its webinar (both locked on PostgreSQL, for counting),
+        then the hold, which counts the seats and the buyer's tickets as it is written. A
+        refusal after the hold is written is rolled back by :meth:`pre_checkout`.
+
+        The webinar's lock is held from the first statement to the commit: the count cannot
+        ride on the first statement, whose snapshot was taken before it waited for the lock
+        (it would miss what the lock's previous holder committed)."""
         invalid = CheckoutAnswer(
             False, _("This invoice is not valid. Please open the webinar link again.")
         )
-        found = await self.repo.order_context(payload, lock=True) if payload else None
+        found = await self.repo.order_context(payload, lock=OrderLock.CHECKOUT) if payload else None
         if found is None or found.order.user_id != user_id:
             return invalid
         order, webinar, org = found.order, found.webinar, found.org

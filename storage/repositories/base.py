@@ -5,6 +5,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 M = TypeVar("M")
 
@@ -22,10 +23,12 @@ def built(model: type[M], keys: Iterable[str], values: Iterable[Any]) -> M:
 def attached(
     session: AsyncSession, model: type[M], keys: Sequence[str], values: Sequence[Any]
 ) -> M:
-    """The persistent instance for a row read with Core, as an ORM load would hand it out: the
-    one the session already holds under that primary key, else a :func:`built` instance whose
-    values become its committed state, put in the session's identity map. Changes to it are
-    flushed like any loaded object's; no loading context, row processing or events are paid."""
+    """The persistent instance for a row read with Core, as an ORM load with
+    ``populate_existing`` hands it out: the one the session already holds under that primary
+    key, its state now the row's (a row read again under a lock, after a commit, is what the
+    lock protects, not what the session saw before), else a :func:`built` instance whose values
+    become its committed state, put in the session's identity map. Changes to it are flushed
+    like any loaded object's; no loading context, row processing or events are paid."""
     mapper = model.__mapper__  # type: ignore[attr-defined]
     if not mapper.configured:  # nothing loaded a model yet in this process
         configure_mappers()
@@ -35,6 +38,8 @@ def attached(
     )
     held = session.sync_session.identity_map.get(key)
     if held is not None:
+        for name, value in zip(keys, values, strict=True):
+            set_committed_value(held, name, value)
         return held  # type: ignore[no-any-return]
     make_transient_to_detached(instance)
     session.add(instance)

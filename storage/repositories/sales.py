@@ -1,8 +1,29 @@
 """Reads and writes of the selling path: orders, seat holds, payments, tickets, links, refunds.
 
-Row locks are taken only on PostgreSQL (``FOR UPDATE``); SQLite has one writer and every
-transaction starts with ``BEGIN IMMEDIATE`` (see ``storage.database``), so it needs none.
-Lock order, everywhere: order, then webinar, then payment. Keeping one order rules out deadlocks.
+Row locks are taken only on PostgreSQL; SQLite has one writer and every transaction starts with
+``BEGIN IMMEDIATE`` (see ``storage.database``), so it needs none. Lock order, everywhere: order,
+then webinar, then payment. Keeping one order rules out deadlocks.
+
+The webinar's row, by who locks it (PostgreSQL's row lock modes; each conflicts with the ones
+marked against it):
+
+- ``FOR UPDATE``: a cancellation, an edit, a free registration: against everything below;
+- ``FOR NO KEY UPDATE``: what counts the seats to take one, a pre-checkout and a payment whose
+  hold lapsed: against itself and the above, so seats are counted one decision at a time;
+- ``FOR KEY SHARE``: a payment that takes no seat of its own (its order holds a live seat, the
+  webinar has no seat limit, or it buys the recording; a hold becoming a ticket leaves the seats
+  taken as they were): only against ``FOR UPDATE``. Such payments run side by side, and beside
+  the pre-checkouts, and a cancellation still either sees their tickets or is seen by them.
+  (Every insert that refers to the webinar takes this lock too, for its foreign key.)
+
+One gap is left between a paying charge and a count that runs beside it: the charge judged its
+hold live at its own moment, and the hold may have lapsed by the count's, before the ticket is
+committed. So a count also takes as taken every lapsed hold whose order a payment holds (a
+payment locks its order ``FOR UPDATE``; a pre-checkout ``FOR NO KEY UPDATE``, the hold sweep's
+update too): the lapsed holds it sees, less those it can lock ``FOR KEY SHARE SKIP LOCKED``.
+
+A transaction never moves to a stronger lock on the webinar (two doing so would deadlock): a
+payment whose hold turns out lapsed ends its transaction and starts again with the counting lock.
 """
 
 from __future__ import annotations
@@ -10,6 +31,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -171,19 +193,83 @@ _INVOICE = Prebuilt(
 
 # Pre-checkout and payment: the order behind an invoice payload, its webinar and organization,
 # and the buyer's own ticket. On PostgreSQL the order's row and then the webinar's are locked
-# (``FOR UPDATE OF`` locks in the order it names the tables): the lock order of every path that
-# changes seats.
-_BY_TOKEN = (
-    select(Order, Webinar, Organization, _own_ticket(Order.webinar_id, Order.user_id))
-    .join(Webinar, Webinar.id == Order.webinar_id)
-    .join(Organization, Organization.id == Webinar.org_id)
-    .where(Order.token == bindparam("token"))
+# (the locking clauses lock in the order they name the tables), in the modes of the module's
+# docstring. SQLAlchemy renders one locking clause; a second one is a suffix.
+_by_token = (
+    select(
+        *_orders.columns,
+        *_webinars.columns,
+        *_orgs.columns,
+        _own_ticket(_orders.c.webinar_id, _orders.c.user_id),
+    )
+    .select_from(_orders)
+    .join(_webinars, _webinars.c.id == _orders.c.webinar_id)
+    .join(_orgs, _orgs.c.id == _webinars.c.org_id)
+    .where(_orders.c.token == bindparam("token"))
 )
-_BY_TOKEN_LOCKED = _BY_TOKEN.with_for_update(of=[Order, Webinar])
+_BY_TOKEN = Prebuilt(_by_token)
 
-# The seats of an order's webinar taken by everyone but the order: active tickets, live holds.
-_TAKEN_BY_OTHERS = _seat_tickets(bindparam("webinar_id_")) + _live_holds(
-    bindparam("webinar_id_"), other_than=bindparam("order_id_")
+
+class OrderLock(StrEnum):
+    """How :meth:`SalesRepository.order_context` locks the order's row and its webinar's."""
+
+    CHECKOUT = "checkout"  # order and webinar FOR NO KEY UPDATE: the seats may be counted
+    PAYMENT = "payment"  # order FOR UPDATE, webinar FOR KEY SHARE: a payment taking no seat
+    PAYMENT_COUNTING = "payment_counting"  # order FOR UPDATE, webinar FOR NO KEY UPDATE
+
+
+_WEBINAR = Webinar.__tablename__
+_BY_TOKEN_LOCKED = {
+    OrderLock.CHECKOUT: Prebuilt(
+        _by_token.with_for_update(of=[_orders, _webinars], key_share=True)
+    ),
+    OrderLock.PAYMENT: Prebuilt(
+        _by_token.with_for_update(of=_orders).suffix_with(
+            f"FOR KEY SHARE OF {_WEBINAR}", dialect="postgresql"
+        )
+    ),
+    OrderLock.PAYMENT_COUNTING: Prebuilt(
+        _by_token.with_for_update(of=_orders).suffix_with(
+            f"FOR NO KEY UPDATE OF {_WEBINAR}", dialect="postgresql"
+        )
+    ),
+}
+
+
+def _paid_lapsed_holds(webinar_id: Any, *, other_than: Any) -> Any:
+    """Seat orders whose hold lapsed (``:now``) and whose row a payment holds right now (see the
+    module's docstring): the lapsed holds of the statement's snapshot, less those that can be
+    locked ``FOR KEY SHARE SKIP LOCKED``, which skips only rows held ``FOR UPDATE``. Always 0 on
+    SQLite (no row locks, one writer: no payment runs beside a count)."""
+
+    def lapsed(alias: Any) -> Any:
+        return and_(
+            alias.c.webinar_id == webinar_id,
+            alias.c.product == Product.SEAT,
+            alias.c.status == OrderStatus.HELD,
+            alias.c.hold_expires_at <= bindparam("now"),
+            alias.c.id != other_than,
+        )
+
+    seen, free = _orders.alias("lapsed"), _orders.alias("lapsed_free")
+    unlocked = (
+        select(free.c.id)
+        .where(lapsed(free))
+        .with_for_update(read=True, key_share=True, skip_locked=True)
+        .subquery()
+    )
+    return (
+        select(func.count(seen.c.id)).where(lapsed(seen)).scalar_subquery()
+        - select(func.count()).select_from(unlocked).scalar_subquery()
+    )
+
+
+# The seats of an order's webinar taken by everyone but the order: active tickets, live holds,
+# and lapsed holds being paid right now.
+_TAKEN_BY_OTHERS = (
+    _seat_tickets(bindparam("webinar_id_"))
+    + _live_holds(bindparam("webinar_id_"), other_than=bindparam("order_id_"))
+    + _paid_lapsed_holds(bindparam("webinar_id_"), other_than=bindparam("order_id_"))
 )
 
 # A seat hold, with what decides whether it may stand: the seats taken by everyone else and the
@@ -287,7 +373,8 @@ class Purchase:
 @dataclass(frozen=True, slots=True)
 class OrderContext:
     """An order with its webinar and organization (locked on PostgreSQL, order first), and the
-    buyer's active ticket for that webinar as the statement's snapshot saw it."""
+    buyer's active ticket for that webinar as the statement's snapshot saw it (a statement that
+    waited for a lock sees the locked rows as they are now, the rest as they were before)."""
 
     order: Order
     webinar: Webinar
@@ -356,19 +443,23 @@ class SalesRepository(Repository):
             order = attached(self.session, Order, _ORDER_KEYS, order_values)
         return Purchase(webinar, org, own_ticket_id, order)
 
-    async def order_context(self, token: str, *, lock: bool = False) -> OrderContext | None:
+    async def order_context(
+        self, token: str, *, lock: OrderLock | None = None
+    ) -> OrderContext | None:
         """The order behind an invoice payload with its webinar and organization; ``lock``:
         their rows are locked (PostgreSQL), order first, for the rest of the transaction."""
-        statement = _BY_TOKEN_LOCKED if lock and self.locks else _BY_TOKEN
-        row = (await self.session.execute(statement, {"token": token})).first()
+        locked = lock is not None and self.locks
+        statement = _BY_TOKEN_LOCKED[lock] if locked else _BY_TOKEN  # type: ignore[index]
+        row = await statement.first(self.session, {"token": token})
         if row is None:
             return None
-        order, webinar, org, own_ticket_id = row
+        order, webinar, org, (own_ticket_id,) = self._models(row, Order, Webinar, Organization)
         return OrderContext(order, webinar, org, own_ticket_id)
 
     async def hold_seat(self, order: Order, *, until: datetime, now: datetime) -> Hold:
         """Hold a seat for the order until ``until``, and count what decides whether the hold
-        may stand (the caller rolls back when it may not). Call with the webinar locked."""
+        may stand (the caller rolls back when it may not). Call with the webinar locked for
+        counting."""
         found = await _HOLD.first(
             self.session,
             {
@@ -384,7 +475,9 @@ class SalesRepository(Repository):
         return Hold(int(others), own_ticket_id)
 
     async def seats_taken_by_others(self, order: Order, now: datetime) -> int:
-        """Active seat tickets and live holds of the order's webinar but the order's own."""
+        """The seats of the order's webinar taken by others: active seat tickets, live holds, and
+        lapsed holds being paid right now (see the module's docstring). Call with the webinar
+        locked for counting."""
         (taken,) = await _SEATS_TAKEN.rows(
             self.session, {"webinar_id_": order.webinar_id, "order_id_": order.id, "now": now}
         )

@@ -29,6 +29,7 @@ from storage.enums import (
     WebinarStatus,
 )
 from storage.models import Order, OutboxMessage, Payment, Refund, Ticket, Webinar
+from storage.repositories.sales import OrderLock, SalesRepository
 from tests.factories import make_org, make_webinar
 from tests.sales.conftest import OWNER_ID, Buyer, FakeBotApi, add_buyers, refunds_done
 
@@ -188,3 +189,30 @@ async def test_replicas_working_the_refund_queue_call_the_provider_once_per_refu
     charges = [call["telegram_payment_charge_id"] for call in fake_bot_api.calls]
     assert len(charges) == len(set(charges)) == 6
     assert {p.status for p in await rows(session, Payment)} == {PaymentStatus.REFUNDED}
+
+
+async def test_an_order_read_again_under_a_lock_is_as_the_lock_found_it(
+    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi
+) -> None:
+    """A payment whose hold lapsed ends its first transaction and reads its order again under
+    the counting lock (``PurchaseService``): what changed in between (here a cancellation) must
+    be what it sees, not the instances its session kept from the first read."""
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, price_stars=100)
+    await add_buyers(session, 2101, 1)
+    order = (await Buyer(stars_app, 2101, fake_bot_api).invoice(webinar)).order
+    async with stars_app.session_factory() as mine:
+        repo = SalesRepository(mine)
+        first = await repo.order_context(order.token, lock=OrderLock.PAYMENT)
+        assert first is not None
+        assert first.webinar.status != WebinarStatus.CANCELLED
+        await mine.commit()
+        async with stars_app.session_factory() as other:
+            await Services(other, stars_app).webinars.cancel(
+                org.id, webinar.id, requested_by=OWNER_ID
+            )
+        again = await repo.order_context(order.token, lock=OrderLock.PAYMENT_COUNTING)
+        assert again is not None
+        assert again.webinar is first.webinar  # the session's own instance, as a load gives
+        assert again.webinar.status == WebinarStatus.CANCELLED
+        await mine.rollback()

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.application import BotApplication
+from bot.clock import FakeClock
 from bot.context import AppContext
 from bot.logs import current_update_id
 from bot.sandbox import SandboxServer
@@ -22,6 +23,7 @@ from bot.services import Services
 from bot.services.purchases import PaymentResult
 from storage.enums import AccessMode, PaymentMethod
 from storage.models import User, Webinar
+from tests.conftest import BACKEND
 from tests.engine_events import listening
 from tests.factories import add_links, make_org, make_webinar
 from tests.sales.conftest import OWNER_ID, add_buyers, charge_id
@@ -155,6 +157,8 @@ async def test_a_pre_checkout_is_one_read_and_one_write(
     )
     assert answer.ok
     assert len(trace.of()) <= 2, trace
+    if BACKEND == "postgres":
+        assert trace.of()[0].endswith("FOR NO KEY UPDATE OF orders, webinars"), trace
     one_transaction(trace)
 
     # The last seat is held: the next checkout is refused, and what it wrote is rolled back.
@@ -167,8 +171,13 @@ async def test_a_pre_checkout_is_one_read_and_one_write(
 
 
 async def pay(
-    app: AppContext, engine: AsyncEngine, session: AsyncSession, **webinar: Any
+    app: AppContext,
+    engine: AsyncEngine,
+    session: AsyncSession,
+    lapse: FakeClock | None = None,
+    **webinar: Any,
 ) -> tuple[Any, Trace]:
+    """A buyer's purchase; the payment is traced. ``lapse``: the hold lapses before it."""
     made = await world(session, **webinar)
     if made.access_mode == AccessMode.LINKS:
         await add_links(session, made, 3)
@@ -182,6 +191,8 @@ async def pay(
         app, engine, 5000, "sales.pre_checkout", user_id=5000, **fields
     )
     assert answer.ok
+    if lapse is not None:
+        lapse.advance(minutes=30)
     return await as_update(
         app,
         engine,
@@ -203,6 +214,38 @@ async def test_a_payment_is_five_statements_in_one_transaction(
     assert outcome.result == PaymentResult.ISSUED
     assert len(trace.of()) <= 5, trace
     one_transaction(trace)
+
+
+async def test_a_payment_with_a_live_hold_takes_the_webinars_weakest_lock(
+    session: AsyncSession, stars_app: AppContext, engine: AsyncEngine
+) -> None:
+    """Its hold becomes its ticket: the seats taken stay as they were, so payments like it run
+    side by side and beside the pre-checkouts; only the order is locked exclusively
+    (PostgreSQL)."""
+    outcome, trace = await pay(stars_app, engine, session)
+    assert outcome.result == PaymentResult.ISSUED
+    if BACKEND == "postgres":
+        assert trace.of()[0].endswith("FOR UPDATE OF orders FOR KEY SHARE OF webinars"), trace
+    one_transaction(trace)
+
+
+async def test_a_late_payment_counts_the_seats_under_the_webinars_exclusive_lock(
+    session: AsyncSession, stars_app: AppContext, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    """Its hold lapsed: the charge takes a seat only if one is free. On PostgreSQL the shared
+    read's transaction ends (nothing of the payment was written) and the order is read again
+    with the webinar locked for counting, then the seats counted; SQLite counts at once."""
+    outcome, trace = await pay(stars_app, engine, session, lapse=clock)
+    assert outcome.result == PaymentResult.ISSUED
+    statements = trace.of()
+    if BACKEND == "postgres":
+        assert statements[0].endswith("FOR KEY SHARE OF webinars"), trace
+        assert statements[1].endswith("FOR UPDATE OF orders FOR NO KEY UPDATE OF webinars"), trace
+        assert len(statements) <= 7, trace
+        assert [trace.count(what) for what in ("rollback", "begin", "commit")] == [0, 1, 2]
+    else:
+        assert len(statements) <= 6, trace
+        one_transaction(trace)
 
 
 async def test_a_payment_that_takes_a_link_adds_only_that_statement(
