@@ -96,6 +96,11 @@ _orgs = Organization.__table__
 _ORDER_KEYS = tuple(_orders.columns.keys())
 _WEBINAR_KEYS = tuple(_webinars.columns.keys())
 _ORG_KEYS = tuple(_orgs.columns.keys())
+_KEYS: dict[type[Any], tuple[str, ...]] = {
+    Order: _ORDER_KEYS,
+    Webinar: _WEBINAR_KEYS,
+    Organization: _ORG_KEYS,
+}
 
 # "Active" as a literal, not a bound parameter: only then can SQLite (and a generic PostgreSQL
 # plan) use the partial unique index on active tickets, instead of walking every ticket of the
@@ -514,7 +519,7 @@ class SalesRepository(Repository):
         found: list[Any] = []
         start = 0
         for model in models:
-            keys = tuple(model.__table__.columns.keys())
+            keys = _KEYS[model]
             found.append(attached(self.session, model, keys, row[start : start + len(keys)]))
             start += len(keys)
         found.append(list(row[start:]))
