@@ -237,6 +237,18 @@ async def test_the_kind_of_each_sent_row_is_counted(
     assert stats.by_kind == {OutboxKind.NOTICE: 2}
 
 
+async def _dies_in_flight(app_context: AppContext, *, stall_after: int) -> FakeBot:
+    """A dispatcher whose process dies while its bot's send number ``stall_after`` (from 0) is in
+    flight: that answer never comes back. Returns the bot, with what it got before."""
+    bot = FakeBot(stall_after=stall_after)
+    crashing = asyncio.create_task(OutboxDispatcher(app_context, fast_sender(bot)).run_until_idle())
+    await asyncio.wait_for(bot.stalled.wait(), 5)
+    crashing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await crashing
+    return bot
+
+
 async def test_an_access_message_cut_by_a_crash_between_its_parts_resumes_after_the_text(
     session: AsyncSession, app_context: AppContext, clock: FakeClock
 ) -> None:
@@ -251,13 +263,7 @@ async def test_an_access_message_cut_by_a_crash_between_its_parts_resumes_after_
     await Services(session, app_context).access.enqueue(ticket, webinar)
     await session.commit()
     # The process dies once the text went out: the calendar file's send never comes back.
-    crashed_bot = FakeBot(stall_after=1)
-    first = OutboxDispatcher(app_context, fast_sender(crashed_bot))
-    crashing = asyncio.create_task(first.run_until_idle())
-    await asyncio.wait_for(crashed_bot.stalled.wait(), 5)
-    crashing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await crashing
+    crashed_bot = await _dies_in_flight(app_context, stall_after=1)
     webinar.room_url = "https://meet.example.org/room/42"
     await session.commit()
 
@@ -287,13 +293,7 @@ async def test_an_access_message_in_flight_at_a_crash_is_sent_once_more_whole(
     ticket = await make_ticket(session, webinar, 2000)
     await Services(session, app_context).access.enqueue(ticket, webinar)
     await session.commit()
-    crashed_bot = FakeBot(stall_after=0)  # its answer never comes back
-    first = OutboxDispatcher(app_context, fast_sender(crashed_bot))
-    crashing = asyncio.create_task(first.run_until_idle())
-    await asyncio.wait_for(crashed_bot.stalled.wait(), 5)
-    crashing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await crashing
+    crashed_bot = await _dies_in_flight(app_context, stall_after=0)  # no answer comes back
 
     restarted_bot = FakeBot()
     restarted = OutboxDispatcher(app_context, fast_sender(restarted_bot))

@@ -282,9 +282,7 @@ async def test_two_charges_of_one_held_order_racing_buy_one_ticket(
     racing_apps: list[AppContext],
     fake_bot_api: FakeBotApi,
 ) -> None:
-    org = await make_org(session, OWNER_ID)
-    webinar = await make_webinar(session, org, capacity=SEATS, price_stars=50)
-    await add_buyers(session, 5000, 5)
+    webinar = await _webinar_with_five_buyers(session)
     pairs = []
     for i in range(5):
         first = Buyer(racing_apps[i % len(racing_apps)], 5000 + i, fake_bot_api)
@@ -293,16 +291,9 @@ async def test_two_charges_of_one_held_order_racing_buy_one_ticket(
         assert (await first.checkout(order)).ok
         pairs.append((first, second, order))
 
-    async def pay(buyer: Buyer, order: Order) -> PaymentOutcome:
-        await asyncio.sleep(random.random() / 100)
-        return await buyer.pay(order)
-
-    outcomes = await asyncio.gather(
-        *(pay(buyer, order) for first, second, order in pairs for buyer in (first, second))
+    await _one_of_each_pair_bought(
+        [(buyer, order) for first, second, order in pairs for buyer in (first, second)]
     )
-    for pair in zip(outcomes[::2], outcomes[1::2], strict=True):
-        results = sorted((str(outcome.result), str(outcome.reason)) for outcome in pair)
-        assert results == [("issued", "None"), ("refunding", "duplicate")]
     await _one_ticket_each_and_every_other_charge_refunded(session, webinar, 5)
 
 
@@ -312,9 +303,7 @@ async def test_charges_of_two_held_orders_of_one_buyer_racing_buy_one_ticket(
     fake_bot_api: FakeBotApi,
 ) -> None:
     """Two invoices (the price changed in between), both checked out: their charges race."""
-    org = await make_org(session, OWNER_ID)
-    webinar = await make_webinar(session, org, capacity=SEATS, price_stars=50)
-    await add_buyers(session, 5000, 5)
+    webinar = await _webinar_with_five_buyers(session)
     buyers = [Buyer(racing_apps[i % len(racing_apps)], 5000 + i, fake_bot_api) for i in range(5)]
     old = [(await b.invoice(webinar)).order for b in buyers]
     for buyer, order in zip(buyers, old, strict=True):
@@ -328,17 +317,33 @@ async def test_charges_of_two_held_orders_of_one_buyer_racing_buy_one_ticket(
         Buyer(racing_apps[(i + 1) % len(racing_apps)], 5000 + i, fake_bot_api) for i in range(5)
     ]
 
+    await _one_of_each_pair_bought(
+        [pay for i in range(5) for pay in ((buyers[i], old[i]), (others[i], new[i]))]
+    )
+    await _one_ticket_each_and_every_other_charge_refunded(session, webinar, 5)
+
+
+async def _webinar_with_five_buyers(session: AsyncSession) -> Webinar:
+    """Buyers 5000-5004 and a Stars webinar of ``SEATS`` seats at 50 Stars."""
+    webinar = await make_webinar(
+        session, await make_org(session, OWNER_ID), capacity=SEATS, price_stars=50
+    )
+    await add_buyers(session, 5000, 5)
+    return webinar
+
+
+async def _one_of_each_pair_bought(payments: list[tuple[Buyer, Order]]) -> None:
+    """Pay all at once (a jitter of up to 10 ms each); of each two in a row, one charge bought
+    the ticket and the other is refunded as a duplicate."""
+
     async def pay(buyer: Buyer, order: Order) -> PaymentOutcome:
         await asyncio.sleep(random.random() / 100)
         return await buyer.pay(order)
 
-    outcomes = await asyncio.gather(
-        *(pay(b, o) for i in range(5) for b, o in ((buyers[i], old[i]), (others[i], new[i])))
-    )
+    outcomes = await asyncio.gather(*(pay(buyer, order) for buyer, order in payments))
     for pair in zip(outcomes[::2], outcomes[1::2], strict=True):
         results = sorted((str(outcome.result), str(outcome.reason)) for outcome in pair)
         assert results == [("issued", "None"), ("refunding", "duplicate")]
-    await _one_ticket_each_and_every_other_charge_refunded(session, webinar, 5)
 
 
 async def _one_ticket_each_and_every_other_charge_refunded(
