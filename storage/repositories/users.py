@@ -24,11 +24,10 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 
 from storage.direct import Prebuilt
 from storage.models import User
-from storage.repositories.base import Repository, built
+from storage.repositories.base import Repository, attached
 
 _USERS = User.__table__
 _COLUMNS = tuple(column.key for column in _USERS.columns)
@@ -52,17 +51,6 @@ class UserRepository(Repository):
     async def get(self, user_id: int) -> User | None:
         return await self.session.get(User, user_id)
 
-    def _attach(self, values: dict[str, Any]) -> User:
-        """The persistent ``User`` for a row read or written here, with no load: the values
-        become the instance's committed state (not changes to flush), and the session holds it
-        in its identity map as if ``Session.get`` had loaded it."""
-        if not User.__mapper__.configured:  # nothing loaded a model yet in this process
-            configure_mappers()
-        user = built(User, values.keys(), values.values())
-        make_transient_to_detached(user)
-        self.session.add(user)
-        return user
-
     async def upsert(
         self,
         user_id: int,
@@ -76,8 +64,8 @@ class UserRepository(Repository):
     ) -> User:
         """Create the user or refresh the profile fields Telegram sends with every update.
 
-        The first read of the user in the update's session (the middleware's): the instance it
-        returns is new to the session, which refuses it if another one is already held.
+        The first read of the user in the update's session (the middleware's); an instance the
+        session already held would be handed back refreshed (``attached``).
         """
         session = self.session
         found = await _BY_ID.first(session, {"user_id": user_id})
@@ -91,7 +79,7 @@ class UserRepository(Repository):
             values = dict.fromkeys(_COLUMNS)
             values.update(profile, id=user_id, created_at=now)
             if await _INSERT[self.dialect].rowcount(session, values):
-                return self._attach(values)
+                return attached(session, User, _COLUMNS, tuple(values[key] for key in _COLUMNS))
             # A new user's second update (a double tap) stored them first, in another
             # transaction: theirs is the row. A plain INSERT failed this update on PostgreSQL.
             found = await _BY_ID.first(session, {"user_id": user_id})
@@ -108,7 +96,7 @@ class UserRepository(Repository):
             values = {f"{key}_": value for key, value in changes.items()}
             await refresh.rowcount(session, {"user_id": user_id, **values})
             row.update(changes)
-        return self._attach(row)
+        return attached(session, User, _COLUMNS, tuple(row[key] for key in _COLUMNS))
 
     async def mark_blocked(self, user_id: int, now: datetime) -> None:
         await self.session.execute(
