@@ -124,7 +124,8 @@ class Intake:
         self.max_attempts = max_attempts
         # More rows than this in memory wait in the table, claimed by the sweep as room frees up.
         self.max_in_hand = max(16 * slots, 128)
-        self.stopping = False
+        self.stopping = False  # takes nothing new
+        self._closing = False  # the sweep ends (after the last handler: it renews their leases)
         self._in_hand: dict[int, Held] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._started: set[int] = set()
@@ -387,7 +388,7 @@ class Intake:
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         renewed = loop.time()
-        while not self.stopping:
+        while not self._closing:
             try:
                 await self._claim()
                 if loop.time() - renewed >= self.lease.total_seconds() / 3:
@@ -443,8 +444,13 @@ class Intake:
     # -- shutdown -----------------------------------------------------------------------------
 
     async def stop(self, timeout_s: float = 20.0) -> None:
-        """Take nothing new, let what is being handled finish within ``timeout_s``, mark it,
-        and release the rest for another process (or the next start)."""
+        """Take nothing new, give back at once what has not started, let what is being handled
+        finish within ``timeout_s`` under leases still renewed, mark it, and release the rest.
+
+        The sweep goes on renewing until the last handler ends: a lease left to lapse while a
+        handler still runs would let another replica handle the same update again (a second
+        card, a second confirmation), and fence this one's done mark.
+        """
         self.stopping = True
         if self._polling is not None:
             if self._in_request:
@@ -452,13 +458,14 @@ class Intake:
             with suppress(asyncio.CancelledError):
                 await self._polling
             self._polling = None
-        if self._background:
-            # Let the sweep end its round: cancelled mid-claim, it would leave rows leased to us.
-            self._sweep_wanted.set()
-            await self._background[0]
-        for item_id, task in list(self._tasks.items()):
-            if item_id not in self._started:
-                task.cancel()
+        waiting = [task for item_id, task in self._tasks.items() if item_id not in self._started]
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        # Another replica (or the next start) takes them now, not after this one's shutdown.
+        await self._release(
+            [item for item in self._in_hand.values() if item.id not in self._started]
+        )
         running = list(self._tasks.values())
         if running:
             _done, late = await asyncio.wait(running, timeout=timeout_s)
@@ -467,6 +474,11 @@ class Intake:
             await asyncio.gather(*running, return_exceptions=True)
             if late:
                 log.warning("%s updates were still being handled at shutdown", len(late))
+        self._closing = True
+        if self._background:
+            # Let the sweep end its round: cancelled mid-claim, it would leave rows leased to us.
+            self._sweep_wanted.set()
+            await self._background[0]
         await self.slots.close()
         for task in self._background[1:]:
             task.cancel()
@@ -474,12 +486,16 @@ class Intake:
                 await task
         self._background = []
         await self._flush_done()
-        left = list(self._in_hand.values())
-        self._in_hand.clear()
-        if left:
-            try:
-                async with self.app.session_factory() as session:
-                    await InboundUpdateRepository(session).release(left, now=self._now())
-                    await session.commit()
-            except Exception:
-                log.exception("could not release %s updates; their leases will expire", len(left))
+        await self._release(list(self._in_hand.values()))
+
+    async def _release(self, items: list[Held]) -> None:
+        for item in items:
+            self._in_hand.pop(item.id, None)
+        if not items:
+            return
+        try:
+            async with self.app.session_factory() as session:
+                await InboundUpdateRepository(session).release(items, now=self._now())
+                await session.commit()
+        except Exception:
+            log.exception("could not release %s updates; their leases will expire", len(items))
