@@ -19,6 +19,7 @@ from bot.metrics import UpdateMetricsMiddleware
 from bot.middlewares import (
     DatabaseMiddleware,
     EndTransactionMiddleware,
+    LateCallbackAnswerMiddleware,
     LogContextMiddleware,
     UserMiddleware,
 )
@@ -41,6 +42,7 @@ def create_bot(settings: Settings, token: str) -> Bot:
         else BotSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     )
     session.middleware(EndTransactionMiddleware())
+    session.middleware(LateCallbackAnswerMiddleware())
     return Bot(
         token=token,
         session=session,

@@ -1,12 +1,13 @@
 """Outer middlewares on ``dp.update``: every update kind (payments and callbacks included) gets
 one database session, the stored user, and the user's locale.
 
-One request middleware on the bot's session keeps the rule "no database transaction waits on
-Telegram": before the handler of an update calls the Bot API, the update's open transaction is
-committed (services commit their writes before replying; what is left open is reads). On SQLite,
-whose single connection every update shares, a read transaction held across a network round trip
-would make every other update wait for that round trip; on PostgreSQL it would be a connection
-"idle in transaction".
+Two request middlewares sit on the bot's session. One keeps the rule "no database transaction
+waits on Telegram": before the handler of an update calls the Bot API, the update's open
+transaction is committed (services commit their writes before replying; what is left open is
+reads). On SQLite, whose single connection every update shares, a read transaction held across a
+network round trip would make every other update wait for that round trip; on PostgreSQL it would
+be a connection "idle in transaction". The other lets a handler go on past a button's answer that
+came too late for Telegram (:class:`LateCallbackAnswerMiddleware`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiogram import BaseMiddleware
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import TelegramObject, Update
 from aiogram.types import User as TelegramUser
 
@@ -91,6 +94,34 @@ class EndTransactionMiddleware(BaseRequestMiddleware):
             if task is asyncio.current_task() and session.in_transaction():
                 await session.commit()
         return await make_request(bot, method)
+
+
+class LateCallbackAnswerMiddleware(BaseRequestMiddleware):
+    """An answer to a callback query that Telegram no longer takes is not the handler's failure.
+
+    Telegram takes a button's answer for about 15 seconds. An update handled later (claimed
+    again after a replica stopped or crashed, or retried after an error) gets "query is too old"
+    for its ``answerCallbackQuery``: the user's spinner is long gone, so the answer has nothing
+    left to do, while the rest of the handler (the invoice the user asked for) still has. Failing
+    the update there would retry it until it is parked, and never send the invoice.
+    """
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        if not isinstance(method, AnswerCallbackQuery):
+            return await make_request(bot, method)
+        try:
+            return await make_request(bot, method)
+        except TelegramBadRequest as error:
+            text = error.message.lower()
+            if "query is too old" not in text and "query id is invalid" not in text:
+                raise
+            log.info("a callback query's answer came too late for Telegram; going on")
+            return True  # type: ignore[return-value] - the method's own result
 
 
 Profile = tuple[str, str | None, str | None, str | None]

@@ -138,6 +138,43 @@ async def test_a_database_error_in_the_payment_path_is_retried_not_skipped(
     assert len(await rows(session, Ticket)) == 1
 
 
+async def test_a_button_handled_again_too_late_for_its_answer_still_sends_the_invoice(
+    sandbox: SandboxServer,
+    bot_app: BotApplication,
+    session: AsyncSession,
+    clock: FakeClock,
+) -> None:
+    """The retry's ``answerCallbackQuery`` gets "query is too old" (Telegram answers a button
+    once, for about 15 s): the invoice the buyer asked for goes out all the same."""
+    webinar = await world(session)
+    cleo = sandbox.user(5004, first_name="Cleo", language_code="en")
+    await cleo.command("/start", f"w_{webinar.code}")
+    card = await cleo.next_message()
+    sandbox.faults.fail_next("sendInvoice", status=502)  # after the button was answered
+    await cleo.press(card, text=STARS_BUTTON)
+    for _ in range(200):
+        (pressed,) = await rows(session, InboundUpdate, InboundUpdate.kind == "callback_query")
+        if pressed.last_error is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert (pressed.status, pressed.attempts) == (InboundStatus.PENDING, 1)
+
+    clock.advance(timedelta(seconds=2))  # the first back-off
+    bot_app.intake.wake()
+    invoice = await cleo.next_message()
+    assert invoice.invoice is not None
+    for _ in range(200):
+        (pressed,) = await rows(session, InboundUpdate, InboundUpdate.kind == "callback_query")
+        if pressed.status == InboundStatus.DONE:
+            break
+        await asyncio.sleep(0.02)
+    assert (pressed.status, pressed.attempts) == (InboundStatus.DONE, 2)
+    # The retry's own answer was refused, and the handler went on (the error handler's apology
+    # on the first attempt was refused too: the handler had answered the button already).
+    late = [c for c in sandbox.calls if c.method == "answerCallbackQuery" and not c.ok]
+    assert [c.params.get("text") for c in late][-1] is None
+
+
 async def test_an_update_that_keeps_failing_is_parked_and_the_owners_are_told(
     sandbox: SandboxServer,
     settings: Settings,
