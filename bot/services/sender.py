@@ -82,10 +82,11 @@ class ReplyBudgetMiddleware(BaseRequestMiddleware):
     """Replies to users draw from the bot's send budget too.
 
     Telegram's 30 messages a second are the bot's: cards, invoices and confirmations count as
-    much as reminders. A reply waits for the bot's budget (shared by every replica through Redis),
-    not for the chat's one-a-second pace (a user who taps a button expects the answer now), and
-    it takes the chat's slot so the outbox's next message to that chat waits. A 429 pauses every
-    sender for Telegram's ``retry_after``, and the reply is sent again once.
+    much as reminders. A reply waits for the bot's budget (shared by every replica through Redis)
+    and may run ahead of the chat's one-a-second pace by Telegram's short burst (a user who taps
+    a button expects the answer now; a fourth reply within the second waits), and it takes the
+    chat's slot so the outbox's next message to that chat waits. A 429 pauses every sender for
+    Telegram's ``retry_after``, and the reply is sent again once.
     """
 
     def __init__(self, budget: SendBudget) -> None:

@@ -30,13 +30,18 @@ async def _redis_available() -> bool:
         await client.aclose()
 
 
-@pytest.fixture
-async def redis_url() -> str:
+async def require_redis() -> str:
+    """Redis's URL, or the test is skipped (failed, with REQUIRE_REDIS set, as in CI)."""
     if not await _redis_available():
         if os.environ.get("REQUIRE_REDIS"):
             pytest.fail(f"Redis is required (REQUIRE_REDIS) but not reachable at {REDIS_URL}")
         pytest.skip(f"Redis not reachable at {REDIS_URL}")
     return REDIS_URL
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    return await require_redis()
 
 
 async def replica(

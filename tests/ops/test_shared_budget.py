@@ -17,8 +17,9 @@ from aiogram.client.telegram import TelegramAPIServer
 
 from bot.sandbox import RateLimit, SandboxServer
 from bot.services.outbox import Outgoing
-from bot.services.send_budget import RedisBudget
-from bot.services.sender import PacedSender
+from bot.services.send_budget import LocalBudget, RedisBudget, SendBudget
+from bot.services.sender import PacedSender, ReplyBudgetMiddleware
+from tests.bot.test_redis_replicas import require_redis
 from tests.conftest import TEST_TOKEN
 
 RATE = 20.0
@@ -117,3 +118,59 @@ async def test_without_a_pause_the_budget_admits_a_burst_then_paces(
     # A quarter second's burst at 20/s is 5 messages; the next ones are told to wait.
     assert answers[:5] == [0] * 5
     assert all(answer > 0 for answer in answers[5:])
+
+
+@pytest.fixture(params=["local", "redis"])
+async def budget(request: pytest.FixtureRequest) -> AsyncIterator[SendBudget]:
+    if request.param == "local":
+        yield LocalBudget(30.0, 1.0)
+        return
+    shared = _budget(await require_redis(), f"test:{uuid.uuid4().hex}")
+    yield shared
+    await shared.close()
+
+
+async def test_replies_use_a_chats_short_burst_and_no_more(budget: SendBudget) -> None:
+    """A fast buyer's card, invoice and confirmation go at once (Telegram allows a chat a short
+    burst); a fourth reply within the second waits its turn, and the chat's next background
+    message (the access) waits for the pace after all of them."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waited = []
+    for _ in range(4):
+        await budget.acquire(7100, reply=True)
+        waited.append(loop.time() - started)
+    assert max(waited[:3]) < 0.5
+    assert 0.7 < waited[3] < 2.0
+    await budget.acquire(7100)
+    assert loop.time() - started > 3.5  # four messages' pace: the background one is the fifth
+    # Another chat is not held up by this one.
+    other = loop.time()
+    await budget.acquire(7101)
+    assert loop.time() - other < 0.5
+
+
+async def test_a_fast_buyers_replies_and_access_stay_within_a_chats_limit(
+    budget: SendBudget,
+) -> None:
+    """Against the sandbox's model of Telegram (3 at once, then 1 a second per chat): replies as
+    fast as a buyer can tap, and the outbox's message after them, draw no 429."""
+    async with SandboxServer(rate_limit=RateLimit()) as server:
+        server.add_bot(token=TEST_TOKEN, username="webinarpass_bot", first_name="WebinarPass")
+        await server.user(7200, first_name="Fast").start()
+        bot = Bot(TEST_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(server.url)))
+        bot.session.middleware(ReplyBudgetMiddleware(budget))
+        try:
+            for n in range(4):
+                await bot.send_message(7200, f"reply {n}")
+            await PacedSender(bot, budget=budget).send(7200, Outgoing(text="access"))
+        finally:
+            await bot.session.close()
+        assert server.stats.rate_limited == 0
+        assert [m.text for m in server.messages(7200)][-5:] == [
+            "reply 0",
+            "reply 1",
+            "reply 2",
+            "reply 3",
+            "access",
+        ]
