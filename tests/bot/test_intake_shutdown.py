@@ -141,5 +141,9 @@ async def test_updates_not_started_at_shutdown_go_to_another_replica_at_once(
     first_gate.release.set()
     await asyncio.wait_for(stopping, 10)
     assert first_gate.quick == 0
-    found = await statuses(session)
-    assert {found[1].value, found[2].value} == {"done"}
+
+    async def both_done() -> bool:  # the second replica writes its done mark right after
+        found = await statuses(session)
+        return {found[1].value, found[2].value} == {"done"}
+
+    await settle(both_done)
