@@ -98,6 +98,10 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
     @event.listens_for(pool, "checkout")
     def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if left_in_a_transaction(dbapi_connection):
+            # The pool drops it (closing it rolls the stray transaction back) and checks out
+            # another.
+            raise exc.DisconnectionError("a cancelled BEGIN left the connection in a transaction")
         since = record.info.pop("idle_since", None)
         if since is None or time.monotonic() - since < IDLE_PING_S:
             return
@@ -106,6 +110,24 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
         except Exception as error:
             # The pool drops this connection and checks out another (a new one if need be).
             raise exc.DisconnectionError from error
+
+
+def left_in_a_transaction(adapted: Any) -> bool:
+    """Whether an asyncpg connection came back holding a transaction nobody knows of.
+
+    A task cancelled while asyncpg awaits the answer to ``BEGIN`` (a shutdown cancelling a
+    webhook request or a background loop) leaves asyncpg's record of that transaction behind
+    (``Transaction.start`` sets it before sending ``BEGIN``), while SQLAlchemy's adapter, which
+    records it only once ``BEGIN`` has succeeded, holds none, so returning the connection rolls
+    nothing back. The next user's ``BEGIN`` then becomes a ``SAVEPOINT`` inside that transaction
+    and its "commit" only releases the savepoint: everything it writes (an outbox claim, the
+    messages it marks sent) stays invisible to other connections and is rolled back when the
+    connection is closed. Seen in the cluster test: a stopping replica sent access messages from
+    a claim that never committed, and another replica sent them again."""
+    driver = getattr(adapted, "_connection", None)
+    if driver is None or getattr(adapted, "_transaction", None) is not None:
+        return False
+    return getattr(driver, "_top_xact", None) is not None or driver.is_in_transaction()
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

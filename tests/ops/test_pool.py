@@ -92,6 +92,41 @@ async def test_a_dead_busy_connection_fails_once_then_the_pool_is_renewed(
         await engine.dispose()
 
 
+@postgres_only
+async def test_a_connection_left_in_a_cancelled_begin_is_not_handed_out_again(
+    database_url: str,
+) -> None:
+    """A task cancelled while asyncpg awaits the answer to BEGIN leaves the connection inside a
+    transaction that SQLAlchemy's adapter does not know of. Handed out again, the next user's
+    BEGIN became a SAVEPOINT in it and its commit only released that: nothing it wrote was ever
+    committed (a stopping replica's outbox claims and sent marks vanished, and the access
+    messages were sent again). The pool now drops such a connection at checkout."""
+    engine = create_engine(database_url, pool_size=1)
+    engine.pool._max_overflow = 0  # type: ignore[attr-defined]  # the same connection again
+    observer = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP TABLE IF EXISTS cancelled_begin"))
+            await connection.execute(text("CREATE TABLE cancelled_begin (n int)"))
+        # What the cancelled task leaves behind: asyncpg's Transaction.start records itself as
+        # the connection's transaction, then sends BEGIN; the cancellation lands before the
+        # adapter records it.
+        async with engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            driver._top_xact = driver.transaction()  # type: ignore[union-attr]
+            await driver.execute("BEGIN")  # type: ignore[union-attr]
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO cancelled_begin VALUES (1)"))
+        async with observer.connect() as connection:
+            seen = await connection.execute(text("SELECT count(*) FROM cancelled_begin"))
+            assert seen.scalar_one() == 1  # committed, for everyone to see
+    finally:
+        await engine.dispose()  # closing a connection left in a transaction rolls it back
+        async with observer.begin() as connection:
+            await connection.execute(text("DROP TABLE IF EXISTS cancelled_begin"))
+        await observer.dispose()
+
+
 async def _take_in_turn(engine: AsyncEngine, name: str, priority: int, order: list[str]) -> None:
     connection_priority.set(priority)
     async with engine.connect() as connection:
