@@ -255,6 +255,11 @@ class Order(TimestampMixin, Base):
     updated_at: Mapped[datetime | None]
 
 
+# A ticket that takes a seat, in the words of the partial index that counts them. A query uses
+# that index only if its own condition says the same, with the same literals.
+SEAT_TICKET = f"status = '{TicketStatus.ACTIVE.value}' AND product = '{Product.SEAT.value}'"
+
+
 class Ticket(TimestampMixin, Base):
     __tablename__ = "tickets"
     __table_args__ = (
@@ -265,6 +270,15 @@ class Ticket(TimestampMixin, Base):
             unique=True,
             sqlite_where=text("status = 'active'"),
             postgresql_where=text("status = 'active'"),
+        ),
+        # The seats a webinar's tickets take, counted on every card and every seat hold: a
+        # count of this index alone, a few bytes per seat sold, where the plain webinar_id
+        # index had the count read every ticket row of the webinar (storage.repositories.sales).
+        Index(
+            "ix_tickets_seats",
+            "webinar_id",
+            sqlite_where=text(SEAT_TICKET),
+            postgresql_where=text(SEAT_TICKET),
         ),
     )
 

@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
     Select,
     and_,
     bindparam,
@@ -50,8 +51,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from storage.direct import Prebuilt
 from storage.enums import (
@@ -64,6 +68,7 @@ from storage.enums import (
     TicketStatus,
 )
 from storage.models import (
+    SEAT_TICKET,
     AccessLink,
     Order,
     Organization,
@@ -108,17 +113,47 @@ _KEYS: dict[type[Any], tuple[str, ...]] = {
 _ACTIVE = literal_column(f"'{TicketStatus.ACTIVE.value}'")
 
 
-def _seat_tickets(webinar_id: Any) -> Any:
-    """Active tickets that take a seat (a recording takes none)."""
+class _SeatTickets(ColumnElement[int]):
+    """The active tickets of a webinar that take a seat (a recording takes none).
+
+    Counted from the partial index ``ix_tickets_seats`` alone: its condition (``SEAT_TICKET``)
+    with the same literals, which a planner can match (bound values it cannot), and ``count(*)``,
+    which needs no column of the row. Through the webinar's plain index each count read every
+    ticket row of the webinar: 390 us for a webinar of 1,000 tickets on SQLite, 75 us this way.
+    SQLite is told the index by name (``INDEXED BY``, which SQLAlchemy has no construct for):
+    without statistics its planner rates the partial unique index on active tickets the same,
+    and takes whichever the schema happens to list first, which needs each row.
+    """
+
+    type = Integer()
+    inherit_cache = True
+    _traverse_internals = [("webinar_id", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, webinar_id: ColumnElement[Any]) -> None:
+        self.webinar_id = webinar_id
+
+
+# The index's condition, each column named with its table: the count runs inside statements on
+# orders, which has a status too.
+_SEAT_TICKET_TERMS = " AND ".join(f"tickets.{term}" for term in SEAT_TICKET.split(" AND "))
+
+
+def _seat_tickets_sql(element: _SeatTickets, compiler: Any, index_hint: str, **kw: Any) -> str:
+    webinar_id = compiler.process(element.webinar_id, **kw)
     return (
-        select(func.count(_tickets.c.id))
-        .where(
-            _tickets.c.webinar_id == webinar_id,
-            _tickets.c.status == _ACTIVE,
-            _tickets.c.product == Product.SEAT,
-        )
-        .scalar_subquery()
+        f"(SELECT count(*) FROM tickets{index_hint} "
+        f"WHERE tickets.webinar_id = {webinar_id} AND {_SEAT_TICKET_TERMS})"
     )
+
+
+@compiles(_SeatTickets)
+def _seat_tickets_default(element: _SeatTickets, compiler: Any, **kw: Any) -> str:
+    return _seat_tickets_sql(element, compiler, "", **kw)
+
+
+@compiles(_SeatTickets, "sqlite")
+def _seat_tickets_sqlite(element: _SeatTickets, compiler: Any, **kw: Any) -> str:
+    return _seat_tickets_sql(element, compiler, " INDEXED BY ix_tickets_seats", **kw)
 
 
 def _live_holds(webinar_id: Any, *, other_than: Any = None) -> Any:
@@ -157,7 +192,7 @@ _CARD = Prebuilt(
         *_orgs.columns,
         case(
             (_webinars.c.capacity.is_(None), None),
-            else_=_seat_tickets(_webinars.c.id) + _live_holds(_webinars.c.id),
+            else_=_SeatTickets(_webinars.c.id) + _live_holds(_webinars.c.id),
         ),
         _own_ticket(_webinars.c.id, bindparam("user_id")),
     )
@@ -272,7 +307,7 @@ def _paid_lapsed_holds(webinar_id: Any, *, other_than: Any) -> Any:
 # The seats of an order's webinar taken by everyone but the order: active tickets, live holds,
 # and lapsed holds being paid right now.
 _TAKEN_BY_OTHERS = (
-    _seat_tickets(bindparam("webinar_id_"))
+    _SeatTickets(bindparam("webinar_id_"))
     + _live_holds(bindparam("webinar_id_"), other_than=bindparam("order_id_"))
     + _paid_lapsed_holds(bindparam("webinar_id_"), other_than=bindparam("order_id_"))
 )

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import literal, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.application import BotApplication
@@ -23,6 +24,7 @@ from bot.services import Services
 from bot.services.purchases import PaymentResult
 from storage.enums import AccessMode, PaymentMethod
 from storage.models import User, Webinar
+from storage.repositories.sales import _SeatTickets
 from tests.conftest import BACKEND
 from tests.engine_events import listening
 from tests.factories import add_links, make_org, make_webinar
@@ -281,3 +283,20 @@ async def test_each_update_of_a_purchase_is_one_transaction_of_a_few_statements(
     for update_id, (step, most) in zip(updates, PER_UPDATE.items(), strict=True):
         assert len(trace.of(update_id)) <= most, f"{step}:\n{trace}"
         assert trace.count("commit", update_id) == 1, f"{step}:\n{trace}"
+
+
+async def test_seats_are_counted_from_the_seat_index_alone(engine: AsyncEngine) -> None:
+    """Every card and every hold counts the seats a webinar's tickets take: from the partial
+    index of seat tickets (its condition matched by the query's), not by reading each ticket.
+    On PostgreSQL, with sequential scans off, so that the plan shows the index is usable whatever
+    the table's size."""
+    count = select(_SeatTickets(literal(7)))
+    async with engine.connect() as connection:
+        sql = str(count.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+        if BACKEND == "postgres":
+            await connection.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = (await connection.execute(text(f"EXPLAIN {sql}"))).scalars().all()
+        else:
+            plan = [row[3] for row in await connection.execute(text(f"EXPLAIN QUERY PLAN {sql}"))]
+    assert any("ix_tickets_seats" in line for line in plan), plan
+    assert not any("ix_tickets_webinar_id" in line for line in plan), plan
