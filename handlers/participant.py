@@ -17,6 +17,7 @@ from bot.services import Services
 from bot.services.purchases import PaymentResult
 from bot.services.sales import Offer, Price, SaleState
 from bot.services.timezones import show_time
+from bot.telegram_session import unread_answer
 from storage.enums import PaymentMethod, Product
 
 router = Router(name=__name__)
@@ -143,7 +144,8 @@ async def webinar_card(message: Message, command: CommandObject, services: Servi
         )
         return
     text, markup = render_card(offer)
-    await message.answer(text, reply_markup=markup)
+    with unread_answer():  # the hot path: the Message Telegram returns is not parsed
+        await message.answer(text, reply_markup=markup)
 
 
 @router.callback_query(
@@ -174,7 +176,8 @@ async def buy(
         await query.answer(result.refusal, show_alert=True)
         return
     await query.answer()
-    await bot.send_invoice(**result.invoice)
+    with unread_answer():
+        await bot.send_invoice(**result.invoice)
 
 
 @router.callback_query(BuyRecording.filter(F.method.in_([m.value for m in PaymentMethod])))
@@ -192,7 +195,8 @@ async def buy_recording(
         await query.answer(result.refusal, show_alert=True)
         return
     await query.answer()
-    await bot.send_invoice(**result.invoice)
+    with unread_answer():
+        await bot.send_invoice(**result.invoice)
 
 
 @router.chat_join_request()

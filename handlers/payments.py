@@ -12,6 +12,7 @@ from bot.formatting import escape
 from bot.i18n import _
 from bot.services import Services
 from bot.services.purchases import PaymentResult
+from bot.telegram_session import unread_answer
 from storage.enums import Product, TicketStatus
 
 router = Router(name=__name__)
@@ -82,14 +83,15 @@ async def successful_payment(message: Message, services: Services) -> None:
                 )
             )
             return
-        await message.answer(
-            _(
-                "✅ Payment received: your ticket for «{title}» is confirmed. "
-                "Your access follows in the next message.",
-                locale=outcome.org.language,
-                title=escape(outcome.webinar.title),
+        with unread_answer():
+            await message.answer(
+                _(
+                    "✅ Payment received: your ticket for «{title}» is confirmed. "
+                    "Your access follows in the next message.",
+                    locale=outcome.org.language,
+                    title=escape(outcome.webinar.title),
+                )
             )
-        )
     # Waiting for a link and automatic refunds (a payment that matches no order included) are
     # told through the outbox, written in the payment's transaction; a replayed update changes
     # nothing and says nothing.
