@@ -70,12 +70,12 @@ async def limited_sandbox() -> AsyncIterator[tuple[SandboxServer, str]]:
     assert not server.internal_errors, server.internal_errors
 
 
-def busiest_second(stamps: list[float]) -> int:
-    """The most sends in any one-second window."""
+def busiest(stamps: list[float], window_s: float = 1.0) -> int:
+    """The most sends in any window of ``window_s`` seconds."""
     stamps = sorted(stamps)
     best = start = 0
     for end, stamp in enumerate(stamps):
-        while stamp - stamps[start] >= 1.0:
+        while stamp - stamps[start] >= window_s:
             start += 1
         best = max(best, end - start + 1)
     return best
@@ -151,11 +151,16 @@ async def test_three_replicas_behind_nginx_lose_nothing_double_nothing_and_keep_
     # The limits are the bot's, not a replica's: the sandbox refused nothing.
     sends = [c for c in sandbox.calls if c.method.lower() in SEND_METHODS and c.ok]
     # Telegram's 30/s, replies included (they draw from the same budget as the outbox): at most
-    # the budget's rate plus its quarter-second burst in any one-second window, give or take the
-    # two sends that the way to the sandbox can shift into a window: a send is stamped when the
-    # sandbox gets it, not when the budget let it go (39 seen once in CI, on two cores shared by
-    # three replicas, nginx, PostgreSQL and the sandbox, whose Telegram limits refused nothing).
-    assert busiest_second([c.timestamp for c in sends]) <= 30 + 8 + 2
+    # the budget's rate (28/s) plus its quarter-second burst (7) in any window, give or take what
+    # the way to the sandbox shifts into it. A send is stamped when the sandbox gets it, not when
+    # the budget let it go, and on two cores shared by three replicas, nginx, PostgreSQL and the
+    # sandbox a stalled loop delivers a few at once: 39 in one second seen in CI, 41 and 44 with
+    # one more busy process on the machine (the first 11 of the 44 within 0.1 s), where the
+    # budget lets at most 35 go. One second takes that jitter; five seconds hold the rate itself
+    # (the budget lets 147 go). Per-replica budgets would send three times as many.
+    stamps = [c.timestamp for c in sends]
+    assert busiest(stamps, 1.0) <= 30 + 8 + 8
+    assert busiest(stamps, 5.0) <= 5 * 30 + 8 + 2
     per_chat = Counter(int(c.params["chat_id"]) for c in sends)
     assert sandbox.stats.rate_limited == 0
     # Nothing handled twice, not even by the replica stopped mid-rush (it renews the leases of
