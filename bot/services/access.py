@@ -121,9 +121,13 @@ class AccessService(Service):
     async def assign_waiting(self, webinar_id: int) -> int:
         """Give free links to tickets waiting for one and plan their access; returns how many.
 
-        Called after links are imported (commits, then wakes the dispatcher).
+        Called after links are imported (commits, then wakes the dispatcher). Under the
+        webinar's row lock (PostgreSQL): two imports at once would both serve the same waiting
+        tickets, and the second's link for a ticket the first had just served is refused by the
+        one-link-per-ticket constraint, failing that import. The waiting tickets are listed
+        after the lock, so the second sees what the first assigned.
         """
-        webinar = await self.repo.webinar(webinar_id)
+        webinar = await self.repo.webinar(webinar_id, lock=True)
         if webinar is None or webinar.access_mode != AccessMode.LINKS:
             await self.session.commit()
             return 0

@@ -364,8 +364,13 @@ class WebinarService(Service):
         group_chat_id: int | None = None,
         link_template: str | None = None,
     ) -> Webinar:
-        """Switch the access mode; only before anyone holds a ticket, whose access would break."""
-        webinar = await self.get(org_id, webinar_id)
+        """Switch the access mode; only before anyone holds a ticket, whose access would break.
+
+        The webinar's row is taken ``FOR UPDATE`` before the tickets are counted: a payment
+        issuing a ticket holds it ``FOR KEY SHARE``, which an update of the row alone would not
+        wait for, so the count would miss the ticket of a payment in flight.
+        """
+        webinar = await self.get(org_id, webinar_id, lock=True)
         self._editable(webinar)
         if mode != webinar.access_mode and await self.repo.active_tickets(webinar.id):
             raise InvalidInput(

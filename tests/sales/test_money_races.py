@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import stripe
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,12 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import FakeClock
 from bot.context import AppContext
 from bot.services import Services
+from bot.services.admin_input import InvalidInput
 from bot.services.orders import OWED_ALERT_AFTER
 from bot.services.purchases import PaymentResult
 from bot.services.refund_worker import RefundWorker
 from payments.base import ErrorCode
 from payments.stripe_refunds import _map_error
 from storage.enums import (
+    AccessMode,
     OrderStatus,
     OutboxKind,
     PaymentStatus,
@@ -28,9 +31,9 @@ from storage.enums import (
     TicketStatus,
     WebinarStatus,
 )
-from storage.models import Order, OutboxMessage, Payment, Refund, Ticket, Webinar
+from storage.models import AccessLink, Order, OutboxMessage, Payment, Refund, Ticket, Webinar
 from storage.repositories.sales import OrderLock, SalesRepository
-from tests.factories import make_org, make_webinar
+from tests.factories import add_links, make_org, make_webinar
 from tests.sales.conftest import OWNER_ID, Buyer, FakeBotApi, add_buyers, refunds_done
 
 
@@ -216,3 +219,63 @@ async def test_an_order_read_again_under_a_lock_is_as_the_lock_found_it(
         assert again.webinar is first.webinar  # the session's own instance, as a load gives
         assert again.webinar.status == WebinarStatus.CANCELLED
         await mine.rollback()
+
+
+async def test_an_access_mode_change_waits_for_a_payment_in_flight_and_then_refuses(
+    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi
+) -> None:
+    """The access mode changes only while nobody holds a ticket. A payment issuing one locks the
+    webinar only ``FOR KEY SHARE`` (payments pass each other), and an update of the webinar's row
+    does not wait for that: the change must take the row ``FOR UPDATE`` before it counts the
+    tickets, or it counts before the payment commits and switches the mode under a new ticket
+    (its holder then finds no access of the new kind)."""
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, price_stars=100)
+    await add_buyers(session, 2201, 1)
+    order = (await Buyer(stars_app, 2201, fake_bot_api).invoice(webinar)).order
+    async with stars_app.session_factory() as paying:
+        context = await SalesRepository(paying).order_context(order.token, lock=OrderLock.PAYMENT)
+        assert context is not None
+        paying.add(Ticket(order_id=order.id, webinar_id=webinar.id, user_id=2201))
+        await paying.flush()
+
+        async def switch() -> None:
+            async with stars_app.session_factory() as s:
+                webinars = Services(s, stars_app).webinars
+                await webinars.set_access(org.id, webinar.id, AccessMode.LINKS)
+
+        change = asyncio.create_task(switch())
+        await asyncio.sleep(0.5)
+        assert not change.done()  # waiting for the payment's transaction
+        await paying.commit()
+    with pytest.raises(InvalidInput, match="no longer change"):
+        await change
+    [unchanged] = await rows(session, Webinar, Webinar.id == webinar.id)
+    assert unchanged.access_mode == AccessMode.PASSWORD
+
+
+async def test_two_link_imports_at_once_give_each_waiting_ticket_one_link(
+    session: AsyncSession, stars_app: AppContext, fake_bot_api: FakeBotApi
+) -> None:
+    """Two organizers import links at the same moment: both see the same tickets waiting for a
+    link. Without the webinar's lock, the second gave a ticket the first had just served a
+    second link, which the one-link-per-ticket constraint refused: that import failed."""
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, access_mode=AccessMode.LINKS)
+    await add_buyers(session, 2301, 3)
+    for user_id in (2301, 2302, 2303):
+        _order, bought = await Buyer(stars_app, user_id, fake_bot_api).buy(webinar)
+        assert bought.result == PaymentResult.WAITING_LINK
+    await add_links(session, webinar, 6)
+    await session.commit()
+
+    async def assign() -> int:
+        async with stars_app.session_factory() as s:
+            return await Services(s, stars_app).access.assign_waiting(webinar.id)
+
+    assert sorted(await asyncio.gather(assign(), assign())) == [0, 3]
+    taken = [
+        link.ticket_id
+        for link in await rows(session, AccessLink, AccessLink.ticket_id.is_not(None))
+    ]
+    assert len(taken) == len(set(taken)) == 3
