@@ -96,6 +96,12 @@ class EndTransactionMiddleware(BaseRequestMiddleware):
         return await make_request(bot, method)
 
 
+# The callback query this update has answered: Telegram takes one answer per query, so an
+# error's apology after it goes as a message (``handlers.errors``). Each update is handled in a
+# task of its own, whose context this is.
+answered_callback: ContextVar[str | None] = ContextVar("answered_callback", default=None)
+
+
 class LateCallbackAnswerMiddleware(BaseRequestMiddleware):
     """An answer to a callback query that Telegram no longer takes is not the handler's failure.
 
@@ -104,6 +110,9 @@ class LateCallbackAnswerMiddleware(BaseRequestMiddleware):
     for its ``answerCallbackQuery``: the user's spinner is long gone, so the answer has nothing
     left to do, while the rest of the handler (the invoice the user asked for) still has. Failing
     the update there would retry it until it is parked, and never send the invoice.
+
+    It also records the query as answered (:data:`answered_callback`), either way: a second
+    answer, an error's apology as an alert, would be refused.
     """
 
     async def __call__(
@@ -115,13 +124,15 @@ class LateCallbackAnswerMiddleware(BaseRequestMiddleware):
         if not isinstance(method, AnswerCallbackQuery):
             return await make_request(bot, method)
         try:
-            return await make_request(bot, method)
+            response = await make_request(bot, method)
         except TelegramBadRequest as error:
             text = error.message.lower()
             if "query is too old" not in text and "query id is invalid" not in text:
                 raise
             log.info("a callback query's answer came too late for Telegram; going on")
-            return True  # type: ignore[return-value] - the method's own result
+            response = True  # type: ignore[assignment] - the method's own result
+        answered_callback.set(method.callback_query_id)
+        return response
 
 
 Profile = tuple[str, str | None, str | None, str | None]

@@ -10,6 +10,7 @@ from aiogram.types import ErrorEvent
 from bot.context import AppContext
 from bot.i18n import _
 from bot.intake import Attempt
+from bot.middlewares import answered_callback
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,14 @@ async def on_error(
                 locale=locale or app.settings.default_locale,
             )
     try:
+        query = update.callback_query
         if update.message is not None:
             await update.message.answer(text)
-        elif update.callback_query is not None:
-            await update.callback_query.answer(text, show_alert=True)
+        elif query is not None and answered_callback.get() == query.id and query.bot:
+            # The handler answered the button already: Telegram would refuse an alert now.
+            await query.bot.send_message(query.from_user.id, text)
+        elif query is not None:
+            await query.answer(text, show_alert=True)
     except Exception:  # the apology itself must never raise
         log.warning("could not tell the user about the failure", exc_info=True)
     return True
