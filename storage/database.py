@@ -143,19 +143,20 @@ class Session(AsyncSession):
     closes as before.
     """
 
-    async def close(self) -> None:
+    def _closed_in_place(self) -> bool:
         sync = self.sync_session
-        if sync._transaction is None:
-            sync.close()
-            return
-        await super().close()
+        if sync._transaction is not None:
+            return False
+        sync.close()
+        return True
+
+    async def close(self) -> None:
+        if not self._closed_in_place():
+            await super().close()
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
-        sync = self.sync_session
-        if sync._transaction is None:
-            sync.close()
-            return
-        await super().__aexit__(type_, value, traceback)
+        if not self._closed_in_place():
+            await super().__aexit__(type_, value, traceback)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -258,6 +258,7 @@ class Order(TimestampMixin, Base):
 # A ticket that takes a seat, in the words of the partial index that counts them. A query uses
 # that index only if its own condition says the same, with the same literals.
 SEAT_TICKET = f"status = '{TicketStatus.ACTIVE.value}' AND product = '{Product.SEAT.value}'"
+SEAT_INDEX = "ix_tickets_seats"
 
 
 class Ticket(TimestampMixin, Base):
@@ -275,7 +276,7 @@ class Ticket(TimestampMixin, Base):
         # count of this index alone, a few bytes per seat sold, where the plain webinar_id
         # index had the count read every ticket row of the webinar (storage.repositories.sales).
         Index(
-            "ix_tickets_seats",
+            SEAT_INDEX,
             "webinar_id",
             sqlite_where=text(SEAT_TICKET),
             postgresql_where=text(SEAT_TICKET),

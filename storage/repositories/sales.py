@@ -68,6 +68,7 @@ from storage.enums import (
     TicketStatus,
 )
 from storage.models import (
+    SEAT_INDEX,
     SEAT_TICKET,
     AccessLink,
     Order,
@@ -153,7 +154,7 @@ def _seat_tickets_default(element: _SeatTickets, compiler: Any, **kw: Any) -> st
 
 @compiles(_SeatTickets, "sqlite")
 def _seat_tickets_sqlite(element: _SeatTickets, compiler: Any, **kw: Any) -> str:
-    return _seat_tickets_sql(element, compiler, " INDEXED BY ix_tickets_seats", **kw)
+    return _seat_tickets_sql(element, compiler, f" INDEXED BY {SEAT_INDEX}", **kw)
 
 
 def _live_holds(webinar_id: Any, *, other_than: Any = None) -> Any:
@@ -331,6 +332,9 @@ _HOLD = Prebuilt(
 )
 
 _SEATS_TAKEN = Prebuilt(select(_TAKEN_BY_OTHERS))
+_SEATS_TAKEN_BY_ALL = Prebuilt(
+    select(_SeatTickets(bindparam("webinar_id_")) + _live_holds(bindparam("webinar_id_")))
+)
 
 _OWN_TICKET = Prebuilt(select(_own_ticket(bindparam("webinar_id_"), bindparam("user_id_"))))
 
@@ -628,27 +632,12 @@ class SalesRepository(Repository):
 
     # -- seats ---------------------------------------------------------------------------------
 
-    async def seats_taken(
-        self, webinar_id: int, now: datetime, *, exclude_order_id: int | None = None
-    ) -> int:
-        """Active tickets plus live holds (orders held and not yet expired), of seats only: a
-        recording takes no seat."""
-        tickets = select(func.count(Ticket.id)).where(
-            Ticket.webinar_id == webinar_id,
-            Ticket.status == TicketStatus.ACTIVE,
-            Ticket.product == Product.SEAT,
-        )
-        holds = select(func.count(Order.id)).where(
-            Order.webinar_id == webinar_id,
-            Order.product == Product.SEAT,
-            Order.status == OrderStatus.HELD,
-            Order.hold_expires_at > now,
-        )
-        if exclude_order_id is not None:
-            holds = holds.where(Order.id != exclude_order_id)
-        row = await self.session.execute(select(tickets.scalar_subquery(), holds.scalar_subquery()))
-        taken_tickets, taken_holds = row.one()
-        return int(taken_tickets) + int(taken_holds)
+    async def seats_taken(self, webinar_id: int, now: datetime) -> int:
+        """Active seat tickets plus live holds (a recording takes no seat): a free ticket's
+        seat check, which has no order of its own to leave out."""
+        row = await _SEATS_TAKEN_BY_ALL.first(self.session, {"webinar_id_": webinar_id, "now": now})
+        assert row is not None
+        return int(row[0])
 
     async def expire_holds(self, now: datetime) -> int:
         result = await self.session.execute(

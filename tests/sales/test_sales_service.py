@@ -366,3 +366,33 @@ async def test_a_new_price_opens_a_new_order_which_repeated_presses_reuse(
     assert (await bob.invoice(webinar)).refusal  # he has a ticket now
     assert await count(session, Order) == 2
     assert (await fresh(session, first)).status == OrderStatus.CREATED
+
+
+async def test_a_free_webinar_gives_its_seats_once_each_and_refuses_the_rest(
+    session: AsyncSession, stars_app: AppContext
+) -> None:
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, price_stars=None, capacity=2)
+    await add_buyers(session, 2401, 3)
+
+    async def register(user_id: int) -> Any:
+        async with stars_app.session_factory() as s:
+            return await Services(s, stars_app).purchases.register_free(user_id, webinar.id)
+
+    first, second = await register(2401), await register(2402)
+    assert (first.result, second.result) == (PaymentResult.ISSUED, PaymentResult.ISSUED)
+    full = await register(2403)
+    assert full.ticket is None
+    assert "all seats" in full.extra["refusal"]
+    again = await register(2401)  # a second tap: the same ticket, no seat more
+    assert (again.result, again.ticket.id) == (PaymentResult.REPLAY, first.ticket.id)
+
+    # A cancelled ticket frees its seat.
+    cancelled = await fresh(session, second.ticket)
+    cancelled.status = TicketStatus.CANCELLED
+    await session.commit()
+    assert (await register(2403)).result == PaymentResult.ISSUED
+    active = await scalars(
+        session, select(Ticket.user_id).where(Ticket.status == TicketStatus.ACTIVE)
+    )
+    assert sorted(active) == [2401, 2403]
