@@ -19,6 +19,7 @@ from bot.clock import Clock
 from bot.i18n import Translator
 from bot.settings import Settings
 from payments.registry import RefunderRegistry
+from storage.direct import Transaction
 
 if TYPE_CHECKING:
     from aiogram import Bot
@@ -50,3 +51,8 @@ class AppContext:
     bot_username: str = "webinarpass_bot"
     refunders: RefunderRegistry = field(default_factory=RefunderRegistry)
     wake: Wakeups = field(default_factory=Wakeups)
+
+    def transaction(self) -> Transaction:
+        """A transaction of prebuilt statements without a session (``storage.direct``), on the
+        sessions' engine: for the intake's and the outbox's own short writes."""
+        return Transaction(self.session_factory.kw["bind"])

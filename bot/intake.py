@@ -170,15 +170,14 @@ class Intake:
         # The batch waits for a database connection as its most urgent update would.
         connection_priority.set(min((item.priority for item in items), default=Priority.OTHER))
         try:
-            async with self.app.session_factory() as session:
-                repo = InboundUpdateRepository(session)
+            async with self.app.transaction() as transaction:
+                repo = InboundUpdateRepository(transaction)
                 held = await repo.store(
                     self.bot.id, held_now, now=now, lease_until=now + self.lease
                 )
                 if later:
                     await repo.store(self.bot.id, later, now=now, lease_until=None)
                 await repo.finish(done, now=now)  # rides along: no transaction of its own
-                await session.commit()
         except BaseException:
             self._give_back(done)
             raise
@@ -377,9 +376,8 @@ class Intake:
         if not held:
             return
         now = self._now()
-        async with self.app.session_factory() as session:
-            await InboundUpdateRepository(session).renew(held, lease_until=now + self.lease)
-            await session.commit()
+        async with self.app.transaction() as transaction:
+            await InboundUpdateRepository(transaction).renew(held, lease_until=now + self.lease)
 
     def wake(self) -> None:
         """Sweep now (tests that moved the clock; nothing else needs it)."""
@@ -431,9 +429,8 @@ class Intake:
         if not batch:
             return
         try:
-            async with self.app.session_factory() as session:
-                await InboundUpdateRepository(session).finish(batch, now=self._now())
-                await session.commit()
+            async with self.app.transaction() as transaction:
+                await InboundUpdateRepository(transaction).finish(batch, now=self._now())
         except asyncio.CancelledError:
             self._give_back(batch)  # stopping: the last flush writes them
             raise

@@ -95,6 +95,18 @@ class InlineConnection(aiosqlite.Connection):
         return None  # unreachable: itertools.count() never ends
 
 
+async def begin_inline(inline: InlineConnection) -> None:
+    """``BEGIN IMMEDIATE`` on the inline connection, as :func:`begin_immediate` takes it, for a
+    caller already on the event loop (``storage.direct.Transaction``). Errors are sqlite3's."""
+    sqlite = inline._connection
+    try:
+        sqlite.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if not _is_locked(error):
+            raise
+        await inline._execute(sqlite.execute, "BEGIN IMMEDIATE")
+
+
 def begin_immediate(connection: Any) -> None:
     """Take the write lock for a transaction SQLAlchemy begins (its ``begin`` event).
 

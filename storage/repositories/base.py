@@ -7,6 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
+from storage.direct import Transaction
+
 M = TypeVar("M")
 
 
@@ -55,3 +57,16 @@ class Repository:
     @property
     def dialect(self) -> str:
         return self.session.get_bind().dialect.name
+
+
+class DirectRepository:
+    """Base for repositories whose statements are all prebuilt (``storage.direct``): they run
+    in a session's transaction or in a :class:`~storage.direct.Transaction` of their own."""
+
+    def __init__(self, session: AsyncSession | Transaction) -> None:
+        self.session = session
+
+    @property
+    def dialect(self) -> str:
+        on = self.session
+        return on.dialect.name if isinstance(on, Transaction) else on.get_bind().dialect.name

@@ -10,11 +10,12 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.direct import Prebuilt
 from storage.enums import InboundStatus
 from storage.models import InboundUpdate
-from storage.repositories.base import Repository
+from storage.repositories.base import DirectRepository
 
 # The table, not the mapped class: these statements never load ORM objects, and Core statements
 # skip the ORM's bulk-DML compilation (a measurable share of an update's CPU on this path).
@@ -22,15 +23,39 @@ _T = cast(Table, InboundUpdate.__table__)
 _c = _T.c
 
 
-def _store_statement(insert: Any) -> Any:
-    # Built once and run with one parameter set per update: SQLAlchemy sends the batch as one
-    # multi-row INSERT ("insertmanyvalues") from its statement cache. A ``.values([...])`` built
-    # per batch has no cache key (the payloads are dicts) and was compiled anew on every batch.
-    return (
-        insert(_T)
-        .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
-        .returning(_c.id, _c.update_id)
-    )
+_STORED = (
+    "bot_id",
+    "update_id",
+    "kind",
+    "priority",
+    "payload",
+    "status",
+    "attempts",
+    "lease_until",
+    "next_attempt_at",
+    "received_at",
+)
+_INSERTS = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+_STORE: dict[tuple[str, int], Prebuilt] = {}
+
+
+def _store_statement(dialect: str, rows: int) -> Prebuilt:
+    """One multi-row ``INSERT ... RETURNING`` for ``rows`` updates, built once per row count (a
+    batch has at most 100, ``getUpdates``' limit) and run on the driver (``storage.direct``):
+    a statement whose values are bound per row, so SQLAlchemy compiles it once."""
+    statement = _STORE.get((dialect, rows))
+    if statement is None:
+        values = [
+            {key: bindparam(f"{key}_{row}", type_=_c[key].type) for key in _STORED}
+            for row in range(rows)
+        ]
+        statement = _STORE[dialect, rows] = Prebuilt(
+            _INSERTS[dialect](_T)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
+            .returning(_c.id, _c.update_id)
+        )
+    return statement
 
 
 # A row this process still holds: the same attempt (the fencing token), still pending.
@@ -53,8 +78,6 @@ _FINISH = Prebuilt(
     )
 )
 _RENEW = Prebuilt(update(_T).where(_STILL_HELD).values(lease_until=bindparam("until_")))
-
-_STORE = {"postgresql": _store_statement(pg_insert), "sqlite": _store_statement(sqlite_insert)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +104,15 @@ class Held:
     received_at: datetime
 
 
-class InboundUpdateRepository(Repository):
+class InboundUpdateRepository(DirectRepository):
+    """The intake's table. Storing, finishing and renewing run in a session's transaction or a
+    direct one (the intake's own writes); the rest needs a session."""
+
+    @property
+    def _orm(self) -> AsyncSession:
+        assert isinstance(self.session, AsyncSession), "this statement needs a session"
+        return self.session
+
     async def store(
         self,
         bot_id: int,
@@ -98,22 +129,23 @@ class InboundUpdateRepository(Repository):
         if not updates:
             return []
         held = lease_until is not None
-        rows = [
-            {
-                "bot_id": bot_id,
-                "update_id": item.update_id,
-                "kind": item.kind,
-                "priority": item.priority,
-                "payload": item.payload,
-                "status": InboundStatus.PENDING,
-                "attempts": 1 if held else 0,
-                "lease_until": lease_until,
-                "next_attempt_at": now,
-                "received_at": now,
-            }
-            for item in updates
-        ]
-        result = await self.session.execute(_STORE[self.dialect], rows)
+        values: dict[str, Any] = {}
+        for row, item in enumerate(updates):
+            values.update(
+                {
+                    f"bot_id_{row}": bot_id,
+                    f"update_id_{row}": item.update_id,
+                    f"kind_{row}": item.kind,
+                    f"priority_{row}": item.priority,
+                    f"payload_{row}": item.payload,
+                    f"status_{row}": InboundStatus.PENDING,
+                    f"attempts_{row}": 1 if held else 0,
+                    f"lease_until_{row}": lease_until,
+                    f"next_attempt_at_{row}": now,
+                    f"received_at_{row}": now,
+                }
+            )
+        result = await _store_statement(self.dialect, len(updates)).rows(self.session, values)
         new = {update_id: row_id for row_id, update_id in result}
         if not held:
             return []
@@ -154,7 +186,7 @@ class InboundUpdateRepository(Repository):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        result = await self.session.execute(
+        result = await self._orm.execute(
             update(_T)
             .where(_c.id.in_(due.scalar_subquery()))
             .values(lease_until=lease_until, attempts=_c.attempts + 1)
@@ -194,7 +226,7 @@ class InboundUpdateRepository(Repository):
         )
 
     async def retry_later(self, item: Held, *, at: datetime, error: str) -> bool:
-        result = await self.session.execute(
+        result = await self._orm.execute(
             update(_T)
             .where(self._held([item]), _c.status == InboundStatus.PENDING)
             .values(lease_until=None, next_attempt_at=at, last_error=error)
@@ -203,7 +235,7 @@ class InboundUpdateRepository(Repository):
 
     async def park(self, item: Held, *, now: datetime, error: str) -> bool:
         """Give up on an update; False if this holder had lost it meanwhile."""
-        result = await self.session.execute(
+        result = await self._orm.execute(
             update(_T)
             .where(self._held([item]), _c.status == InboundStatus.PENDING)
             .values(
@@ -215,7 +247,7 @@ class InboundUpdateRepository(Repository):
     async def release(self, items: Sequence[Held], *, now: datetime) -> None:
         """Let go of held updates not finished (shutdown): due again at once, for anyone."""
         if items:
-            await self.session.execute(
+            await self._orm.execute(
                 update(_T)
                 .where(self._held(items), _c.status == InboundStatus.PENDING)
                 .values(lease_until=None, next_attempt_at=now)
@@ -223,7 +255,7 @@ class InboundUpdateRepository(Repository):
 
     async def prune(self, before: datetime) -> int:
         """Forget handled updates finished before ``before`` (parked ones stay for a person)."""
-        result = await self.session.execute(
+        result = await self._orm.execute(
             delete(_T).where(_c.status == InboundStatus.DONE, _c.finished_at < before)
         )
         return int(result.rowcount or 0)
