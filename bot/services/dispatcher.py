@@ -196,12 +196,10 @@ class OutboxDispatcher:
 
     async def claim(self) -> list[Claim]:
         now = self.app.clock.now()
-        async with self.app.session_factory() as session:
-            claims = await OutboxRepository(session).claim_due(
+        async with self.app.transaction() as transaction:
+            return await OutboxRepository(transaction).claim_due(
                 now=now, lease_until=now + self.lease, limit=self.batch_size
             )
-            await session.commit()
-        return claims
 
     async def run_once(self) -> DispatchStats:
         """Claim one batch and deliver it; chats in parallel, each chat's rows in order."""
@@ -356,9 +354,16 @@ class OutboxDispatcher:
                     REMINDER_LATENESS.observe(max(0.0, (now - claim.due_at).total_seconds()))
                 # Organizers see in /participants whether access reached each buyer.
                 access_of = ticket_id if row.kind == OutboxKind.ACCESS else None
-                settled = await repo.mark_sent(claim, now=now, access_of=access_of)
+                if session.in_transaction():  # free SQLite's one connection (the render and
+                    await session.commit()  # the guard committed theirs: normally nothing is open)
+                # The mark, in a transaction of its own without a session (storage.direct).
+                async with self.app.transaction() as transaction:
+                    settled = await OutboxRepository(transaction).mark_sent(
+                        claim, now=now, access_of=access_of
+                    )
                 self._count(claim, ticket_id, stats, OutboxStatus.SENT, None, settled=settled)
                 stats.by_kind[str(row.kind)] += 1
+                return
             await session.commit()
 
     async def _render(self, session: AsyncSession, row: OutboxMessage) -> list[Outgoing]:

@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import Integer, Update, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.direct import Prebuilt
 from storage.enums import OutboxKind, OutboxStatus
 from storage.models import OutboxMessage, Ticket
-from storage.repositories.base import Repository, built
+from storage.repositories.base import DirectRepository, built
 
 OPEN_STATUSES = (OutboxStatus.PENDING, OutboxStatus.SENDING)
 _COLUMNS = tuple(OutboxMessage.__table__.columns)
@@ -127,7 +128,16 @@ class Claim:
         return self.message.broadcast_id
 
 
-class OutboxRepository(Repository):
+class OutboxRepository(DirectRepository):
+    """The outbox's table. Claiming, settling and marking sent are prebuilt statements, run in a
+    session's transaction or in a direct one (the dispatcher's own writes); the rest needs a
+    session."""
+
+    @property
+    def _orm(self) -> AsyncSession:
+        assert isinstance(self.session, AsyncSession), "this statement needs a session"
+        return self.session
+
     async def enqueue(
         self,
         *,
@@ -162,7 +172,7 @@ class OutboxRepository(Repository):
             )
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
         )
-        result = await self.session.execute(statement)
+        result = await self._orm.execute(statement)
         return bool(result.rowcount)
 
     async def drop_open(
@@ -193,7 +203,7 @@ class OutboxRepository(Repository):
             statement = statement.where(
                 OutboxMessage.dedupe_key.startswith(key_prefix, autoescape=True)
             )
-        result = await self.session.execute(
+        result = await self._orm.execute(
             statement.values(status=OutboxStatus.DROPPED, last_error=reason).execution_options(
                 synchronize_session=False
             )
@@ -231,7 +241,7 @@ class OutboxRepository(Repository):
                 }
                 for row in rows[start : start + ENQUEUE_CHUNK]
             ]
-            planned += len((await self.session.execute(statement, values)).all())
+            planned += len((await self._orm.execute(statement, values)).all())
         return planned
 
     async def claim_due(self, *, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:
@@ -260,7 +270,7 @@ class OutboxRepository(Repository):
         keys = [(claim.id, claim.attempts) for claim in claims]
         if not keys:
             return set()
-        result = await self.session.execute(
+        result = await self._orm.execute(
             update(OutboxMessage)
             .where(
                 tuple_(OutboxMessage.id, OutboxMessage.attempts).in_(keys),
@@ -308,7 +318,7 @@ class OutboxRepository(Repository):
         """How many pending rows are due at ``now``, and the due time of the oldest (the
         ``status, due_at`` index answers both)."""
         row = (
-            await self.session.execute(
+            await self._orm.execute(
                 select(func.count(), func.min(OutboxMessage.due_at)).where(
                     OutboxMessage.status == OutboxStatus.PENDING, OutboxMessage.due_at <= now
                 )
@@ -321,12 +331,12 @@ class OutboxRepository(Repository):
         statement = select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
         for column, value in where.items():
             statement = statement.where(getattr(OutboxMessage, column) == value)
-        rows = (await self.session.execute(statement)).all()
+        rows = (await self._orm.execute(statement)).all()
         return {OutboxStatus(status): int(count) for status, count in rows}
 
     async def latest_payload(self, *, webinar_id: int, kind: OutboxKind) -> dict[str, Any] | None:
         """The payload of the webinar's newest row of ``kind`` (None if there is none)."""
-        return await self.session.scalar(
+        return await self._orm.scalar(
             select(OutboxMessage.payload)
             .where(OutboxMessage.webinar_id == webinar_id, OutboxMessage.kind == kind)
             .order_by(OutboxMessage.id.desc())
@@ -346,7 +356,7 @@ class OutboxRepository(Repository):
     ) -> bool:
         """Whether another row of the ticket, of ``kind``, in one of ``statuses`` and with a key
         under ``key_prefix``, falls due after ``after`` and no later than ``until``."""
-        found = await self.session.scalar(
+        found = await self._orm.scalar(
             select(OutboxMessage.id)
             .where(
                 OutboxMessage.ticket_id == ticket_id,
