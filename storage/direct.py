@@ -295,7 +295,10 @@ class Transaction:
         except BaseException:
             await self._give_back()
             raise
-        await self._give_back()
+        # Committed: the check-in has nothing to roll back, so it never waits and cannot be
+        # interrupted. Not shielded, which would cost a task and a turn of the event loop.
+        fairy, self._fairy = self._fairy, None
+        await greenlet_spawn(fairy.close)
 
     async def _commit(self) -> None:
         adapted = self.adapted
