@@ -253,6 +253,10 @@ class Transaction:
     is invalidated with the whole pool, as a ``Connection`` does. The engine's listeners hear its
     statements (``before_cursor_execute``, ``after_cursor_execute``), its ``commit`` and its
     ``rollback``, with the transaction itself where a ``Connection`` would be.
+
+    It takes a connection as a session does: on SQLite, whose engine has one, never open it
+    while the same task's session holds a transaction (it would wait for that session forever).
+    The adapter's internals it uses are SQLAlchemy 2.1's (``pyproject.toml`` pins the minor).
     """
 
     __slots__ = ("_engine", "_fairy", "adapted", "dialect")
