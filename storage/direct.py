@@ -176,17 +176,7 @@ class Prebuilt:
             connection.dispatch.before_cursor_execute(connection, None, sql, arguments, None, many)
         adapted = connection.connection.dbapi_connection
         try:
-            if dialect.name == "sqlite":
-                # The inline connection (storage.sqlite_inline) runs SQLite on this thread: the
-                # sqlite3 connection is called as its own ``_execute`` would.
-                sqlite = adapted._connection._connection
-                if many:
-                    raw, count = [], sqlite.executemany(sql, arguments).rowcount
-                else:
-                    cursor = sqlite.execute(sql, arguments)
-                    raw, count = cursor.fetchall(), cursor.rowcount
-            else:
-                raw, count = await _asyncpg(adapted, sql, arguments, many)
+            raw, count = await _on_driver(dialect, adapted, sql, arguments, many)
         except Exception as error:
             await greenlet_spawn(_raise_as_sqlalchemy, connection, error, sql, arguments)
             raise  # unreachable: the connection's handler raises
@@ -205,6 +195,21 @@ async def _connection(session: AsyncSession) -> Connection:
         for held in transaction._connections.values():
             return held[0]  # type: ignore[no-any-return]
     return (await session.connection()).sync_connection  # type: ignore[return-value]
+
+
+async def _on_driver(
+    dialect: Dialect, adapted: Any, sql: str, arguments: Any, many: bool
+) -> tuple[list[Any], int]:
+    """Run a statement on the connection's driver: its rows, and how many rows it changed."""
+    if dialect.name != "sqlite":
+        return await _asyncpg(adapted, sql, arguments, many)
+    # The inline connection (storage.sqlite_inline) runs SQLite on this thread: the sqlite3
+    # connection is called as its own ``_execute`` would.
+    sqlite = adapted._connection._connection
+    if many:
+        return [], sqlite.executemany(sql, arguments).rowcount
+    cursor = sqlite.execute(sql, arguments)
+    return cursor.fetchall(), cursor.rowcount
 
 
 async def _asyncpg(adapted: Any, sql: str, arguments: Any, many: bool) -> tuple[list[Any], int]:
@@ -347,15 +352,7 @@ class Transaction:
         if events:
             engine.dispatch.before_cursor_execute(self, None, sql, arguments, None, many)  # type: ignore[arg-type]
         try:
-            if self.dialect.name == "sqlite":
-                sqlite = self.adapted._connection._connection
-                if many:
-                    raw, count = [], sqlite.executemany(sql, arguments).rowcount
-                else:
-                    cursor = sqlite.execute(sql, arguments)
-                    raw, count = cursor.fetchall(), cursor.rowcount
-            else:
-                raw, count = await _asyncpg(self.adapted, sql, arguments, many)
+            raw, count = await _on_driver(self.dialect, self.adapted, sql, arguments, many)
         except Exception as error:
             await self._raise(error, sql, arguments, many=many)
         if events:
