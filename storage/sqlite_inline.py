@@ -95,15 +95,23 @@ class InlineConnection(aiosqlite.Connection):
         return None  # unreachable: itertools.count() never ends
 
 
-async def begin_inline(inline: InlineConnection) -> None:
-    """``BEGIN IMMEDIATE`` on the inline connection, as :func:`begin_immediate` takes it, for a
-    caller already on the event loop (``storage.direct.Transaction``). Errors are sqlite3's."""
-    sqlite = inline._connection
+def _began(sqlite: sqlite3.Connection) -> bool:
+    """``BEGIN IMMEDIATE`` straight on sqlite3: False if another process holds the write lock
+    (the caller then waits for it as :meth:`InlineConnection._execute` does)."""
     try:
         sqlite.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as error:
         if not _is_locked(error):
             raise
+        return False
+    return True
+
+
+async def begin_inline(inline: InlineConnection) -> None:
+    """``BEGIN IMMEDIATE`` on the inline connection, as :func:`begin_immediate` takes it, for a
+    caller already on the event loop (``storage.direct.Transaction``). Errors are sqlite3's."""
+    sqlite = inline._connection
+    if not _began(sqlite):
         await inline._execute(sqlite.execute, "BEGIN IMMEDIATE")
 
 
@@ -118,11 +126,7 @@ def begin_immediate(connection: Any) -> None:
     inline: InlineConnection = connection.connection.dbapi_connection._connection
     sqlite = inline._connection
     try:
-        try:
-            sqlite.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
-            if not _is_locked(error):
-                raise
+        if not _began(sqlite):
             await_only(inline._execute(sqlite.execute, "BEGIN IMMEDIATE"))
     except sqlite3.Error as error:
         connection._handle_dbapi_exception(error, "BEGIN IMMEDIATE", (), None, None)

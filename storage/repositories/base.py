@@ -60,8 +60,9 @@ class Repository:
 
 
 class DirectRepository:
-    """Base for repositories whose statements are all prebuilt (``storage.direct``): they run
-    in a session's transaction or in a :class:`~storage.direct.Transaction` of their own."""
+    """Base for repositories whose hot statements are prebuilt (``storage.direct``): those run in
+    a session's transaction or in a :class:`~storage.direct.Transaction` of their own; the others
+    go through :attr:`_orm`, which needs a session."""
 
     def __init__(self, session: AsyncSession | Transaction) -> None:
         self.session = session
@@ -70,3 +71,8 @@ class DirectRepository:
     def dialect(self) -> str:
         on = self.session
         return on.dialect.name if isinstance(on, Transaction) else on.get_bind().dialect.name
+
+    @property
+    def _orm(self) -> AsyncSession:
+        assert isinstance(self.session, AsyncSession), "this statement needs a session"
+        return self.session

@@ -10,7 +10,6 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.direct import Prebuilt
 from storage.enums import InboundStatus
@@ -107,11 +106,6 @@ class Held:
 class InboundUpdateRepository(DirectRepository):
     """The intake's table. Storing, finishing and renewing run in a session's transaction or a
     direct one (the intake's own writes); the rest needs a session."""
-
-    @property
-    def _orm(self) -> AsyncSession:
-        assert isinstance(self.session, AsyncSession), "this statement needs a session"
-        return self.session
 
     async def store(
         self,

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Integer, Update, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.direct import Prebuilt
 from storage.enums import OutboxKind, OutboxStatus
@@ -132,11 +131,6 @@ class OutboxRepository(DirectRepository):
     """The outbox's table. Claiming, settling and marking sent are prebuilt statements, run in a
     session's transaction or in a direct one (the dispatcher's own writes); the rest needs a
     session."""
-
-    @property
-    def _orm(self) -> AsyncSession:
-        assert isinstance(self.session, AsyncSession), "this statement needs a session"
-        return self.session
 
     async def enqueue(
         self,
