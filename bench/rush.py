@@ -60,6 +60,7 @@ from sqlalchemy.engine import make_url
 from bench.world import prepare_database
 from bot.application import BotApplication
 from bot.clock import SystemClock
+from bot.priority import run
 from bot.sandbox import SandboxServer
 from bot.settings import Settings
 from storage.database import is_sqlite
@@ -171,12 +172,12 @@ def _bot_process(
     if trace_sql_to:
         _trace_sql(trace_sql_to)
     if not profile_to:
-        asyncio.run(_serve_bot(api_url, database_url, ready, stop))
+        run(_serve_bot(api_url, database_url, ready, stop))
         return
     import cProfile
 
     with cProfile.Profile() as profiler:
-        asyncio.run(_serve_bot(api_url, database_url, ready, stop))
+        run(_serve_bot(api_url, database_url, ready, stop))
     profiler.dump_stats(profile_to)
 
 

@@ -156,8 +156,9 @@ def _main(argv: list[str] | None) -> int:
             return asyncio.run(_backup(settings, args.path))
         elif args.command == "demo":
             from bot.demo import run_demo
+            from bot.priority import run
 
-            return asyncio.run(run_demo(quiet=args.quiet))
+            return run(run_demo(quiet=args.quiet))
         elif args.command == "locales":
             from bot.locales_tool import main as locales_main
 
@@ -166,7 +167,9 @@ def _main(argv: list[str] | None) -> int:
             require_token(settings)  # before anything else starts: one clear sentence, exit 2
             if settings.webhook_mode:
                 require_webhook_secret(settings)
-            asyncio.run(_run(settings))
+            from bot.priority import run
+
+            run(_run(settings))
     except (MissingTokenError, WebhookSecretError) as error:
         print(error, file=sys.stderr)
         return 2

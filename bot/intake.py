@@ -25,6 +25,7 @@ at once follows the event loop's load.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -167,8 +168,11 @@ class Intake:
             hold = len(held_now) < room or item.priority == Priority.CHECKOUT
             (held_now if hold else later).append(item)
         done = self._take_done()
-        # The batch waits for a database connection as its most urgent update would.
-        connection_priority.set(min((item.priority for item in items), default=Priority.OTHER))
+        # The batch waits for a database connection, and for its turns of the event loop, as
+        # its most urgent update would.
+        urgency = connection_priority.set(
+            min((item.priority for item in items), default=Priority.OTHER)
+        )
         try:
             async with self.app.transaction() as transaction:
                 repo = InboundUpdateRepository(transaction)
@@ -181,6 +185,8 @@ class Intake:
         except BaseException:
             self._give_back(done)
             raise
+        finally:
+            connection_priority.reset(urgency)
         if ARMED:
             crash_point("intake.stored", _detail(items))
         for item in held:
@@ -232,10 +238,13 @@ class Intake:
 
     def _hand(self, item: Held) -> None:
         self._in_hand[item.id] = item
-        self._tasks[item.id] = asyncio.create_task(self._handle(item))
+        # The task's database sessions, and its turns of the event loop from its first on, wait
+        # by the update's urgency (storage.pool, bot.priority.UrgentFirstLoop).
+        context = contextvars.copy_context()
+        context.run(connection_priority.set, item.priority)
+        self._tasks[item.id] = asyncio.create_task(self._handle(item), context=context)
 
     async def _handle(self, item: Held) -> None:
-        connection_priority.set(item.priority)  # this task's sessions wait by urgency too
         try:
             try:
                 await self.slots.acquire(item.priority)

@@ -12,6 +12,10 @@ update finishes, the next to start is a payment (money has moved: the buyer wait
 access), then everything else in arrival order. Updates waiting for a
 slot hold nothing: no database session, no lock. :class:`UpdatePriorityMiddleware` does the same
 for a dispatcher fed directly.
+
+The same urgency orders the database pool's waiters (``storage.pool``) and the event loop itself
+(:class:`UrgentFirstLoop`): a checkout's task is woken ahead of every callback already waiting
+for its turn of the loop.
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject, Update
 
+from storage.pool import DEFAULT_PRIORITY, connection_priority
+
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+T = TypeVar("T")
 
 # The share of wall time on the CPU above which this process counts as CPU-bound.
 BUSY = 0.9
@@ -61,6 +68,44 @@ def priority_of_raw(update: dict[str, Any]) -> Priority:
     ):
         return Priority.PAYMENT
     return Priority.OTHER
+
+
+class UrgentFirstLoop(asyncio.SelectorEventLoop):
+    """An event loop that runs a pre-checkout query's callbacks before everyone else's.
+
+    Under load every ``await`` costs a turn of the loop: a task woken by its database row or
+    its HTTP answer is queued behind every callback already ready, and a turn in a rush is
+    several milliseconds of other updates' work. A checkout makes about eight such waits (its
+    store, its transaction's statements, its answer), and on PostgreSQL it holds the webinar's
+    row lock across two of them, so every checkout queued behind it waits for those turns too.
+
+    Here a callback scheduled from, or for, a context whose :data:`connection_priority` is a
+    checkout's (the intake sets it for the task handling the update, and for the store of a batch
+    holding one) goes to the front of the ready queue instead of its back: a checkout's task
+    runs as soon as what it waited for is done. Everything else keeps its order. Socket
+    readiness is still read once per turn, so a checkout's answer from the network waits for at
+    most the rest of the turn in which it arrived.
+    """
+
+    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        handle = super().call_soon(callback, *args, context=context)
+        urgency = (
+            connection_priority.get()
+            if context is None
+            else context.get(connection_priority, DEFAULT_PRIORITY)
+        )
+        if urgency == Priority.CHECKOUT:
+            ready = self._ready  # type: ignore[attr-defined] - asyncio's own queue (3.11-3.13)
+            if ready and ready[-1] is handle:
+                ready.pop()
+                ready.appendleft(handle)
+        return handle
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on an :class:`UrgentFirstLoop`."""
+    with asyncio.Runner(loop_factory=UrgentFirstLoop) as runner:
+        return runner.run(main)
 
 
 class PrioritySlots:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
 from aiogram import Bot, Dispatcher
 from aiogram.types import Message, PreCheckoutQuery, Update
 
-from bot.priority import Priority, PrioritySlots, UpdatePriorityMiddleware, priority_of
+from bot.priority import (
+    Priority,
+    PrioritySlots,
+    UpdatePriorityMiddleware,
+    UrgentFirstLoop,
+    priority_of,
+    run,
+)
+from storage.pool import connection_priority
 
 USER = {"id": 7, "is_bot": False, "first_name": "Buyer"}
 CHAT = {"id": 7, "type": "private"}
@@ -162,3 +171,37 @@ async def test_the_dispatcher_handles_a_checkout_before_a_backlog() -> None:
     await asyncio.gather(*(dispatcher.feed_update(bot, update) for update in updates))
     assert handled == ["message 1", "checkout 11", "payment", "message 2", "message 3"]
     await bot.session.close()
+
+
+def test_the_event_loop_runs_a_checkouts_callbacks_first() -> None:
+    """A checkout's task is woken ahead of what already waits for the loop; the rest keep their
+    order, and a task of no urgency is not moved."""
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, UrgentFirstLoop)
+        order: list[str] = []
+        futures = {name: loop.create_future() for name in ("card", "checkout", "payment")}
+
+        async def wait(name: str) -> None:
+            await futures[name]
+            order.append(name)
+
+        tasks = []
+        for name, urgency in (
+            ("card", Priority.OTHER),
+            ("checkout", Priority.CHECKOUT),
+            ("payment", Priority.PAYMENT),
+        ):
+            context = contextvars.copy_context()
+            context.run(connection_priority.set, urgency)
+            tasks.append(asyncio.create_task(wait(name), context=context))
+        await asyncio.sleep(0)  # every task now waits on its future
+        for index in range(3):
+            loop.call_soon(order.append, f"ready-{index}")
+        for future in futures.values():  # answered in this order: card first
+            future.set_result(None)
+        await asyncio.gather(*tasks)
+        return order
+
+    assert run(main()) == ["checkout", "ready-0", "ready-1", "ready-2", "card", "payment"]
