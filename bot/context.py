@@ -52,7 +52,8 @@ class AppContext:
     refunders: RefunderRegistry = field(default_factory=RefunderRegistry)
     wake: Wakeups = field(default_factory=Wakeups)
 
-    def transaction(self) -> Transaction:
+    def transaction(self, *, autocommit: bool = False) -> Transaction:
         """A transaction of prebuilt statements without a session (``storage.direct``), on the
-        sessions' engine: for the intake's and the outbox's own short writes."""
-        return Transaction(self.session_factory.kw["bind"])
+        sessions' engine: for the intake's and the outbox's own short writes. ``autocommit``:
+        each statement commits on its own on PostgreSQL (see :class:`Transaction`)."""
+        return Transaction(self.session_factory.kw["bind"], autocommit=autocommit)

@@ -262,19 +262,29 @@ class Transaction:
     It takes a connection as a session does: on SQLite, whose engine has one, never open it
     while the same task's session holds a transaction (it would wait for that session forever).
     The adapter's internals it uses are SQLAlchemy 2.1's (``pyproject.toml`` pins the minor).
+
+    ``autocommit=True``, for a block whose statements each stand on their own (each is right
+    whether or not the next one runs, as a single statement always is): on PostgreSQL every
+    statement is then its own transaction, without the ``BEGIN`` and the ``COMMIT``, two round
+    trips and their turns of the event loop out of three for a one-statement block. On SQLite the
+    block stays one transaction: its ``BEGIN`` and ``COMMIT`` are calls in this process, nothing
+    to save, and one writer at a time needs the lock taken at the start.
     """
 
-    __slots__ = ("_engine", "_fairy", "adapted", "dialect")
+    __slots__ = ("_autocommit", "_engine", "_fairy", "adapted", "dialect")
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, autocommit: bool = False) -> None:
         self._engine = engine.sync_engine
         self.dialect: Dialect = self._engine.dialect
+        self._autocommit = autocommit and self.dialect.name != "sqlite"
         self._fairy: Any = None
         self.adapted: Any = None
 
     async def __aenter__(self) -> Transaction:
         self._fairy = await greenlet_spawn(self._engine.raw_connection)
         self.adapted = self._fairy.dbapi_connection
+        if self._autocommit:
+            self.adapted.autocommit = True  # the adapter begins nothing (given back as it was)
         if self.dialect.name == "sqlite":
             try:
                 await begin_inline(self.adapted._connection)
@@ -307,7 +317,12 @@ class Transaction:
         # Committed: the check-in has nothing to roll back, so it never waits and cannot be
         # interrupted. Not shielded, which would cost a task and a turn of the event loop.
         fairy, self._fairy = self._fairy, None
+        self._end_autocommit()
         await greenlet_spawn(fairy.close)
+
+    def _end_autocommit(self) -> None:
+        if self._autocommit:
+            self.adapted.autocommit = False  # back to the engine's isolation level
 
     async def _commit(self) -> None:
         adapted = self.adapted
@@ -329,6 +344,7 @@ class Transaction:
     async def _give_back(self) -> None:
         fairy, self._fairy = self._fairy, None
         if fairy is not None:
+            self._end_autocommit()
             # Shielded: a connection is never left half given back by a cancellation.
             await asyncio.shield(greenlet_spawn(fairy.close))
 

@@ -196,7 +196,7 @@ class OutboxDispatcher:
 
     async def claim(self) -> list[Claim]:
         now = self.app.clock.now()
-        async with self.app.transaction() as transaction:
+        async with self.app.transaction(autocommit=True) as transaction:  # one statement
             return await OutboxRepository(transaction).claim_due(
                 now=now, lease_until=now + self.lease, limit=self.batch_size
             )

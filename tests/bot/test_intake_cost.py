@@ -190,7 +190,7 @@ async def test_while_others_are_in_hand_done_marks_ride_on_the_next_store(
         await intake.accept([raw_message(12, "quick")])
         assert (await statuses(session))[11] == InboundStatus.DONE
         (riding,) = seen.with_statement(DONE_MARK)
-        assert [bool(STORE.match(s)) for s in riding] == [True, False], riding
+        assert [bool(STORE.match(s)) for s in riding] == [False, True], riding  # the mark first
         # The last update in hand ends: nothing else is, so its mark (and 12's) goes at once.
         await settle(lambda: _quick_done(gate, 2))
         gate.release.set()

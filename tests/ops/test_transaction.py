@@ -143,3 +143,32 @@ async def test_a_lost_connection_invalidates_the_pool(database_url: str) -> None
             assert isinstance(await _READ.rows(transaction, {"id_": 1}), list)
     finally:
         await engine.dispose()
+
+
+async def test_an_autocommit_block_commits_each_statement_on_postgresql(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """On PostgreSQL each statement commits as it runs (another connection sees it at once, and
+    a raising block keeps it); on SQLite the block stays one transaction. Either way the
+    connection goes back to the pool in its usual mode."""
+    written: list[int] = []
+
+    async def writing_then_failing() -> None:
+        async with Transaction(engine, autocommit=True) as transaction:
+            (row_id,) = await _INSERT.first(transaction, _values("at-once"))  # type: ignore[misc]
+            written.append(row_id)
+            if BACKEND == "postgres":
+                async with session_factory() as session:
+                    assert await _exists(session, row_id)
+            raise RuntimeError("after the statement")
+
+    with pytest.raises(RuntimeError, match="after the statement"):
+        await writing_then_failing()
+    async with session_factory() as session:
+        assert await _exists(session, written[0]) == (BACKEND == "postgres")
+    async with Transaction(engine, autocommit=True) as transaction:
+        (row_id,) = await _INSERT.first(transaction, _values("committed"))  # type: ignore[misc]
+        adapted = transaction.adapted
+    assert not getattr(adapted, "autocommit", False)  # given back in the engine's own mode
+    async with session_factory() as session:
+        assert await _exists(session, row_id)
