@@ -89,17 +89,22 @@ class UrgentFirstLoop(asyncio.SelectorEventLoop):
 
     def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
         handle = super().call_soon(callback, *args, context=context)
-        urgency = (
-            connection_priority.get()
-            if context is None
-            else context.get(connection_priority, DEFAULT_PRIORITY)
-        )
-        if urgency == Priority.CHECKOUT:
+        if _urgent(handle._context):  # type: ignore[attr-defined]
             ready = self._ready  # type: ignore[attr-defined] - asyncio's own queue (3.11-3.13)
             if ready and ready[-1] is handle:
+                # Behind the urgent callbacks already at the front: in their order, as asyncio
+                # needs (a future's done callbacks run as they were added: the socket's own
+                # clean-up before the task that awaited the connection goes on).
                 ready.pop()
-                ready.appendleft(handle)
+                position = 0
+                while position < len(ready) and _urgent(ready[position]._context):
+                    position += 1
+                ready.insert(position, handle)
         return handle
+
+
+def _urgent(context: Any) -> bool:
+    return context.get(connection_priority, DEFAULT_PRIORITY) == Priority.CHECKOUT  # type: ignore[no-any-return]
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

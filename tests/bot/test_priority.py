@@ -205,3 +205,38 @@ def test_the_event_loop_runs_a_checkouts_callbacks_first() -> None:
         return order
 
     assert run(main()) == ["checkout", "ready-0", "ready-1", "ready-2", "card", "payment"]
+
+
+def test_urgent_callbacks_keep_their_order_among_themselves() -> None:
+    """asyncio relies on a future's done callbacks running in the order they were added: a
+    socket connected in a checkout's context is cleaned up before its task goes on."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    async def main() -> list[object]:
+        loop = asyncio.get_running_loop()
+        order: list[object] = []
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+
+        async def checkout() -> bytes:
+            for index in range(3):
+                loop.call_soon(order.append, index)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"seat\n")
+            line = await reader.readline()
+            writer.close()
+            return line
+
+        context = contextvars.copy_context()
+        context.run(connection_priority.set, Priority.CHECKOUT)
+        loop.call_soon(order.append, "other")
+        order.append(await asyncio.create_task(checkout(), context=context))
+        server.close()
+        await server.wait_closed()
+        return order
+
+    assert run(main()) == [0, 1, 2, "other", b"seat\n"]
