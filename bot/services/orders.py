@@ -31,7 +31,7 @@ Invariants, held by constraints where a constraint can hold them:
 
 These helpers change models in the caller's transaction; they never commit. The two transitions
 of every sale (created -> held at pre-checkout, held -> paid at payment) are single Core
-statements instead: ``SalesRepository.hold_seat`` and ``SalesRepository.mark_paid``.
+statements instead: ``CheckoutRepository.hold_seat`` and ``SalesRepository.mark_paid``.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def is_open(order: Order) -> bool:
 
 
 def hold_until(now: datetime, minutes: int) -> datetime:
-    """When a seat held now lapses (the hold itself: ``SalesRepository.hold_seat``)."""
+    """When a seat held now lapses (the hold itself: ``CheckoutRepository.hold_seat``)."""
     return now + timedelta(minutes=minutes)
 
 

@@ -37,9 +37,12 @@ from storage.enums import (
     WebinarStatus,
 )
 from storage.models import Order, Organization, Webinar
-from storage.repositories.sales import OrderLock, SalesRepository
+from storage.repositories.sales import CheckoutRepository, HoldOutcome, SalesRepository
 
 log = logging.getLogger(__name__)
+
+# Reads of a checkout whose order or webinar changed before its hold, before it gives up.
+_CHECKOUT_TRIES = 3
 
 CARD_CURRENCIES = frozenset(code for code in CURRENCY_EXPONENTS if code != STARS)
 
@@ -291,35 +294,39 @@ class SalesService(Service):
     async def pre_checkout(
         self, *, user_id: int, payload: str, total_amount: int, currency: str
     ) -> CheckoutAnswer:
-        """Accept the checkout only if the order is valid and a seat hold can be taken.
+        """Accept the checkout only if the order is valid and a seat hold could be written.
 
-        One short transaction; on refusal nothing is written.
+        A transaction of its own without the update's session (``storage.direct``): the read,
+        then the hold, each one statement outside a transaction on PostgreSQL, so no lock is
+        held across a round trip (see :class:`CheckoutRepository`). A refusal writes nothing.
         """
-        try:
-            answer = await self._pre_checkout(user_id, payload, total_amount, currency)
-        except Exception:
-            await self.session.rollback()
-            raise
-        if answer.ok:
-            await self.session.commit()
-        else:
-            await self.session.rollback()
-        return answer
+        if self.session.in_transaction():
+            await self.session.commit()  # the user's profile: SQLite's one connection is needed
+        for _attempt in range(_CHECKOUT_TRIES):
+            async with self.app.transaction(autocommit=True) as transaction:
+                answer = await self._pre_checkout(
+                    CheckoutRepository(transaction), user_id, payload, total_amount, currency
+                )
+            if answer is not None:
+                return answer
+        # The order or its webinar changed between the read and the hold at every try.
+        msg = f"the checkout of {payload!r} found its order changing {_CHECKOUT_TRIES} times"
+        raise RuntimeError(msg)
 
     async def _pre_checkout(
-        self, user_id: int, payload: str, total_amount: int, currency: str
-    ) -> CheckoutAnswer:
-        """Two statements: the order with its webinar (both locked on PostgreSQL, for counting),
-        then the hold, which counts the seats and the buyer's tickets as it is written. A
-        refusal after the hold is written is rolled back by :meth:`pre_checkout`.
-
-        The webinar's lock is held from the first statement to the commit: the count cannot
-        ride on the first statement, whose snapshot was taken before it waited for the lock
-        (it would miss what the lock's previous holder committed)."""
+        self,
+        checkout: CheckoutRepository,
+        user_id: int,
+        payload: str,
+        total_amount: int,
+        currency: str,
+    ) -> CheckoutAnswer | None:
+        """The answer, or None when the order or its webinar changed between the read and the
+        hold (nothing was written: read again)."""
         invalid = CheckoutAnswer(
             False, _("This invoice is not valid. Please open the webinar link again.")
         )
-        found = await self.repo.order_context(payload, lock=OrderLock.CHECKOUT) if payload else None
+        found = await checkout.order_context(payload) if payload else None
         if found is None or found.order.user_id != user_id:
             return invalid
         order, webinar, org = found.order, found.webinar, found.org
@@ -363,16 +370,18 @@ class SalesService(Service):
             )
         if product == Product.RECORDING:
             # No seat to hold: the order stays open until its charge arrives.
-            if await self.repo.own_ticket_id(webinar.id, user_id) is not None:
+            if found.own_ticket_id is not None:
                 return _has_ticket(lang)
             return CheckoutAnswer(True)
         now = self.clock.now()
-        hold = await self.repo.hold_seat(
-            order, until=orders.hold_until(now, self.settings.seat_hold_minutes), now=now
+        hold = await checkout.hold_seat(
+            found, until=orders.hold_until(now, self.settings.seat_hold_minutes), now=now
         )
-        if hold.own_ticket_id is not None:
+        if hold.outcome == HoldOutcome.STALE:
+            return None
+        if hold.outcome == HoldOutcome.HAS_TICKET:
             return _has_ticket(lang)
-        if webinar.capacity is not None and hold.others_taken >= webinar.capacity:
+        if hold.outcome == HoldOutcome.FULL:
             return CheckoutAnswer(
                 False, _("Sorry, all seats of this webinar are taken.", locale=lang)
             )

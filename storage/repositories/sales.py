@@ -8,8 +8,9 @@ The webinar's row, by who locks it (PostgreSQL's row lock modes; each conflicts 
 marked against it):
 
 - ``FOR UPDATE``: a cancellation, an edit, a free registration: against everything below;
-- ``FOR NO KEY UPDATE``: what counts the seats to take one, a pre-checkout and a payment whose
-  hold lapsed: against itself and the above, so seats are counted one decision at a time;
+- ``FOR NO KEY UPDATE``: what counts the seats to take one, a pre-checkout (inside one
+  statement on the server: ``CheckoutRepository``) and a payment whose hold lapsed: against
+  itself and the above, so seats are counted one decision at a time;
 - ``FOR KEY SHARE``: a payment that takes no seat of its own (its order holds a live seat, the
   webinar has no seat limit, or it buys the recording; a hold becoming a ticket leaves the seats
   taken as they were): only against ``FOR UPDATE``. Such payments run side by side, and beside
@@ -35,8 +36,11 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    DateTime,
     Integer,
     Select,
+    String,
     and_,
     bindparam,
     case,
@@ -47,15 +51,17 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal, replacement_traverse
 
 from storage.direct import Prebuilt
 from storage.enums import (
@@ -80,7 +86,7 @@ from storage.models import (
     User,
     Webinar,
 )
-from storage.repositories.base import Repository, attached
+from storage.repositories.base import DirectRepository, Repository, attached, built
 
 OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
 OWED_STATUSES = (PaymentStatus.REFUND_PENDING, PaymentStatus.REFUND_FAILED)
@@ -249,21 +255,24 @@ _by_token = (
     .where(_orders.c.token == bindparam("token"))
 )
 _BY_TOKEN = Prebuilt(_by_token)
+# PostgreSQL: with the version (``xmin``) of the order's and the webinar's rows as read.
+_BY_TOKEN_VERSIONED = Prebuilt(
+    _by_token.add_columns(
+        literal_column("orders.xmin::text::bigint", BigInteger),
+        literal_column("webinars.xmin::text::bigint", BigInteger),
+    )
+)
 
 
 class OrderLock(StrEnum):
     """How :meth:`SalesRepository.order_context` locks the order's row and its webinar's."""
 
-    CHECKOUT = "checkout"  # order and webinar FOR NO KEY UPDATE: the seats may be counted
     PAYMENT = "payment"  # order FOR UPDATE, webinar FOR KEY SHARE: a payment taking no seat
     PAYMENT_COUNTING = "payment_counting"  # order FOR UPDATE, webinar FOR NO KEY UPDATE
 
 
 _WEBINAR = Webinar.__tablename__
 _BY_TOKEN_LOCKED = {
-    OrderLock.CHECKOUT: Prebuilt(
-        _by_token.with_for_update(of=[_orders, _webinars], key_share=True)
-    ),
     OrderLock.PAYMENT: Prebuilt(
         _by_token.with_for_update(of=_orders).suffix_with(
             f"FOR KEY SHARE OF {_WEBINAR}", dialect="postgresql"
@@ -313,10 +322,14 @@ _TAKEN_BY_OTHERS = (
     + _paid_lapsed_holds(bindparam("webinar_id_"), other_than=bindparam("order_id_"))
 )
 
-# A seat hold, with what decides whether it may stand: the seats taken by everyone else and the
-# buyer's own ticket, counted by the same statement after the webinar's lock was taken (on
-# PostgreSQL a later statement sees what committed while this transaction waited for the lock;
-# the statement that took the lock does not).
+# What decides whether a seat hold may stand: the seats taken by everyone else and the buyer's
+# own ticket. Counted after the webinar's lock was taken, by a statement of its own (on
+# PostgreSQL a statement sees what committed while an earlier one waited for the lock; the
+# statement that waited does not).
+_hold_counts = select(
+    _TAKEN_BY_OTHERS, _own_ticket(bindparam("webinar_id_"), bindparam("user_id_"))
+)
+_HOLD_COUNTS = Prebuilt(_hold_counts)
 _HOLD = Prebuilt(
     update(_orders)
     .where(_orders.c.id == bindparam("order_id_"))
@@ -325,18 +338,106 @@ _HOLD = Prebuilt(
         hold_expires_at=bindparam("until_"),
         updated_at=bindparam("now"),
     )
-    .returning(
-        _TAKEN_BY_OTHERS,
-        _own_ticket(bindparam("webinar_id_"), bindparam("user_id_")),
-    )
 )
+
+# PostgreSQL: the checkout's whole hold in one statement (see :class:`CheckoutRepository`).
+HOLD_SEAT_FUNCTION = "webinarpass_hold_seat"
+_HOLD_SEAT = Prebuilt(
+    text(
+        f"SELECT outcome, others, own_ticket_id FROM {HOLD_SEAT_FUNCTION}("
+        ":order_id_, :webinar_id_, :user_id_, :until_, :now, :order_version_, :webinar_version_)"
+    )
+    .bindparams(
+        bindparam("order_id_", type_=BigInteger),
+        bindparam("webinar_id_", type_=BigInteger),
+        bindparam("user_id_", type_=BigInteger),
+        bindparam("until_", type_=DateTime(timezone=True)),
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("order_version_", type_=BigInteger),
+        bindparam("webinar_version_", type_=BigInteger),
+    )
+    .columns(outcome=String, others=BigInteger, own_ticket_id=BigInteger)
+)
+
+
+def hold_seat_function_sql() -> str:
+    """The ``CREATE FUNCTION`` of :data:`HOLD_SEAT_FUNCTION`, its counts rendered from the same
+    expressions as :data:`_HOLD_COUNTS`. A migration holds a copy of this text, and a test
+    holds the two equal: a change to the counting rules needs a migration that replaces it.
+
+    It locks the order, then the webinar (the lock order of the whole module, in the modes of
+    the checkout: ``FOR NO KEY UPDATE``), each only if its row is still the version the caller
+    read (``xmin``, which every update of a row changes): otherwise it changes nothing and says
+    ``stale``. Then, in a snapshot taken after the locks (each statement of a volatile function
+    takes its own), it counts; and it writes the hold only if it may stand. The locks end with
+    the statement, when it runs outside a transaction, as :class:`CheckoutRepository` runs it.
+    """
+    names = {
+        "order_id_": "p_order",
+        "webinar_id_": "p_webinar",
+        "user_id_": "p_user",
+        "now": "p_now",
+        "until_": "p_until",
+    }
+
+    def parameter(element: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key in names:
+            return literal_column(names[element.key])
+        return None
+
+    def render(statement: Any) -> str:
+        rendered = replacement_traverse(statement, {}, parameter).compile(
+            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+        )
+        return " ".join(str(rendered).split())
+
+    counts = render(_hold_counts)
+    assert counts.startswith("SELECT ")
+    hold = render(_HOLD.statement)
+    return f"""CREATE OR REPLACE FUNCTION {HOLD_SEAT_FUNCTION}(
+    p_order bigint, p_webinar bigint, p_user bigint, p_until timestamptz, p_now timestamptz,
+    p_order_version bigint, p_webinar_version bigint
+) RETURNS TABLE (outcome text, others bigint, own_ticket_id bigint)
+LANGUAGE plpgsql VOLATILE AS $function$
+#variable_conflict use_column
+DECLARE
+    v_capacity integer;
+BEGIN
+    others := 0;
+    PERFORM 1 FROM orders
+        WHERE orders.id = p_order AND orders.xmin::text::bigint = p_order_version
+        FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'stale';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT webinars.capacity INTO v_capacity FROM webinars
+        WHERE webinars.id = p_webinar AND webinars.xmin::text::bigint = p_webinar_version
+        FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'stale';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    {counts} INTO others, own_ticket_id;
+    IF own_ticket_id IS NOT NULL THEN
+        outcome := 'has_ticket';
+    ELSIF v_capacity IS NOT NULL AND others >= v_capacity THEN
+        outcome := 'full';
+    ELSE
+        {hold};
+        outcome := 'held';
+    END IF;
+    RETURN NEXT;
+END
+$function$"""
+
 
 _SEATS_TAKEN = Prebuilt(select(_TAKEN_BY_OTHERS))
 _SEATS_TAKEN_BY_ALL = Prebuilt(
     select(_SeatTickets(bindparam("webinar_id_")) + _live_holds(bindparam("webinar_id_")))
 )
-
-_OWN_TICKET = Prebuilt(select(_own_ticket(bindparam("webinar_id_"), bindparam("user_id_"))))
 
 _MARK_PAID = Prebuilt(
     update(_orders)
@@ -424,12 +525,21 @@ class OrderContext:
     webinar: Webinar
     org: Organization
     own_ticket_id: int | None
+    versions: tuple[int, int] | None = None  # the order's and the webinar's (PostgreSQL)
+
+
+class HoldOutcome(StrEnum):
+    HELD = "held"  # written
+    HAS_TICKET = "has_ticket"  # the buyer already has a ticket: nothing written
+    FULL = "full"  # every seat is taken: nothing written
+    STALE = "stale"  # the order or the webinar changed since they were read: nothing written
 
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """A seat hold just written, with what decides whether it may stand."""
+    """What a checkout's seat hold came to, with what decided it."""
 
+    outcome: HoldOutcome
     others_taken: int  # active seat tickets and other live holds of the webinar
     own_ticket_id: int | None
 
@@ -500,24 +610,6 @@ class SalesRepository(Repository):
         order, webinar, org, (own_ticket_id,) = self._models(row, Order, Webinar, Organization)
         return OrderContext(order, webinar, org, own_ticket_id)
 
-    async def hold_seat(self, order: Order, *, until: datetime, now: datetime) -> Hold:
-        """Hold a seat for the order until ``until``, and count what decides whether the hold
-        may stand (the caller rolls back when it may not). Call with the webinar locked for
-        counting."""
-        found = await _HOLD.first(
-            self.session,
-            {
-                "order_id_": order.id,
-                "webinar_id_": order.webinar_id,
-                "user_id_": order.user_id,
-                "until_": until,
-                "now": now,
-            },
-        )
-        assert found is not None  # the caller holds the order's row
-        others, own_ticket_id = found
-        return Hold(int(others), own_ticket_id)
-
     async def seats_taken_by_others(self, order: Order, now: datetime) -> int:
         """The seats of the order's webinar taken by others: active seat tickets, live holds, and
         lapsed holds being paid right now (see the module's docstring). Call with the webinar
@@ -526,12 +618,6 @@ class SalesRepository(Repository):
             self.session, {"webinar_id_": order.webinar_id, "order_id_": order.id, "now": now}
         )
         return int(taken[0])
-
-    async def own_ticket_id(self, webinar_id: int, user_id: int) -> int | None:
-        (found,) = await _OWN_TICKET.rows(
-            self.session, {"webinar_id_": webinar_id, "user_id_": user_id}
-        )
-        return found[0]  # type: ignore[no-any-return]
 
     async def mark_paid(self, order: Order, now: datetime) -> None:
         """The order's charge bought it: paid, no hold left. ``order`` shows the new state."""
@@ -1025,3 +1111,68 @@ class SalesRepository(Repository):
             .limit(1)
         )
         return found is not None
+
+
+class CheckoutRepository(DirectRepository):
+    """A pre-checkout query's read and seat hold, on a transaction of their own without a session
+    (``storage.direct``), opened with ``autocommit=True``.
+
+    On PostgreSQL neither takes a lock across a round trip. The read takes none: it notes the
+    version of the order's and the webinar's rows instead. The hold is one statement, a call of
+    :data:`HOLD_SEAT_FUNCTION` (see :func:`hold_seat_function_sql`), which locks both rows only if
+    they are still as read, counts after the locks, and writes the hold only if it may stand;
+    outside a transaction its locks end with it. A checkout used to hold the webinar's lock from
+    its first statement to its commit: two round trips and the turns of the event loop between,
+    which every other checkout of the webinar waited for in turn.
+
+    On SQLite the transaction is one ``BEGIN IMMEDIATE`` (one writer: nothing changes between
+    the read and the hold), and the hold is the count, then the write if it may stand.
+    """
+
+    async def order_context(self, token: str) -> OrderContext | None:
+        """The order behind an invoice payload with its webinar and organization, read without a
+        lock, and the buyer's active ticket for that webinar."""
+        versioned = self.dialect == "postgresql"
+        statement = _BY_TOKEN_VERSIONED if versioned else _BY_TOKEN
+        row = await statement.first(self.session, {"token": token})
+        if row is None:
+            return None
+        models = []
+        start = 0
+        for model in (Order, Webinar, Organization):
+            keys = _KEYS[model]
+            models.append(built(model, keys, row[start : start + len(keys)]))
+            start += len(keys)
+        order, webinar, org = models
+        versions = (row[start + 1], row[start + 2]) if versioned else None
+        return OrderContext(order, webinar, org, row[start], versions)
+
+    async def hold_seat(self, found: OrderContext, *, until: datetime, now: datetime) -> Hold:
+        """Hold a seat for the order until ``until`` if one is free and the buyer has no ticket
+        for the webinar yet; otherwise write nothing. ``found`` is what :meth:`order_context`
+        read, in this transaction."""
+        order = found.order
+        params = {
+            "order_id_": order.id,
+            "webinar_id_": order.webinar_id,
+            "user_id_": order.user_id,
+            "until_": until,
+            "now": now,
+        }
+        if found.versions is not None:
+            order_version, webinar_version = found.versions
+            params |= {"order_version_": order_version, "webinar_version_": webinar_version}
+            row = await _HOLD_SEAT.first(self.session, params)
+            assert row is not None
+            outcome, others, own_ticket_id = row
+            return Hold(HoldOutcome(outcome), int(others), own_ticket_id)
+        counted = await _HOLD_COUNTS.first(self.session, params)
+        assert counted is not None
+        others, own_ticket_id = int(counted[0]), counted[1]
+        capacity = found.webinar.capacity
+        if own_ticket_id is not None:
+            return Hold(HoldOutcome.HAS_TICKET, others, own_ticket_id)
+        if capacity is not None and others >= capacity:
+            return Hold(HoldOutcome.FULL, others, own_ticket_id)
+        await _HOLD.rowcount(self.session, params)
+        return Hold(HoldOutcome.HELD, others, own_ticket_id)
