@@ -167,12 +167,15 @@ class Intake:
         for item in items:
             hold = len(held_now) < room or item.priority == Priority.CHECKOUT
             (held_now if hold else later).append(item)
-        done = self._take_done()
+        kinds = {item.priority for item in items}
+        # A batch with a checkout is stored alone, one statement sooner; the marks wait for the
+        # next write. Not past a payment: the mark of the checkout it follows goes first (see
+        # _handle).
+        urgent = Priority.CHECKOUT in kinds and Priority.PAYMENT not in kinds
+        done = [] if urgent else self._take_done()
         # The batch waits for a database connection, and for its turns of the event loop, as
         # its most urgent update would.
-        urgency = connection_priority.set(
-            min((item.priority for item in items), default=Priority.OTHER)
-        )
+        urgency = connection_priority.set(min(kinds, default=Priority.OTHER))
         try:
             # The marks first: writing one twice changes nothing, so with one store after them
             # each statement may commit on its own (on PostgreSQL: a batch without marks costs

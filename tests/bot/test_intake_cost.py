@@ -345,3 +345,36 @@ async def test_a_pre_checkout_query_does_not_read_a_user_this_process_just_saw(
         ("pre_checkout_query", False),  # the same user, unchanged, not blocked: no read
         ("message", True),  # the payment
     ], kinds
+
+
+async def test_a_batch_with_a_checkout_is_stored_alone(
+    intake_app: tuple[BotApplication, Gate], engine: AsyncEngine, session: AsyncSession
+) -> None:
+    """The checkout waits for nothing but its own store: pending marks wait for the next write."""
+    application, gate = intake_app
+    intake = application.intake
+    await intake.accept([raw_message(30, "hold")])
+    await asyncio.wait_for(gate.held.wait(), 10)
+    await intake.accept([raw_message(31, "quick")])
+    await settle(lambda: _quick_done(gate, 1))
+    checkout = {
+        "update_id": 32,
+        "pre_checkout_query": {
+            "id": "checkout-32",
+            "from": {"id": 7100, "is_bot": False, "first_name": "Tess"},
+            "currency": "XTR",
+            "total_amount": 1,
+            "invoice_payload": "no-such-order",
+        },
+    }
+    with Transactions(engine) as seen:
+        await intake.accept([checkout])
+    (store,) = seen.with_statement(STORE)
+    assert len(store) == 1, store
+    assert (await statuses(session))[31] == InboundStatus.PENDING
+    with Transactions(engine) as seen:
+        await intake.accept([raw_message(33, "quick")])
+    (riding,) = seen.with_statement(DONE_MARK)
+    assert [bool(STORE.match(s)) for s in riding] == [False, True], riding
+    assert (await statuses(session))[31] == InboundStatus.DONE
+    gate.release.set()
