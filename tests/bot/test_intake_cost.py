@@ -214,16 +214,22 @@ async def _all_done(session: AsyncSession, ids: set[int]) -> bool:
     return all(found.get(i) == InboundStatus.DONE for i in ids)
 
 
+async def _a_mark_pending(intake: Any, gate: Gate, first: int) -> None:
+    """Update ``first`` is held in its handler, ``first + 1`` handled: its done mark waits for
+    the intake's next write."""
+    await intake.accept([raw_message(first, "hold")])
+    await asyncio.wait_for(gate.held.wait(), 10)
+    await intake.accept([raw_message(first + 1, "quick")])
+    await settle(lambda: _quick_done(gate, 1))
+
+
 async def test_a_failed_store_keeps_the_done_marks_it_carried(
     intake_app: tuple[BotApplication, Gate], engine: AsyncEngine, session: AsyncSession
 ) -> None:
     """A store that fails (Telegram sends the batch again) must not lose the marks it carried."""
     application, gate = intake_app
     intake = application.intake
-    await intake.accept([raw_message(20, "hold")])
-    await asyncio.wait_for(gate.held.wait(), 10)
-    await intake.accept([raw_message(21, "quick")])
-    await settle(lambda: _quick_done(gate, 1))
+    await _a_mark_pending(intake, gate, 20)
     await asyncio.sleep(0.05)
 
     def fail(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -353,10 +359,7 @@ async def test_a_batch_with_a_checkout_is_stored_alone(
     """The checkout waits for nothing but its own store: pending marks wait for the next write."""
     application, gate = intake_app
     intake = application.intake
-    await intake.accept([raw_message(30, "hold")])
-    await asyncio.wait_for(gate.held.wait(), 10)
-    await intake.accept([raw_message(31, "quick")])
-    await settle(lambda: _quick_done(gate, 1))
+    await _a_mark_pending(intake, gate, 30)
     checkout = {
         "update_id": 32,
         "pre_checkout_query": {

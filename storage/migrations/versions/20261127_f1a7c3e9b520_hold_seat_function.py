@@ -32,17 +32,12 @@ DECLARE
     v_capacity integer;
 BEGIN
     others := 0;
-    PERFORM 1 FROM orders
-        WHERE orders.id = p_order AND orders.xmin::text::bigint = p_order_version
-        FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        outcome := 'stale';
-        RETURN NEXT;
-        RETURN;
-    END IF;
-    SELECT webinars.capacity INTO v_capacity FROM webinars
-        WHERE webinars.id = p_webinar AND webinars.xmin::text::bigint = p_webinar_version
-        FOR NO KEY UPDATE;
+    SELECT webinars.capacity INTO v_capacity
+        FROM orders JOIN webinars ON webinars.id = orders.webinar_id
+        WHERE orders.id = p_order AND webinars.id = p_webinar
+            AND orders.xmin::text::bigint = p_order_version
+            AND webinars.xmin::text::bigint = p_webinar_version
+        FOR NO KEY UPDATE OF orders, webinars;
     IF NOT FOUND THEN
         outcome := 'stale';
         RETURN NEXT;
