@@ -76,8 +76,8 @@ class UrgentFirstLoop(asyncio.SelectorEventLoop):
     Under load every ``await`` costs a turn of the loop: a task woken by its database row or
     its HTTP answer is queued behind every callback already ready, and a turn in a rush is
     several milliseconds of other updates' work. A checkout makes about eight such waits (its
-    store, its transaction's statements, its answer), and on PostgreSQL it holds the webinar's
-    row lock across two of them, so every checkout queued behind it waits for those turns too.
+    store, its statements, its answer), each a turn of other updates' work added to the
+    buyer's wait, against Telegram's deadline of 10 seconds.
 
     Here a callback scheduled from, or for, a context whose :data:`connection_priority` is a
     checkout's (the intake sets it for the task handling the update, and for the store of a batch
