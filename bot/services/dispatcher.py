@@ -354,11 +354,9 @@ class OutboxDispatcher:
                     REMINDER_LATENESS.observe(max(0.0, (now - claim.due_at).total_seconds()))
                 # Organizers see in /participants whether access reached each buyer.
                 access_of = ticket_id if row.kind == OutboxKind.ACCESS else None
-                # The mark, in a transaction of its own without a session (storage.direct). The
-                # render and the guard committed theirs; were anything still open, SQLite's one
-                # connection is freed first.
-                if session.in_transaction():
-                    await session.commit()
+                if session.in_transaction():  # free SQLite's one connection (the render and
+                    await session.commit()  # the guard committed theirs: normally nothing is open)
+                # The mark, in a transaction of its own without a session (storage.direct).
                 async with self.app.transaction() as transaction:
                     settled = await OutboxRepository(transaction).mark_sent(
                         claim, now=now, access_of=access_of

@@ -29,7 +29,7 @@ payment whose hold turns out lapsed ends its transaction and starts again with t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -634,16 +634,9 @@ class SalesRepository(Repository):
         return await self._inserted(_NEW_TICKET, ticket)
 
     def _models(self, row: Sequence[Any], *models: type[Any]) -> list[Any]:
-        """The row cut into persistent instances of ``models`` (their columns first, in order,
-        see ``attached``), then a list of the values after them."""
-        found: list[Any] = []
-        start = 0
-        for model in models:
-            keys = _KEYS[model]
-            found.append(attached(self.session, model, keys, row[start : start + len(keys)]))
-            start += len(keys)
-        found.append(list(row[start:]))
-        return found
+        """The row cut into persistent instances of ``models`` (see ``attached``)."""
+        session = self.session
+        return _cut(row, models, lambda model, keys, values: attached(session, model, keys, values))
 
     async def _inserted(self, statement: Prebuilt, obj: Any) -> Any:
         """Insert a new object without the unit of work (a flush of one object costs about
@@ -1108,6 +1101,19 @@ class SalesRepository(Repository):
         return found is not None
 
 
+def _cut(row: Sequence[Any], models: Sequence[type[Any]], make: Callable[..., Any]) -> list[Any]:
+    """The row cut into instances of ``models`` (their columns first, in order), each made by
+    ``make(model, keys, values)``, then a list of the values after them."""
+    found: list[Any] = []
+    start = 0
+    for model in models:
+        keys = _KEYS[model]
+        found.append(make(model, keys, row[start : start + len(keys)]))
+        start += len(keys)
+    found.append(list(row[start:]))
+    return found
+
+
 class CheckoutRepository(DirectRepository):
     """A pre-checkout query's read and seat hold, on a transaction of their own without a session
     (``storage.direct``), opened with ``autocommit=True``.
@@ -1132,15 +1138,9 @@ class CheckoutRepository(DirectRepository):
         row = await statement.first(self.session, {"token": token})
         if row is None:
             return None
-        models = []
-        start = 0
-        for model in (Order, Webinar, Organization):
-            keys = _KEYS[model]
-            models.append(built(model, keys, row[start : start + len(keys)]))
-            start += len(keys)
-        order, webinar, org = models
-        versions = (row[start + 1], row[start + 2]) if versioned else None
-        return OrderContext(order, webinar, org, row[start], versions)
+        order, webinar, org, rest = _cut(row, (Order, Webinar, Organization), built)
+        versions = (rest[1], rest[2]) if versioned else None
+        return OrderContext(order, webinar, org, rest[0], versions)
 
     async def hold_seat(self, found: OrderContext, *, until: datetime, now: datetime) -> Hold:
         """Hold a seat for the order until ``until`` if one is free and the buyer has no ticket
