@@ -45,12 +45,16 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
+from aiogram.__meta__ import __version__
 from aiogram.client.default import Default
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods.base import Response
 from aiogram.types import BufferedInputFile, InputFile, TelegramObject
-from aiohttp import ClientError
+from aiohttp import ClientError, ClientSession, ClientTimeout, DummyCookieJar
+from aiohttp.hdrs import USER_AGENT
+from aiohttp.http import SERVER_SOFTWARE
+from yarl import URL
 
 if TYPE_CHECKING:
     from aiogram import Bot
@@ -93,6 +97,42 @@ def pin_response_model(returning: Any) -> None:
 
 
 class BotSession(AiohttpSession):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._urls: dict[tuple[str, str], URL] = {}
+        self._timeouts: dict[float, ClientTimeout] = {}
+
+    async def create_session(self) -> ClientSession:
+        """aiogram's session, without a cookie jar: the Bot API sets no cookies, and aiohttp
+        filters the jar for every request."""
+        if self._should_reset_connector:
+            await self.close()
+        if self._session is None or self._session.closed:
+            self._session = ClientSession(
+                connector=self._connector_type(**self._connector_init),
+                headers={USER_AGENT: f"{SERVER_SOFTWARE} aiogram/{__version__}"},
+                cookie_jar=DummyCookieJar(),
+            )
+            self._should_reset_connector = False
+        return self._session
+
+    def _url(self, token: str, method: str) -> URL:
+        """The method's address, parsed once (aiohttp parses a string at every call)."""
+        url = self._urls.get((token, method))
+        if url is None:
+            if len(self._urls) > 1024:  # bots come and go (tests, a token changed)
+                self._urls.clear()
+            url = self._urls[token, method] = URL(self.api.api_url(token=token, method=method))
+        return url
+
+    def _timeout(self, seconds: float) -> ClientTimeout:
+        """aiohttp's timeout object for ``seconds``, built once (aiohttp builds one per call
+        from a number)."""
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = ClientTimeout(total=seconds)
+        return timeout
+
     def check_response(
         self,
         bot: Bot,
@@ -222,13 +262,13 @@ class BotSession(AiohttpSession):
             return await super().make_request(bot, method, timeout)
         body, headers = prepared
         session = await self.create_session()
-        url = self.api.api_url(token=bot.token, method=method.__api_method__)
+        url = self._url(bot.token, method.__api_method__)
         try:
             async with session.post(
                 url,
                 data=body,
                 headers=headers,
-                timeout=self.timeout if timeout is None else timeout,
+                timeout=self._timeout(self.timeout if timeout is None else timeout),
             ) as resp:
                 raw_result = await resp.text()
         except TimeoutError as e:

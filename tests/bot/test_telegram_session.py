@@ -14,7 +14,11 @@ import pytest
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramBadRequest
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramUnauthorizedError,
+)
 from aiogram.methods import (
     AnswerCallbackQuery,
     AnswerPreCheckoutQuery,
@@ -315,3 +319,31 @@ async def test_unread_answers_build_no_model_and_return_none(
     # Outside, answers are read as before (and the count above could see them).
     assert isinstance(await ours.send_message(4004, "again"), Message)
     assert built == [Message]
+
+
+async def test_a_calls_own_timeout_and_the_bots_token_still_apply(
+    sandbox: SandboxServer, bots: tuple[Bot, Bot]
+) -> None:
+    """The session keeps one parsed address per token and method, and one aiohttp timeout per
+    value: a call's own timeout still cuts it short, and another token reaches its own bot."""
+    chat = sandbox.user(4003, first_name="Cy")
+    await chat.start()
+    ours = bots[0]
+    session = ours.session
+    assert isinstance(session, BotSession)
+    await ours.send_message(4003, "one")
+    await ours.send_message(4003, "two")
+    assert len(session._urls) == 1  # the address, parsed once
+    http = await session.create_session()
+    assert len(http.cookie_jar) == 0  # no jar to filter at every call
+
+    sandbox.rtt_ms = 1_000
+    try:
+        with pytest.raises(TelegramNetworkError, match="timeout"):
+            await ours.send_message(4003, "slow", request_timeout=0.2)
+    finally:
+        sandbox.rtt_ms = 0
+    assert (await ours.send_message(4003, "again")).text == "again"
+
+    with pytest.raises(TelegramUnauthorizedError):  # another token: its own address
+        await Bot("123:UNKNOWN", session=session).send_message(4003, "who?")
