@@ -17,6 +17,10 @@ def built(model: type[M], keys: Iterable[str], values: Iterable[Any]) -> M:
     (its state's dict), with no session, identity map or attribute events: about 2 us against
     some 30 for the constructor of a wide model. For rows that are only read; a change to such
     an instance is never written anywhere."""
+    if not model.__mapper__.configured:  # type: ignore[attr-defined]
+        # Nothing loaded a model yet in this process (a replica whose first work is the
+        # outbox's claim): an unconfigured mapper's attributes cannot be read.
+        configure_mappers()
     instance: M = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
     instance.__dict__.update(zip(keys, values, strict=True))
     return instance
@@ -32,8 +36,6 @@ def attached(
     become its committed state, put in the session's identity map. Changes to it are flushed
     like any loaded object's; no loading context, row processing or events are paid."""
     mapper = model.__mapper__  # type: ignore[attr-defined]
-    if not mapper.configured:  # nothing loaded a model yet in this process
-        configure_mappers()
     instance = built(model, keys, values)
     key = mapper.identity_key_from_primary_key(
         [instance.__dict__[column.key] for column in mapper.primary_key]

@@ -3,6 +3,8 @@ errors and events as ``session.execute``, on both backends."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -223,3 +225,17 @@ async def test_many_runs_once_per_parameter_set(session: AsyncSession) -> None:
         select(_OUTBOX.c.id).where(_OUTBOX.c.sent_at == later).order_by(_OUTBOX.c.id)
     ).rows(session)
     assert sent == [(ids[0],), (ids[1],)]
+
+
+def test_a_built_model_reads_in_a_process_where_nothing_loaded_one_yet() -> None:
+    """A replica whose first work is the outbox's claim builds its models from Core rows before
+    any ORM load has configured the mappers; their attributes must read all the same."""
+    code = (
+        "from storage.models import OutboxMessage\n"
+        "from storage.repositories.base import built\n"
+        "print(built(OutboxMessage, ['id', 'attempts'], [7, 2]).attempts)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert (ran.returncode, ran.stdout.strip()) == (0, "2"), ran.stderr
