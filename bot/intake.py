@@ -239,7 +239,16 @@ class Intake:
                 delay = min(delay * 2, 30.0)
 
     def start_polling(self, **kwargs: Any) -> asyncio.Task[None]:
-        self._polling = asyncio.create_task(self.poll(**kwargs), name="intake-poll")
+        """:meth:`poll` in a task that the event loop wakes as it wakes a checkout's
+        (:class:`bot.priority.UrgentFirstLoop`): a pre-checkout query comes in through it, and
+        read late it would have waited behind the turns of every update in hand before its own
+        handling even began. The polling task is one request at a time, and its store is
+        written at its batch's own urgency (:meth:`accept`)."""
+        context = contextvars.copy_context()
+        context.run(connection_priority.set, Priority.CHECKOUT)
+        self._polling = asyncio.create_task(
+            self.poll(**kwargs), name="intake-poll", context=context
+        )
         return self._polling
 
     # -- handling -----------------------------------------------------------------------------

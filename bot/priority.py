@@ -80,9 +80,10 @@ class UrgentFirstLoop(asyncio.SelectorEventLoop):
     buyer's wait, against Telegram's deadline of 10 seconds.
 
     Here a callback scheduled from, or for, a context whose :data:`connection_priority` is a
-    checkout's (the intake sets it for the task handling the update, and for the store of a batch
-    holding one) goes to the front of the ready queue instead of its back: a checkout's task
-    runs as soon as what it waited for is done. Everything else keeps its order. Socket
+    checkout's (the intake sets it for the task handling the update, for the store of a batch
+    holding one, and for the polling task that brings them in) goes to the front of the ready
+    queue instead of its back: a checkout's task runs as soon as what it waited for is done.
+    Everything else keeps its order. Socket
     readiness is still read once per turn, so a checkout's answer from the network waits for at
     most the rest of the turn in which it arrived.
     """

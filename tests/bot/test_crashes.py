@@ -107,6 +107,15 @@ class BotProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
 
+    async def up(self) -> None:
+        """Wait until the process is up (its signal handlers installed: a SIGTERM before that
+        ends it as the default action does, exit code -15)."""
+        for _ in range(int(START_S * 10)):
+            if "webinarpass is up as" in self.log_path.read_text(errors="replace"):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the bot did not come up:\n{self.output()}")
+
 
 @pytest.fixture
 async def processes() -> AsyncIterator[list[BotProcess]]:
@@ -269,6 +278,7 @@ async def test_sigterm_finishes_or_releases_what_is_in_hand_and_exits_0(
     second = BotProcess(tmp_path, "second", **env)
     processes.append(await second.start())
     await sandbox.wait_until(lambda: len(ann.messages) == 6, timeout=START_S, message="6 replies")
+    await second.up()  # the first may have finished all six: the second then has nothing to do
     ann.drain()
     await ann.expect_silence(0.5)
     assert await second.terminate() == 0, second.output()

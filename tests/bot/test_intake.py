@@ -27,10 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from bot.application import BotApplication
 from bot.clock import FakeClock
 from bot.i18n import Translator
+from bot.priority import Priority
 from bot.sandbox import SandboxServer
 from bot.settings import Settings, WebhookSecretError, require_webhook_secret
 from storage.enums import InboundStatus, OutboxKind
 from storage.models import InboundUpdate, OutboxMessage, Payment, Ticket, Webinar
+from storage.pool import connection_priority
 from tests.conftest import OWNER_ID
 from tests.factories import make_org, make_webinar
 
@@ -72,6 +74,33 @@ async def test_an_update_sent_again_is_handled_once(
         await asyncio.sleep(0.02)
     assert (stored.kind, stored.attempts, stored.status) == ("message", 1, InboundStatus.DONE)
     assert stored.payload["message"]["text"] == "/help"
+
+
+async def test_the_polling_task_runs_with_a_checkouts_urgency(
+    sandbox: SandboxServer, bot_app: BotApplication
+) -> None:
+    """A pre-checkout query comes in through the polling task: the event loop wakes that task
+    ahead of the updates in hand (bot.priority.UrgentFirstLoop), while each update is handled,
+    and its batch stored, at its own urgency."""
+    intake = bot_app.intake
+    seen: list[tuple[str, int]] = []
+    accept = intake.accept
+
+    async def accept_and_note(raws: list[dict[str, Any]]) -> int:
+        seen.append(("poll", connection_priority.get()))
+        return await accept(raws)
+
+    intake.accept = accept_and_note  # type: ignore[method-assign]
+
+    async def note(handler: Any, event: Any, data: dict[str, Any]) -> Any:
+        seen.append(("handler", connection_priority.get()))
+        return await handler(event, data)
+
+    bot_app.dispatcher.update.outer_middleware(note)
+    ann = sandbox.user(5002, first_name="Ann", language_code="en")
+    await ann.command("/help")
+    await ann.next_message()
+    assert seen == [("poll", Priority.CHECKOUT), ("handler", Priority.OTHER)]
 
 
 class FailOnce:
