@@ -4,7 +4,9 @@ N simulated buyers (``--buyers``, default 1000; ``--concurrency`` at a time, def
 open the webinar's deep link, press the Stars button, pay the invoice in the chat and wait for the
 access message (the calendar file, the access as its caption). Then, in the same run and against
 the same server, a bare aiogram echo bot answers as many messages (four per buyer: as many
-updates as the rush had).
+updates as the rush had), and a floor bot serves the same buyers the same flow: plain aiogram
+making the bot's six Bot API calls per purchase from constant texts, with no database behind it
+(``_serve_floor``).
 
     python -m bench.rush --buyers 1000 --concurrency 100
     DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1/rush python -m bench.rush
@@ -15,12 +17,14 @@ does the echo bot; this process runs the sandbox server and the simulated buyers
 Prints purchase flows per second, pre-checkout answer latency (p50/p99, as the buyer's client
 sees it), how long a buyer waited at each step (the card, the invoice, the checkout, the
 confirmation, the access message: where a rush queues), the bot's messages per flow, the bot's
-CPU time per update and the echo bot's, each read from its own process's counters over its own
-run, and their ratio (a flow is four updates and six Bot API calls: four messages and the
-answers to the button and the pre-checkout query; an echo one update and one call, so about 2
-is the floor aiogram itself sets). The last line is for
-scripts: ``rush: flows_per_s=F cpu_per_update_ms=B echo_cpu_per_update_ms=E cpu_ratio=R
-precheckout_p99_ms=P precheckout_bot_p99_ms=Q``, where Q is P without the simulated round trip
+CPU time per update, the echo bot's and the floor bot's, each read from its own process's
+counters over its own run, and the ratios to the echo bot's (a flow is four updates and six Bot
+API calls: four messages and the answers to the button and the pre-checkout query; an echo one
+update and one call). The floor bot's ratio is what aiogram itself sets for this flow; the
+bot's ratio above it is what the database, the durable intake, the outbox and the rules add.
+The last line is for scripts: ``rush: flows_per_s=F cpu_per_update_ms=B
+echo_cpu_per_update_ms=E cpu_ratio=R precheckout_p99_ms=P precheckout_bot_p99_ms=Q
+floor_cpu_per_update_ms=L floor_ratio=X``, where Q is P without the simulated round trip
 (below): the part of the wait the bot itself adds.
 
 The sandbox runs without flood limits and the bot's paced sender is opened up, so the figures
@@ -67,6 +71,7 @@ from storage.database import is_sqlite
 
 TOKEN = "424242:RUSH-token-for-the-sandbox"
 ECHO_TOKEN = "434343:ECHO-token-for-the-sandbox"
+FLOOR_TOKEN = "444444:FLOOR-token-for-the-sandbox"
 OWNER_ID = 1000
 FIRST_BUYER = 10_000_000
 UPDATES_PER_FLOW = 4  # /start, the button, the pre-checkout query, the payment
@@ -132,11 +137,11 @@ STEPS = ("card", "invoice", "checkout", "confirmation", "access")
 
 
 async def buyer_flow(
-    sandbox: SandboxServer, user_id: int, code: str
+    sandbox: SandboxServer, user_id: int, code: str, bot: str = TOKEN
 ) -> tuple[float | None, list[float], int]:
     """One purchase, start to access; returns the pre-checkout latency in seconds, how long
     the buyer waited at each of :data:`STEPS` and how many messages the bot sent them."""
-    user = sandbox.user(user_id, first_name=f"B{user_id}", language_code="en")
+    user = sandbox.user(user_id, first_name=f"B{user_id}", language_code="en", bot=bot)
     marks = [time.perf_counter()]
     await user.command("/start", f"w_{code}")
     card = await user.next_message(timeout=60)
@@ -258,6 +263,91 @@ async def _serve_echo(api_url: str, ready: Any, stop: Any) -> None:
     await bot.session.close()
 
 
+def _floor_process(api_url: str, ready: Any, stop: Any) -> None:
+    """The floor bot (:func:`_serve_floor`), alone in its process like the bot under test."""
+    asyncio.run(_serve_floor(api_url, ready, stop))
+
+
+# What the floor bot sends: about the size of the bot's own messages (the card, the invoice, the
+# confirmation, the calendar file with the access as its caption).
+_FLOOR_CARD = (
+    "<b>The big rush</b>\n\nEveryone at once.\n\n🗓 Monday, 30 November 2026, 17:00 "
+    "(Europe/Rome)\n⏱ 60 min\n💰 1 ⭐\n🎟 1000 seats left\n\nOrganizer: Rush Webinars"
+)
+_FLOOR_ICS = (
+    b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//webinarpass//floor//EN\r\nBEGIN:VEVENT\r\n"
+    b"UID:floor@webinarpass\r\nDTSTAMP:20261127T160000Z\r\nDTSTART:20261130T160000Z\r\n"
+    b"DTEND:20261130T170000Z\r\nSUMMARY:The big rush\r\nURL:https://meet.example.org/rush\r\n"
+    b"END:VEVENT\r\nEND:VCALENDAR\r\n"
+)
+
+
+async def _serve_floor(api_url: str, ready: Any, stop: Any) -> None:
+    """The same flow as the bot's, in plain aiogram with nothing behind it: the floor.
+
+    Its four handlers make the bot's six Bot API calls per purchase (the card with its button;
+    the button's answer and the invoice; the pre-checkout answer; the confirmation and the
+    calendar file) from constant texts: no database, no intake, no outbox, no scheduler, no
+    locale. Its CPU per update against the echo bot's is what aiogram alone sets for this flow,
+    the floor under the bot's own ratio; the difference is what the bot adds to keep the money
+    and the access safe.
+    """
+    from aiogram import F
+    from aiogram.filters import CommandStart
+    from aiogram.types import (
+        BufferedInputFile,
+        CallbackQuery,
+        InlineKeyboardButton,
+        InlineKeyboardMarkup,
+        LabeledPrice,
+        PreCheckoutQuery,
+    )
+
+    bot = Bot(FLOOR_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api_url)))
+    dispatcher = Dispatcher()
+    keyboard = InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text="Pay 1 ⭐", callback_data="buy:1:stars")]]
+    )
+
+    @dispatcher.message(CommandStart(deep_link=True))
+    async def card(message: Message) -> None:
+        await message.answer(_FLOOR_CARD, parse_mode="HTML", reply_markup=keyboard)
+
+    @dispatcher.callback_query(F.data.startswith("buy:"))
+    async def invoice(query: CallbackQuery) -> None:
+        await query.answer()
+        await bot.send_invoice(
+            query.from_user.id,
+            title="The big rush",
+            description="Everyone at once.",
+            payload=f"o:{query.from_user.id}:floor",
+            currency="XTR",
+            prices=[LabeledPrice(label="Ticket", amount=1)],
+        )
+
+    @dispatcher.pre_checkout_query()
+    async def checkout(query: PreCheckoutQuery) -> None:
+        await query.answer(ok=True)
+
+    @dispatcher.message(F.successful_payment)
+    async def paid(message: Message) -> None:
+        await message.answer("<b>Payment received.</b> Thank you!", parse_mode="HTML")
+        await message.answer_document(
+            BufferedInputFile(_FLOOR_ICS, filename="webinar.ics"),
+            caption="Your access: https://meet.example.org/rush\nPassword: <code>rush</code>",
+            parse_mode="HTML",
+        )
+
+    dispatcher.startup.register(ready.set)
+    polling = asyncio.create_task(
+        dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
+    )
+    await asyncio.to_thread(stop.wait)
+    await dispatcher.stop_polling()
+    await polling
+    await bot.session.close()
+
+
 class Process:
     """A child process started with ``spawn`` that says when it is ready and stops on request."""
 
@@ -348,6 +438,22 @@ async def run_echo(
         echo_cpu = echo.cpu_s() - echo_cpu
     handled = per_user * args.buyers
     return handled / elapsed, echo_cpu / handled
+
+
+async def run_floor(args: argparse.Namespace, sandbox: SandboxServer) -> float:
+    """The floor bot's CPU seconds per update, for the same buyers' flow as the rush."""
+    sandbox.add_bot(token=FLOOR_TOKEN, username="floor_bot", first_name="Floor")
+    async with Process(_floor_process, sandbox.url) as floor:
+        limit = asyncio.Semaphore(args.concurrency)
+
+        async def one(i: int) -> None:
+            async with limit:
+                await buyer_flow(sandbox, FIRST_BUYER + i, "rush", bot=FLOOR_TOKEN)
+
+        floor_cpu = floor.cpu_s()
+        await asyncio.gather(*(one(i) for i in range(args.buyers)))
+        floor_cpu = floor.cpu_s() - floor_cpu
+    return floor_cpu / (UPDATES_PER_FLOW * args.buyers)
 
 
 def _cpu_s(pid: int) -> float:
@@ -466,6 +572,7 @@ async def main(args: argparse.Namespace) -> None:
         sandbox.add_bot(token=TOKEN, username="webinarpass_bot", first_name="WebinarPass")
         rush = await run_rush(args, sandbox, url)
         echo_per_s, echo_cpu = await run_echo(args, sandbox, UPDATES_PER_FLOW * args.buyers)
+        floor_cpu = await run_floor(args, sandbox)
     if tmp is not None:
         tmp.cleanup()
 
@@ -479,6 +586,8 @@ async def main(args: argparse.Namespace) -> None:
     bot_cpu_ms = 1000 * rush["bot_cpu"] / (UPDATES_PER_FLOW * args.buyers)
     echo_cpu_ms = 1000 * echo_cpu
     ratio = bot_cpu_ms / echo_cpu_ms
+    floor_cpu_ms = 1000 * floor_cpu
+    floor_ratio = floor_cpu_ms / echo_cpu_ms
     slots = Settings(_env_file=None).update_slots
     print(
         f"database: {backend}; buyers: {args.buyers}; concurrency: {args.concurrency}; "
@@ -501,12 +610,21 @@ async def main(args: argparse.Namespace) -> None:
         f"CPU per flow: bot {1000 * rush['bot_cpu'] / args.buyers:.1f} ms, "
         f"sandbox and buyers {1000 * rush['own_cpu'] / args.buyers:.1f} ms"
     )
-    print(f"CPU per update: bot {bot_cpu_ms:.2f} ms, echo bot {echo_cpu_ms:.2f} ms")
+    print(
+        f"CPU per update: bot {bot_cpu_ms:.2f} ms, echo bot {echo_cpu_ms:.2f} ms, "
+        f"floor bot {floor_cpu_ms:.2f} ms"
+    )
+    print(
+        f"CPU ratio to the echo bot: bot {ratio:.2f}, floor bot {floor_ratio:.2f}; the bot adds "
+        f"{bot_cpu_ms - floor_cpu_ms:.2f} ms per update to the floor ({ratio - floor_ratio:.2f} "
+        "echo updates)"
+    )
     print(f"echo bot: {echo_per_s:.1f} updates/s")
     print(
         f"rush: flows_per_s={flows_per_s:.1f} cpu_per_update_ms={bot_cpu_ms:.2f} "
         f"echo_cpu_per_update_ms={echo_cpu_ms:.2f} cpu_ratio={ratio:.2f} "
-        f"precheckout_p99_ms={p99:.1f} precheckout_bot_p99_ms={bot_p99:.1f}"
+        f"precheckout_p99_ms={p99:.1f} precheckout_bot_p99_ms={bot_p99:.1f} "
+        f"floor_cpu_per_update_ms={floor_cpu_ms:.2f} floor_ratio={floor_ratio:.2f}"
     )
 
 
