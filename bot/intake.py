@@ -37,6 +37,7 @@ import aiohttp
 from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.methods import TelegramMethod
 from aiogram.types import TelegramObject, Update
+from yarl import URL
 
 from bot.context import AppContext
 from bot.faults import ARMED, crash_point
@@ -65,6 +66,14 @@ class Attempt:
     def __init__(self, number: int) -> None:
         self.number = number
         self.error: BaseException | None = None
+
+
+def _urgent_as(priority: Priority) -> contextvars.Context:
+    """A context for a task whose database waits, and whose turns of the event loop from its
+    first on, go by ``priority`` (``storage.pool``, :class:`bot.priority.UrgentFirstLoop`)."""
+    context = contextvars.copy_context()
+    context.run(connection_priority.set, priority)
+    return context
 
 
 class IntakeErrorMiddleware(BaseMiddleware):
@@ -205,7 +214,7 @@ class Intake:
         """Long-poll ``getUpdates`` until :meth:`stop`: store each batch, commit, and only then
         move the offset past it (Telegram confirms updates below the next call's offset)."""
         session = self.bot.session
-        url = session.api.api_url(token=self.bot.token, method="getUpdates")
+        url = URL(session.api.api_url(token=self.bot.token, method="getUpdates"))  # parsed once
         http = await session.create_session()  # type: ignore[attr-defined]
         timeout = aiohttp.ClientTimeout(total=timeout_s + 15)
         offset: int | None = None
@@ -244,10 +253,8 @@ class Intake:
         read late it would have waited behind the turns of every update in hand before its own
         handling even began. The polling task is one request at a time, and its store is
         written at its batch's own urgency (:meth:`accept`)."""
-        context = contextvars.copy_context()
-        context.run(connection_priority.set, Priority.CHECKOUT)
         self._polling = asyncio.create_task(
-            self.poll(**kwargs), name="intake-poll", context=context
+            self.poll(**kwargs), name="intake-poll", context=_urgent_as(Priority.CHECKOUT)
         )
         return self._polling
 
@@ -255,11 +262,9 @@ class Intake:
 
     def _hand(self, item: Held) -> None:
         self._in_hand[item.id] = item
-        # The task's database sessions, and its turns of the event loop from its first on, wait
-        # by the update's urgency (storage.pool, bot.priority.UrgentFirstLoop).
-        context = contextvars.copy_context()
-        context.run(connection_priority.set, item.priority)
-        self._tasks[item.id] = asyncio.create_task(self._handle(item), context=context)
+        self._tasks[item.id] = asyncio.create_task(
+            self._handle(item), context=_urgent_as(item.priority)
+        )
 
     async def _handle(self, item: Held) -> None:
         try:
