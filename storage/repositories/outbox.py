@@ -20,6 +20,45 @@ _COLUMNS = tuple(OutboxMessage.__table__.columns)
 _KEYS = tuple(column.key for column in _COLUMNS)
 ENQUEUE_CHUNK = 500  # rows per multi-row INSERT: well under every driver's parameter limit
 
+# What a row of a purchase's enqueue_many may set; the statement also writes its status,
+# attempts and creation time. Up to _FEW rows go as one prebuilt statement per row count.
+_FEW = 16
+_FEW_KEYS = frozenset(
+    {
+        "kind",
+        "dedupe_key",
+        "chat_id",
+        "org_id",
+        "webinar_id",
+        "ticket_id",
+        "broadcast_id",
+        "payload",
+        "due_at",
+    }
+)
+_FEW_WRITTEN = (*sorted(_FEW_KEYS), "status", "attempts", "created_at")
+_FEW_INSERTS: dict[tuple[str, int], Prebuilt] = {}
+
+
+def _few_statement(dialect: str, rows: int) -> Prebuilt:
+    """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for ``rows`` outbox rows,
+    built once per row count, its values bound per row (so compiled once)."""
+    statement = _FEW_INSERTS.get((dialect, rows))
+    if statement is None:
+        table = OutboxMessage.__table__
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        values = [
+            {key: bindparam(f"{key}_{row}", type_=table.c[key].type) for key in _FEW_WRITTEN}
+            for row in range(rows)
+        ]
+        statement = _FEW_INSERTS[dialect, rows] = Prebuilt(
+            insert(table)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(table.c.id)
+        )
+    return statement
+
 
 # The writes of every delivery, built once (per set of columns written) and run with their values
 # as bound parameters: Core statements on the table, so neither the ORM's bulk-update path nor
@@ -218,6 +257,8 @@ class OutboxRepository(DirectRepository):
     async def enqueue_many(self, rows: Sequence[dict[str, Any]], *, now: datetime) -> int:
         """Plan many deliveries at once (each a dict of :meth:`enqueue`'s keywords but ``now``,
         all with the same keys); idempotent by ``dedupe_key``. Returns how many were new."""
+        if len(rows) <= _FEW and all(row.keys() <= _FEW_KEYS for row in rows):
+            return await self._enqueue_few(rows, now=now)
         statement = self._enqueue_many[self.dialect]
         planned = 0
         for start in range(0, len(rows), ENQUEUE_CHUNK):
@@ -237,6 +278,20 @@ class OutboxRepository(DirectRepository):
             ]
             planned += len((await self._orm.execute(statement, values)).all())
         return planned
+
+    async def _enqueue_few(self, rows: Sequence[dict[str, Any]], *, now: datetime) -> int:
+        """:meth:`enqueue_many` for the few rows of a purchase (the access message and the
+        ticket's reminders): one statement prebuilt for as many rows, run on the driver
+        (``storage.direct``), without SQLAlchemy's execution of a statement per call."""
+        values: dict[str, Any] = {}
+        for index, row in enumerate(rows):
+            for key in _FEW_KEYS:
+                values[f"{key}_{index}"] = row.get(key)
+            values[f"payload_{index}"] = row.get("payload") or {}
+            values[f"status_{index}"] = OutboxStatus.PENDING
+            values[f"attempts_{index}"] = 0
+            values[f"created_at_{index}"] = now
+        return len(await _few_statement(self.dialect, len(rows)).rows(self.session, values))
 
     async def claim_due(self, *, now: datetime, lease_until: datetime, limit: int) -> list[Claim]:
         """Move up to ``limit`` due rows to ``sending`` under a lease and load them, in one
