@@ -22,6 +22,7 @@ counters over its own run, and the ratios to the echo bot's (a flow is four upda
 API calls: four messages and the answers to the button and the pre-checkout query; an echo one
 update and one call). The floor bot's ratio is what aiogram itself sets for this flow; the
 bot's ratio above it is what the database, the durable intake, the outbox and the rules add.
+The floor bot's pre-checkout p99 is printed too: plain aiogram's, under the same rush.
 The last line is for scripts: ``rush: flows_per_s=F cpu_per_update_ms=B
 echo_cpu_per_update_ms=E cpu_ratio=R precheckout_p99_ms=P precheckout_bot_p99_ms=Q
 floor_cpu_per_update_ms=L floor_ratio=X``, where Q is P without the simulated round trip
@@ -440,20 +441,26 @@ async def run_echo(
     return handled / elapsed, echo_cpu / handled
 
 
-async def run_floor(args: argparse.Namespace, sandbox: SandboxServer) -> float:
-    """The floor bot's CPU seconds per update, for the same buyers' flow as the rush."""
+async def run_floor(args: argparse.Namespace, sandbox: SandboxServer) -> tuple[float, float]:
+    """The floor bot's CPU seconds per update and its pre-checkout p99 in seconds, for the same
+    buyers' flow as the rush."""
     sandbox.add_bot(token=FLOOR_TOKEN, username="floor_bot", first_name="Floor")
+    latencies: list[float] = []
     async with Process(_floor_process, sandbox.url) as floor:
         limit = asyncio.Semaphore(args.concurrency)
 
         async def one(i: int) -> None:
             async with limit:
-                await buyer_flow(sandbox, FIRST_BUYER + i, "rush", bot=FLOOR_TOKEN)
+                latency, _waits, _received = await buyer_flow(
+                    sandbox, FIRST_BUYER + i, "rush", bot=FLOOR_TOKEN
+                )
+                if latency is not None:
+                    latencies.append(latency)
 
         floor_cpu = floor.cpu_s()
         await asyncio.gather(*(one(i) for i in range(args.buyers)))
         floor_cpu = floor.cpu_s() - floor_cpu
-    return floor_cpu / (UPDATES_PER_FLOW * args.buyers)
+    return floor_cpu / (UPDATES_PER_FLOW * args.buyers), percentile(latencies, 0.99)
 
 
 def _cpu_s(pid: int) -> float:
@@ -572,7 +579,7 @@ async def main(args: argparse.Namespace) -> None:
         sandbox.add_bot(token=TOKEN, username="webinarpass_bot", first_name="WebinarPass")
         rush = await run_rush(args, sandbox, url)
         echo_per_s, echo_cpu = await run_echo(args, sandbox, UPDATES_PER_FLOW * args.buyers)
-        floor_cpu = await run_floor(args, sandbox)
+        floor_cpu, floor_p99 = await run_floor(args, sandbox)
     if tmp is not None:
         tmp.cleanup()
 
@@ -620,6 +627,7 @@ async def main(args: argparse.Namespace) -> None:
         "echo updates)"
     )
     print(f"echo bot: {echo_per_s:.1f} updates/s")
+    print(f"floor bot: pre-checkout answer p99 {1000 * floor_p99:.1f} ms")
     print(
         f"rush: flows_per_s={flows_per_s:.1f} cpu_per_update_ms={bot_cpu_ms:.2f} "
         f"echo_cpu_per_update_ms={echo_cpu_ms:.2f} cpu_ratio={ratio:.2f} "
