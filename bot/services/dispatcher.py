@@ -29,7 +29,9 @@ the result, a crash while the file is in flight would send the text again too, a
 duplicate where the outbox promises at most the one message in flight. What can be cut is each
 transaction's cost: the render is one prebuilt statement
 (``storage.repositories.access``), the writes are prebuilt, and on PostgreSQL the result and the
-ticket's ``access_delivered_at`` are one statement.
+ticket's ``access_delivered_at`` are one statement. There the claim, the access message's render
+and its result each commit on their own, one round trip apiece, without ``BEGIN`` and
+``COMMIT`` around them.
 
 Leases and long 429s: a batch can take longer than any fixed lease (Telegram may answer
 ``retry_after`` of minutes, and the sender waits it out rather than drop the message). Instead of
@@ -356,8 +358,10 @@ class OutboxDispatcher:
                 access_of = ticket_id if row.kind == OutboxKind.ACCESS else None
                 if session.in_transaction():  # free SQLite's one connection (the render and
                     await session.commit()  # the guard committed theirs: normally nothing is open)
-                # The mark, in a transaction of its own without a session (storage.direct).
-                async with self.app.transaction() as transaction:
+                # The mark, without a session (storage.direct). On PostgreSQL it is one
+                # statement whatever the row (``mark_sent``), so it commits on its own: one
+                # round trip instead of three with BEGIN and COMMIT.
+                async with self.app.transaction(autocommit=True) as transaction:
                     settled = await OutboxRepository(transaction).mark_sent(
                         claim, now=now, access_of=access_of
                     )
@@ -372,6 +376,10 @@ class OutboxDispatcher:
         Raises :class:`Drop` when the row is no longer relevant, :class:`_RenderFailed` when
         rendering broke (the row is tried again later)."""
         try:
+            if row.kind == OutboxKind.ACCESS and session.get_bind().dialect.name == "postgresql":
+                # Its render is one read (with, in group mode, an invite link written and
+                # committed on its own): no BEGIN and COMMIT round trips around it.
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             with self.app.translator.context():
                 renderer = self._renderers.get(row.kind)
                 parts = await renderer(Services(session, self.app), row) if renderer else None

@@ -8,8 +8,9 @@ the result with the ticket's ``access_delivered_at``: three transactions. An acc
 a caption goes as its text, then the calendar file, with a progress mark between the two: two
 calls, four transactions. The render reads the ticket, its webinar, organization, link and
 holder's time zone in one Core statement; the result is two statements on SQLite and one on
-PostgreSQL (the ticket's mark rides on the row's as a CTE). Every statement is built once: a
-second message compiles nothing.
+PostgreSQL (the ticket's mark rides on the row's as a CTE), where the claim, the render's read
+and the result each commit on their own, without ``BEGIN`` and ``COMMIT`` round trips. Every
+statement is built once: a second message compiles nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.clock import FakeClock
@@ -30,6 +33,7 @@ from bot.services import Services
 from bot.services.dispatcher import OutboxDispatcher
 from storage.enums import AccessMode, OutboxKind, OutboxStatus, TicketStatus
 from storage.models import AccessLink, OutboxMessage, Ticket, User
+from tests.conftest import BACKEND
 from tests.factories import make_org, make_user, make_webinar
 from tests.reminders.conftest import NOW, FakeBot, fast_sender, make_ticket
 
@@ -131,6 +135,37 @@ async def test_an_access_message_costs_one_call_and_three_transactions(
         select(Ticket.access_delivered_at).where(Ticket.id == ticket.id)
     )
     assert delivered is not None
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="SQLite's blocks are one transaction each")
+async def test_on_postgresql_an_access_message_begins_no_transaction(
+    session: AsyncSession,
+    app_context: AppContext,
+    engine: AsyncEngine,
+    fake_bot: FakeBot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The claim, the render's read and the result are one statement each, and each commits on
+    its own: no ``BEGIN`` and no ``COMMIT`` round trips around them."""
+    await _queued_access(session, app_context)
+    await session.commit()
+    dispatcher = OutboxDispatcher(app_context, fast_sender(fake_bot))
+    begun: list[str] = []
+    start = AsyncAdapt_asyncpg_connection._start_transaction
+
+    async def counted_start(adapted: AsyncAdapt_asyncpg_connection) -> None:
+        if not adapted.autocommit:
+            begun.append("BEGIN")
+        await start(adapted)
+
+    monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "_start_transaction", counted_start)
+    with counted(engine) as statements:
+        stats = await dispatcher.run_once()
+
+    assert stats.sent == 1
+    assert statements.count(ACCESS_VIEW) == 1
+    assert _result(statements, engine) == 1
+    assert begun == []
 
 
 async def test_an_access_too_long_for_a_caption_costs_two_calls_and_a_progress_mark(
