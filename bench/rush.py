@@ -254,6 +254,11 @@ async def _serve_echo(api_url: str, ready: Any, stop: Any) -> None:
     async def echo(message: Message) -> None:
         await message.answer(message.text or "")
 
+    await _poll_until_stopped(bot, dispatcher, ready, stop)
+
+
+async def _poll_until_stopped(bot: Bot, dispatcher: Dispatcher, ready: Any, stop: Any) -> None:
+    """Run aiogram's own polling (the echo and floor bots) until the parent says stop."""
     dispatcher.startup.register(ready.set)  # updates sent meanwhile wait in the server
     polling = asyncio.create_task(
         dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
@@ -339,14 +344,7 @@ async def _serve_floor(api_url: str, ready: Any, stop: Any) -> None:
             parse_mode="HTML",
         )
 
-    dispatcher.startup.register(ready.set)
-    polling = asyncio.create_task(
-        dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
-    )
-    await asyncio.to_thread(stop.wait)
-    await dispatcher.stop_polling()
-    await polling
-    await bot.session.close()
+    await _poll_until_stopped(bot, dispatcher, ready, stop)
 
 
 class Process:
