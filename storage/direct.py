@@ -30,7 +30,9 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import exc
+from sqlalchemy import Table, bindparam, exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -183,6 +185,31 @@ class Prebuilt:
         if events:
             connection.dispatch.after_cursor_execute(connection, None, sql, arguments, None, many)
         return plan.rows(raw), count
+
+
+def rows_insert(
+    table: Table,
+    keys: Sequence[str],
+    rows: int,
+    dialect: str,
+    *,
+    conflict: Sequence[str],
+    returning: Sequence[Any],
+) -> Prebuilt:
+    """One multi-row ``INSERT ... ON CONFLICT (conflict) DO NOTHING RETURNING`` of ``rows``
+    rows, each row's ``keys`` bound as ``{key}_{row}``: a statement whose values are parameters,
+    so SQLAlchemy compiles it once. Callers keep one per row count they meet."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    values = [
+        {key: bindparam(f"{key}_{row}", type_=table.c[key].type) for key in keys}
+        for row in range(rows)
+    ]
+    return Prebuilt(
+        insert(table)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=conflict)
+        .returning(*returning)
+    )
 
 
 async def _connection(session: AsyncSession) -> Connection:

@@ -8,10 +8,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from storage.direct import Prebuilt
+from storage.direct import Prebuilt, rows_insert
 from storage.enums import InboundStatus
 from storage.models import InboundUpdate
 from storage.repositories.base import DirectRepository
@@ -34,7 +32,6 @@ _STORED = (
     "next_attempt_at",
     "received_at",
 )
-_INSERTS = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 _STORE: dict[tuple[str, int], Prebuilt] = {}
 
 
@@ -44,15 +41,13 @@ def _store_statement(dialect: str, rows: int) -> Prebuilt:
     a statement whose values are bound per row, so SQLAlchemy compiles it once."""
     statement = _STORE.get((dialect, rows))
     if statement is None:
-        values = [
-            {key: bindparam(f"{key}_{row}", type_=_c[key].type) for key in _STORED}
-            for row in range(rows)
-        ]
-        statement = _STORE[dialect, rows] = Prebuilt(
-            _INSERTS[dialect](_T)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["bot_id", "update_id"])
-            .returning(_c.id, _c.update_id)
+        statement = _STORE[dialect, rows] = rows_insert(
+            _T,
+            _STORED,
+            rows,
+            dialect,
+            conflict=("bot_id", "update_id"),
+            returning=(_c.id, _c.update_id),
         )
     return statement
 

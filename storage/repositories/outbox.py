@@ -10,7 +10,7 @@ from sqlalchemy import Integer, Update, bindparam, func, or_, select, tuple_, up
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from storage.direct import Prebuilt
+from storage.direct import Prebuilt, rows_insert
 from storage.enums import OutboxKind, OutboxStatus
 from storage.models import OutboxMessage, Ticket
 from storage.repositories.base import DirectRepository, built
@@ -46,16 +46,8 @@ def _few_statement(dialect: str, rows: int) -> Prebuilt:
     statement = _FEW_INSERTS.get((dialect, rows))
     if statement is None:
         table = OutboxMessage.__table__
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        values = [
-            {key: bindparam(f"{key}_{row}", type_=table.c[key].type) for key in _FEW_WRITTEN}
-            for row in range(rows)
-        ]
-        statement = _FEW_INSERTS[dialect, rows] = Prebuilt(
-            insert(table)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(table.c.id)
+        statement = _FEW_INSERTS[dialect, rows] = rows_insert(
+            table, _FEW_WRITTEN, rows, dialect, conflict=("dedupe_key",), returning=(table.c.id,)
         )
     return statement
 
