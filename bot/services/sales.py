@@ -162,8 +162,6 @@ class SalesService(Service):
         recording: list[Price] = []
         if state == SaleState.STARTED and self.recording_refusal(webinar, org.language) is None:
             recording = self.prices(webinar, org, Product.RECORDING)
-        # The update's own user, loaded by the middleware: found in the session, not read again.
-        viewer = await self.repo.user(user_id)
         offer = Offer(
             webinar=webinar,
             org=org,
@@ -172,7 +170,7 @@ class SalesService(Service):
             seats_left=seats_left,
             own_ticket_id=card.own_ticket_id,
             recording_prices=recording,
-            viewer_timezone=viewer.timezone if viewer is not None else None,
+            viewer_timezone=card.viewer_timezone,
         )
         await self.session.commit()  # end the read before the handler talks to Telegram
         return offer

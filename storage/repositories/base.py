@@ -4,7 +4,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import configure_mappers, make_transient_to_detached
+from sqlalchemy.orm import InstanceState, Session, configure_mappers
 from sqlalchemy.orm.attributes import set_committed_value
 
 from storage.direct import Transaction
@@ -40,14 +40,33 @@ def attached(
     key = mapper.identity_key_from_primary_key(
         [instance.__dict__[column.key] for column in mapper.primary_key]
     )
-    held = session.sync_session.identity_map.get(key)
+    sync = session.sync_session
+    held = sync.identity_map.get(key)
     if held is not None:
         for name, value in zip(keys, values, strict=True):
             set_committed_value(held, name, value)
         return held  # type: ignore[no-any-return]
-    make_transient_to_detached(instance)
-    session.add(instance)
+    adopt(sync, instance, key)
     return instance
+
+
+def adopt(session: Session, instance: object, key: Any) -> None:
+    """Make ``instance`` the persistent object of ``key`` in ``session``, as it is: what
+    ``make_transient_to_detached`` then ``Session.add`` do for an instance whose values are all
+    committed ones (a :func:`built` one, or one just inserted with every column set), without
+    their generic work (history to commit, attributes to expire, a save-update cascade over
+    relationships that hold nothing yet): a sixth of the cost. The session's attach events
+    still fire."""
+    state: InstanceState[Any] = instance._sa_instance_state  # type: ignore[attr-defined]
+    if state.session_id or state.key:
+        msg = "only a transient instance can be adopted"
+        raise ValueError(msg)
+    state.key = key
+    if state.committed_state:  # set through attributes (a constructor): that is the row now
+        state._commit_all(state.dict)
+    session._before_attach(state, instance)
+    session.identity_map.add(state)
+    session._after_attach(state, instance)
 
 
 class Repository:

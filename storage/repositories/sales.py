@@ -58,7 +58,6 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal, replacement_traverse
@@ -86,7 +85,7 @@ from storage.models import (
     User,
     Webinar,
 )
-from storage.repositories.base import DirectRepository, Repository, attached, built
+from storage.repositories.base import DirectRepository, Repository, adopt, attached, built
 
 OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
 OWED_STATUSES = (PaymentStatus.REFUND_PENDING, PaymentStatus.REFUND_FAILED)
@@ -104,6 +103,7 @@ _tickets = Ticket.__table__
 _payments = Payment.__table__
 _webinars = Webinar.__table__
 _orgs = Organization.__table__
+_users = User.__table__
 # Rows of these statements are cut into model instances (``attached``) by these keys.
 _ORDER_KEYS = tuple(_orders.columns.keys())
 _WEBINAR_KEYS = tuple(_webinars.columns.keys())
@@ -192,7 +192,7 @@ def _own_ticket(webinar_id: Any, user_id: Any) -> Any:
 
 
 # The card: the webinar with its organization, the seats taken (counted only when there is a
-# limit) and the viewer's own ticket.
+# limit), the viewer's own ticket and time zone.
 _CARD = Prebuilt(
     select(
         *_webinars.columns,
@@ -202,6 +202,7 @@ _CARD = Prebuilt(
             else_=_SeatTickets(_webinars.c.id) + _live_holds(_webinars.c.id),
         ),
         _own_ticket(_webinars.c.id, bindparam("user_id")),
+        select(_users.c.timezone).where(_users.c.id == bindparam("user_id")).scalar_subquery(),
     )
     .select_from(_webinars)
     .join(_orgs, _orgs.c.id == _webinars.c.org_id)
@@ -497,6 +498,7 @@ class Card:
     org: Organization
     seats_taken: int | None  # active seat tickets and live holds; None: no seat limit
     own_ticket_id: int | None
+    viewer_timezone: str | None  # the viewer's own time zone, if they chose one
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,8 +575,8 @@ class SalesRepository(Repository):
         row = await _CARD.first(self.session, {"code": code, "user_id": user_id, "now": now})
         if row is None:
             return None
-        webinar, org, (taken, own_ticket_id) = self._models(row, Webinar, Organization)
-        return Card(webinar, org, None if taken is None else int(taken), own_ticket_id)
+        webinar, org, (taken, own_ticket_id, timezone) = self._models(row, Webinar, Organization)
+        return Card(webinar, org, None if taken is None else int(taken), own_ticket_id, timezone)
 
     async def purchase(
         self, webinar_id: int, user_id: int, method: PaymentMethod, product: Product
@@ -655,8 +657,7 @@ class SalesRepository(Repository):
         found = await statement.first(self.session, values)
         assert found is not None
         obj.id = found[0]
-        make_transient_to_detached(obj)
-        self.session.add(obj)
+        adopt(self.session.sync_session, obj, state.mapper.identity_key_from_primary_key([obj.id]))
         return obj
 
     # -- webinars and organizations ------------------------------------------------------------
