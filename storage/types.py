@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,3 +41,41 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    # On SQLite a value is text, and reaching it took two steps per value, each a Python call:
+    # the methods above, then SQLite's DATETIME processor (a dict formatted into its storage
+    # format on the way in; ``fromisoformat`` on the way out). Every purchase binds and reads a
+    # few dozen of them, so SQLite gets one step each way, writing exactly that storage format
+    # (``YYYY-MM-DD HH:MM:SS.ffffff``: stored values compare as text, so the format must not
+    # change) and reading what ``fromisoformat`` reads. PostgreSQL keeps the methods above.
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                msg = "naive datetimes are not stored: pass an aware UTC datetime"
+                raise ValueError(msg)
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        parse = datetime.fromisoformat
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            moment = parse(value)
+            if moment.tzinfo is None:
+                return moment.replace(tzinfo=UTC)
+            return moment.astimezone(UTC)
+
+        return process

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, exc, insert, or_, select, text, update
+from sqlalchemy import DateTime, bindparam, event, exc, insert, inspect, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from storage.database import create_engine, create_session_factory
 from storage.direct import Prebuilt
 from storage.enums import OutboxKind, OutboxStatus
-from storage.models import OutboxMessage
+from storage.models import OutboxMessage, User
+from storage.repositories.base import adopt, attached
 from tests.conftest import BACKEND
 
 _OUTBOX = OutboxMessage.__table__
@@ -239,3 +240,86 @@ def test_a_built_model_reads_in_a_process_where_nothing_loaded_one_yet() -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
     )
     assert (ran.returncode, ran.stdout.strip()) == (0, "2"), ran.stderr
+
+
+# -- objects for Core rows (``storage.repositories.base``) ----------------------------------------
+
+
+async def test_an_attached_row_is_the_sessions_persistent_object(session: AsyncSession) -> None:
+    """As a load hands it out: in the identity map (``session.get`` finds it without a query),
+    unchanged until changed, and a change is flushed as one of a loaded object would be."""
+    session.add(User(id=7, first_name="Ada", created_at=NOW))
+    await session.commit()
+    session.expunge_all()
+    keys = ("id", "first_name")
+    user = attached(session, User, keys, (7, "Ada"))
+    assert inspect(user).persistent
+    assert user in session
+    assert not session.dirty
+    assert await session.get(User, 7) is user
+    # The same key again: the object the session holds, refreshed with the row read again.
+    assert attached(session, User, keys, (7, "Ada L.")) is user
+    assert user.first_name == "Ada L."
+    assert not session.dirty
+    user.locale = "it"
+    await session.commit()
+    assert await _user_locale(session, 7) == "it"
+
+
+async def test_an_adopted_new_object_is_clean_and_persistent(session: AsyncSession) -> None:
+    """A new object written by a Core statement, then adopted: nothing left to flush (its
+    constructor's values are its row), later changes flushed."""
+    user = User(id=8, first_name="Grace", created_at=NOW)
+    await Prebuilt(insert(User.__table__)).rowcount(
+        session, {column.key: getattr(user, column.key) for column in User.__table__.columns}
+    )
+    adopt(session.sync_session, user, inspect(User).identity_key_from_primary_key([8]))
+    assert inspect(user).persistent
+    assert not session.dirty
+    assert not session.new
+    assert await session.get(User, 8) is user
+    user.timezone = "Europe/Rome"
+    await session.commit()
+    assert (await session.scalar(select(User.timezone).where(User.id == 8))) == "Europe/Rome"
+    with pytest.raises(ValueError, match="transient"):
+        adopt(session.sync_session, user, inspect(User).identity_key_from_primary_key([8]))
+
+
+async def _user_locale(session: AsyncSession, user_id: int) -> str | None:
+    async with session.bind.connect() as connection:  # type: ignore[union-attr]
+        return await connection.scalar(select(User.locale).where(User.id == user_id))
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's text storage of datetimes")
+async def test_sqlite_stores_datetimes_in_sqlalchemys_own_format(session: AsyncSession) -> None:
+    """Stored moments compare as text on SQLite: the bot's one-step processors write exactly
+    SQLAlchemy's format (microseconds always), in UTC, and read both it and SQLite's own."""
+    rome = timezone(timedelta(hours=1))
+    for moment, stored in (
+        (NOW, "2026-11-26 12:30:15.123456"),
+        (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "2026-01-02 03:04:05.000000"),
+        (datetime(2026, 1, 2, 4, 4, 5, 7, tzinfo=rome), "2026-01-02 03:04:05.000007"),
+    ):
+        key = f"format-{stored}"
+        await _INSERT.first(session, _values(key, due_at=moment))
+        raw = await session.scalar(
+            text("SELECT due_at FROM outbox WHERE dedupe_key = :key"), {"key": key}
+        )
+        assert raw == stored
+        assert (
+            DateTime()
+            .dialect_impl(session.bind.dialect)
+            .bind_processor(  # type: ignore[union-attr]
+                session.bind.dialect  # type: ignore[union-attr]
+            )(moment.astimezone(UTC).replace(tzinfo=None))
+            == stored
+        )
+        read = await session.scalar(select(OutboxMessage.due_at).where(_OUTBOX.c.dedupe_key == key))
+        assert read == moment
+        assert read.tzinfo is UTC
+    await session.execute(text("UPDATE outbox SET due_at = CURRENT_TIMESTAMP"))
+    read = await session.scalar(select(OutboxMessage.due_at).limit(1))
+    assert read is not None
+    assert read.tzinfo is UTC
+    with pytest.raises(exc.StatementError, match="naive"):
+        await session.execute(update(_OUTBOX).values(due_at=datetime(2026, 1, 1)))
