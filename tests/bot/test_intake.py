@@ -103,6 +103,46 @@ async def test_the_polling_task_runs_with_a_checkouts_urgency(
     assert seen == [("poll", Priority.CHECKOUT), ("handler", Priority.OTHER)]
 
 
+async def test_polling_waits_after_a_batch_so_that_the_next_updates_come_together(
+    sandbox: SandboxServer, bot_app: BotApplication, engine: AsyncEngine
+) -> None:
+    """A store is one transaction whatever its batch's size: after a batch, polling waits a
+    moment (3 ms on SQLite, where a store's commit is dear; none on PostgreSQL) before asking
+    for the next, and what arrived meanwhile is stored in one statement."""
+    intake = bot_app.intake
+    assert intake.batch_wait_s == (0.003 if engine.dialect.name == "sqlite" else 0.0)
+    intake.batch_wait_s = 0.5
+    stores: list[int] = []
+
+    def on_statement(_conn: Any, _cursor: Any, statement: str, params: Any, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO inbound_updates"):
+            stores.append(len(params) // 10)  # ten values per row
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    try:
+        ann = sandbox.user(5003, first_name="Ann", language_code="en")
+        await ann.command("/help")
+        await ann.next_message()  # handled while polling waits
+        others = [sandbox.user(5010 + n, first_name="Bo", language_code="en") for n in range(3)]
+        for other in others:
+            await other.command("/help")
+        for other in others:
+            await other.next_message()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
+    assert stores == [1, 3]
+
+
+def test_the_batch_wait_is_a_setting(settings: Settings, engine: AsyncEngine) -> None:
+    application = BotApplication(
+        settings.model_copy(update={"intake_batch_wait_ms": 7}), engine=engine, migrate=False
+    )
+    application.engine = engine
+    assert application._batch_wait_s() == 0.007
+    application.settings = settings
+    assert application._batch_wait_s() == (0.003 if engine.dialect.name == "sqlite" else 0.0)
+
+
 class FailOnce:
     """A real database error on the next ``INSERT INTO payments`` (the engine's own event hook:
     SQLAlchemy raises it exactly where a dropped connection or a full disk would)."""
