@@ -136,6 +136,14 @@ def left_in_a_transaction(adapted: Any) -> bool:
     return getattr(driver, "_top_xact", None) is not None or driver.is_in_transaction()
 
 
+def holds_connection(session: AsyncSession) -> bool:
+    """Whether ``session`` holds a connection (its transaction has begun on the database): a
+    block of ``storage.direct`` may then not be opened by the same task on SQLite, whose one
+    connection it would wait for."""
+    transaction = session.sync_session._transaction
+    return transaction is not None and bool(transaction._connections)
+
+
 class Session(AsyncSession):
     """SQLAlchemy's ``AsyncSession``, with a close that costs nothing when nothing is held.
 

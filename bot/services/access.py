@@ -22,6 +22,7 @@ from bot.services.outbox import OutboxService, Outgoing
 from bot.services.recordings import recording_text
 from bot.services.reminders import folded_offsets
 from bot.services.timezones import show_time
+from storage.database import holds_connection
 from storage.enums import AccessMode, OutboxKind, Product, TicketStatus
 from storage.models import AccessLink, Organization, OutboxMessage, Ticket, Webinar
 from storage.repositories.access import AccessRepository
@@ -280,8 +281,18 @@ class AccessService(Service):
 
     async def ticket_access(self, ticket_id: int) -> TicketAccess | None:
         """An active ticket with its access, in one statement (the render runs once per ticket
-        sold: see ``storage.repositories.access``); None once the ticket is refunded."""
-        view = await AccessRepository(self.session).access_view(ticket_id)
+        sold: see ``storage.repositories.access``); None once the ticket is refunded.
+
+        A session that holds no connection yet (the outbox's render, whose session is its own)
+        is not begun for it: the read runs on its own, without the session's transaction and
+        its cost (``storage.direct``), where a connection would otherwise be taken and a
+        transaction begun and committed around one statement. On PostgreSQL it commits on its
+        own."""
+        if holds_connection(self.session):
+            view = await AccessRepository(self.session).access_view(ticket_id)
+        else:
+            async with self.app.transaction(autocommit=True) as transaction:
+                view = await AccessRepository(transaction).access_view(ticket_id)
         if view is None or view.ticket.status != TicketStatus.ACTIVE:
             return None
         return TicketAccess(view.ticket, view.webinar, view.org, view.link, view.own_zone)

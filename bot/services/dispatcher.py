@@ -376,10 +376,9 @@ class OutboxDispatcher:
         Raises :class:`Drop` when the row is no longer relevant, :class:`_RenderFailed` when
         rendering broke (the row is tried again later)."""
         try:
-            if row.kind == OutboxKind.ACCESS and session.get_bind().dialect.name == "postgresql":
-                # Its render is one read (with, in group mode, an invite link written and
-                # committed on its own): no BEGIN and COMMIT round trips around it.
-                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            # An ACCESS row's render is one read, run without the session (see
+            # ``AccessService.ticket_access``): in group mode only, its invite link is written
+            # in the session's transaction.
             with self.app.translator.context():
                 renderer = self._renderers.get(row.kind)
                 parts = await renderer(Services(session, self.app), row) if renderer else None
@@ -391,7 +390,8 @@ class OutboxDispatcher:
         except Exception as error:
             await session.rollback()
             raise _RenderFailed(error) from error
-        await session.commit()  # never hold the database across the network call that follows
+        if session.in_transaction():
+            await session.commit()  # never hold the database across the network call that follows
         return parts
 
     def _guard(

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, select
 
 from storage.direct import Prebuilt
 from storage.models import AccessLink, Organization, Ticket, User, Webinar
-from storage.repositories.base import Repository, built
+from storage.repositories.base import DirectRepository, built
 
 _MODELS = (Ticket, Webinar, Organization, AccessLink)
 _TABLES = tuple(model.__table__ for model in _MODELS)
@@ -54,7 +54,7 @@ class AccessView:
     own_zone: str | None
 
 
-class AccessRepository(Repository):
+class AccessRepository(DirectRepository):
     async def access_view(self, ticket_id: int) -> AccessView | None:
         """The ticket and what its access shows, whatever the ticket's status (None if there is
         no such ticket); the caller decides what a refunded ticket gets."""

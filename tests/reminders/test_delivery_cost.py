@@ -4,7 +4,8 @@ work, pinned so that a change which adds a statement or a transaction per messag
 Per access message (one Bot API call: the calendar file with the access as its caption): the
 claim (one ``UPDATE ... RETURNING`` for the whole batch, which loads the rows too), the render's
 read in one transaction taken after the pace wait (it is the send-time check of the ticket), and
-the result with the ticket's ``access_delivered_at``: three transactions. An access too long for
+the result with the ticket's ``access_delivered_at``: three transactions, none of them a
+session's (``storage.direct``). An access too long for
 a caption goes as its text, then the calendar file, with a progress mark between the two: two
 calls, four transactions. The render reads the ticket, its webinar, organization, link and
 holder's time zone in one Core statement; the result is two statements on SQLite and one on
@@ -112,11 +113,20 @@ async def test_an_access_message_costs_one_call_and_three_transactions(
     ticket = await _queued_access(session, app_context)
     await session.commit()
     dispatcher = OutboxDispatcher(app_context, fast_sender(fake_bot))
+    sessions_begun: list[object] = []  # a Connection's (a session's) begin, not storage.direct's
 
-    with counted(engine) as statements:
-        stats = await dispatcher.run_once()
+    def begun(connection: object) -> None:
+        sessions_begun.append(connection)
+
+    event.listen(engine.sync_engine, "begin", begun)
+    try:
+        with counted(engine) as statements:
+            stats = await dispatcher.run_once()
+    finally:
+        event.remove(engine.sync_engine, "begin", begun)
 
     assert (stats.sent, fake_bot.calls) == (1, 1)
+    assert sessions_begun == []  # claim, render and result each without a session
     [access] = fake_bot.sent  # the calendar file, the access as its caption
     assert access.document is not None
     assert access.caption is not None
@@ -269,7 +279,7 @@ async def test_an_access_message_of_a_refunded_ticket_costs_its_read_and_its_dro
     assert statements.count(ACCESS_VIEW) == 1
     assert statements.count(r"UPDATE outbox SET status=.*last_error=") == 1  # dropped
     assert len(statements.all) == 3, statements.kinds()  # claim, read, drop
-    assert statements.commits == 2  # claim, drop (the render's read is rolled back)
+    assert statements.commits == 3  # claim, the render's read (a block of its own), drop
 
 
 async def test_a_batch_of_access_messages_is_claimed_in_one_statement(
