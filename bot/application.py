@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from datetime import timedelta
 
+import orjson
 from aiogram import Bot, Dispatcher
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -198,7 +198,7 @@ class BotApplication:
         if self.intake.stopping:
             return web.Response(status=503)  # shutting down: Telegram retries, another replica
         try:
-            update = json.loads(await request.read())
+            update = orjson.loads(await request.read())
             if not isinstance(update, dict):
                 raise TypeError("an update is a JSON object")
         except (ValueError, TypeError):

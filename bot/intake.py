@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -34,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+import orjson
 from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.methods import TelegramMethod
 from aiogram.types import TelegramObject, Update
@@ -239,7 +239,7 @@ class Intake:
                 self._in_request = True
                 try:
                     async with http.post(url, json=body, timeout=timeout) as response:
-                        answer = json.loads(await response.text())
+                        answer = orjson.loads(await response.read())
                 finally:
                     self._in_request = False
                 if not answer.get("ok"):

@@ -29,6 +29,9 @@ fields (prepared as for the JSON body, then each a string as the form has it) an
 joined into one ``multipart/form-data`` body; a file on disk or at a URL is still streamed by
 aiogram's own path.
 
+JSON through orjson, as aiogram's ``json_loads``/``json_dumps`` hooks let it: every answer is
+decoded and every body encoded, about ten times faster than with the standard library's ``json``.
+
 Answers nobody reads: the paced sender's messages (the outbox's access texts, calendar files,
 reminders, broadcasts) are sent and forgotten; nothing reads the ``Message`` Telegram returns.
 Inside :func:`unread_answer` a successful answer is decoded only to check ``ok`` and no model of
@@ -45,6 +48,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
 from aiogram.__meta__ import __version__
 from aiogram.client.default import Default
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -96,8 +100,14 @@ def pin_response_model(returning: Any) -> None:
     response_model(returning)
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 class BotSession(AiohttpSession):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("json_loads", orjson.loads)
+        kwargs.setdefault("json_dumps", _json_text)
         super().__init__(*args, **kwargs)
         self._urls: dict[tuple[str, str], URL] = {}
         self._timeouts: dict[float, ClientTimeout] = {}
@@ -167,7 +177,7 @@ class BotSession(AiohttpSession):
         where the form leaves it out (None, or an empty string).
         """
         body, files = self._prepared(bot, method)
-        return None if files else self.json_dumps(body).encode()
+        return None if files else orjson.dumps(body)
 
     def _prepared(
         self, bot: Bot, method: TelegramMethod[TelegramType]
@@ -188,7 +198,7 @@ class BotSession(AiohttpSession):
         """The request's body and headers, or None to leave the call to aiogram's own path."""
         body, files = self._prepared(bot, method)
         if not files:
-            return self.json_dumps(body).encode(), _JSON_HEADERS
+            return orjson.dumps(body), _JSON_HEADERS
         return self._multipart(body, files)
 
     def _multipart(

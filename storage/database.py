@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
 
 from storage.pool import PriorityPool
 from storage.sqlite_inline import BLOCKING_BUSY_TIMEOUT_MS, begin_immediate, inline_connector
+from storage.types import json_text, json_value
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 IDLE_PING_S = 10.0  # a PostgreSQL connection idle this long is pinged before it is used again
@@ -58,6 +59,8 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 20) -> Async
             pool_size=pool_size,
             max_overflow=0,
             pool_pre_ping=False,
+            json_serializer=json_text,
+            json_deserializer=json_value,
         )
         _ping_when_idle(engine)
         return engine
@@ -69,6 +72,8 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 20) -> Async
         pool_size=1,
         max_overflow=0,
         pool_timeout=120,
+        json_serializer=json_text,
+        json_deserializer=json_value,
         async_creator=inline_connector(
             make_url(url).database or ":memory:", lock_timeout_s=SQLITE_BUSY_TIMEOUT_MS / 1000
         ),

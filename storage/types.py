@@ -6,9 +6,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import BigInteger, DateTime, Integer
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+
+
+def json_text(value: Any) -> str:
+    """JSON text of a stored value (the engine's ``json_serializer``) with orjson: the same
+    values as the standard library's ``json.dumps`` reads back, about ten times faster. A rush
+    writes every update it takes in as JSON (``inbound_updates.payload``), and reads and writes
+    the outbox's payloads: with ``json``, encoding and decoding them was 1.5% of the bot's CPU."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+json_value = orjson.loads  # the engine's ``json_deserializer``: text (or bytes) to a value
 
 # SQLite only auto-increments an ``INTEGER PRIMARY KEY``; PostgreSQL gets a 64-bit identity.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
