@@ -42,8 +42,8 @@ from storage.migrate import upgrade_if_behind
 log = logging.getLogger(__name__)
 
 # On SQLite every batch the intake stores is a write transaction of its own (its commit writes
-# the WAL): waiting this long after a batch lets a rush's updates arrive two or three to a batch
-# instead of one or two.
+# the WAL): asking for updates at most this often lets a rush's updates arrive three or four to
+# a batch instead of one or two.
 SQLITE_BATCH_WAIT_MS = 3.0
 
 
@@ -127,7 +127,8 @@ class BotApplication:
         log.info("webinarpass is up as @%s", self.app.bot_username)
 
     def _batch_wait_s(self) -> float:
-        """How long polling waits after a batch before asking for the next (``Intake.poll``):
+        """Polling's shortest interval between two ``getUpdates`` while updates keep coming
+        (``Intake.poll``):
         ``INTAKE_BATCH_WAIT_MS``, else 3 ms on SQLite and none on PostgreSQL, as measured (see
         the README's benchmarks)."""
         wait_ms = self.settings.intake_batch_wait_ms
