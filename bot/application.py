@@ -128,9 +128,8 @@ class BotApplication:
 
     def _batch_wait_s(self) -> float:
         """Polling's shortest interval between two ``getUpdates`` while updates keep coming
-        (``Intake.poll``):
-        ``INTAKE_BATCH_WAIT_MS``, else 3 ms on SQLite and none on PostgreSQL, as measured (see
-        the README's benchmarks)."""
+        (``Intake.poll``): ``INTAKE_BATCH_WAIT_MS``, else 3 ms on SQLite and none on
+        PostgreSQL, as measured (see the README's benchmarks)."""
         wait_ms = self.settings.intake_batch_wait_ms
         if wait_ms is None:
             wait_ms = SQLITE_BATCH_WAIT_MS if self.engine.dialect.name == "sqlite" else 0.0

@@ -22,6 +22,22 @@ def json_text(value: Any) -> str:
 
 json_value = orjson.loads  # the engine's ``json_deserializer``: text (or bytes) to a value
 
+
+def _in_utc(value: datetime) -> datetime:
+    """An aware moment in UTC; a naive one is refused (its zone would be a guess)."""
+    if value.tzinfo is None:
+        msg = "naive datetimes are not stored: pass an aware UTC datetime"
+        raise ValueError(msg)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _read_as_utc(value: datetime) -> datetime:
+    """A stored moment as an aware UTC one: SQLite's come back naive, and are UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
 # SQLite only auto-increments an ``INTEGER PRIMARY KEY``; PostgreSQL gets a 64-bit identity.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -39,20 +55,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        if value.tzinfo is None:
-            msg = "naive datetimes are not stored: pass an aware UTC datetime"
-            raise ValueError(msg)
-        value = value.astimezone(UTC)
+        value = _in_utc(value)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return None if value is None else _read_as_utc(value)
 
     # On SQLite a value is text, and reaching it took two steps per value, each a Python call:
     # the methods above, then SQLite's DATETIME processor (a dict formatted into its storage
@@ -68,12 +77,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is None:
-                msg = "naive datetimes are not stored: pass an aware UTC datetime"
-                raise ValueError(msg)
-            if value.tzinfo is not UTC:
-                value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return _in_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
 
         return process
 
@@ -83,11 +87,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         parse = datetime.fromisoformat
 
         def process(value: str | None) -> datetime | None:
-            if value is None:
-                return None
-            moment = parse(value)
-            if moment.tzinfo is None:
-                return moment.replace(tzinfo=UTC)
-            return moment.astimezone(UTC)
+            return None if value is None else _read_as_utc(parse(value))
 
         return process
