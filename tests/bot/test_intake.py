@@ -389,3 +389,19 @@ async def test_a_wrong_webhook_secret_is_refused_and_not_logged(
     assert wrong not in caplog.text
     assert settings.webhook_secret is not None
     assert settings.webhook_secret.get_secret_value() not in caplog.text
+
+
+async def test_a_malformed_webhook_body_is_refused_and_nothing_is_stored(
+    webhook_app: BotApplication, session: AsyncSession
+) -> None:
+    """Not JSON, not an object, or no ``update_id``: 400 (Telegram's own pushes never look like
+    that), and nothing is stored."""
+    settings = webhook_app.settings
+    assert settings.webhook_secret is not None
+    url = f"http://127.0.0.1:{settings.webhook_port}{settings.webhook_path}"
+    headers = {"X-Telegram-Bot-Api-Secret-Token": settings.webhook_secret.get_secret_value()}
+    async with aiohttp.ClientSession() as http:
+        for body in (b"{not json", b"[1, 2]", b'"an update"', b"{}"):
+            async with http.post(url, data=body, headers=headers) as response:
+                assert response.status == 400, body
+    assert await rows(session, InboundUpdate) == []
