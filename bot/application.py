@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # On SQLite every batch the intake stores is a write transaction of its own (its commit writes
 # the WAL): asking for updates at most this often lets a rush's updates arrive three or four to
 # a batch instead of one or two.
-SQLITE_BATCH_WAIT_MS = 3.0
+SQLITE_BATCH_WAIT_MS = 8.0
 
 
 class BotApplication:

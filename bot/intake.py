@@ -221,10 +221,12 @@ class Intake:
         next updates arrive together. A store is one transaction whatever the batch's size, and
         on SQLite its commit (the WAL written) is the dearest part of taking an update in. In a
         1,000-buyer rush on SQLite, 3 ms took the stores from 2.7 to 1.1 per purchase and the
-        CPU per update down by about a tenth, for a few milliseconds more of pre-checkout p99;
-        on PostgreSQL, whose store is one statement without a transaction, it saved nothing
-        and cost p99, so it is off there (``bot.application``). A ``getUpdates`` that takes
-        longer than that (Telegram's real round trip) is never followed by a wait."""
+        CPU per update down by about a tenth on one machine, but only to 2.0 on another, slower
+        one, where 8 ms took them to 1.0 and the CPU per update down 5% more, for pre-checkout
+        p99 13 -> 20 ms (README, benchmarks). On PostgreSQL, whose store is one statement
+        without a transaction, 3 ms saved nothing and cost p99, so it is off there
+        (``bot.application``). A ``getUpdates`` that takes longer than that (Telegram's real
+        round trip) is never followed by a wait."""
         session = self.bot.session
         url = URL(session.api.api_url(token=self.bot.token, method="getUpdates"))  # parsed once
         http = await session.create_session()  # type: ignore[attr-defined]

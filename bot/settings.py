@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     update_slots: int = Field(default=64, ge=1, validation_alias=_env("UPDATE_SLOTS"))
     intake_lease_s: float = Field(default=60.0, gt=0, validation_alias=_env("INTAKE_LEASE_S"))
     intake_max_attempts: int = Field(default=8, ge=1, validation_alias=_env("INTAKE_MAX_ATTEMPTS"))
-    # Polling's shortest interval while updates keep coming. Unset: 3 ms on SQLite, none on
+    # Polling's shortest interval while updates keep coming. Unset: 8 ms on SQLite, none on
     # PostgreSQL (``Intake.poll``).
     intake_batch_wait_ms: float | None = Field(
         default=None, ge=0, le=1000, validation_alias=_env("INTAKE_BATCH_WAIT_MS")

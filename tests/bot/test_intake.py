@@ -107,10 +107,10 @@ async def test_polling_waits_after_a_batch_so_that_the_next_updates_come_togethe
     sandbox: SandboxServer, bot_app: BotApplication, engine: AsyncEngine
 ) -> None:
     """A store is one transaction whatever its batch's size: after a batch, polling waits a
-    moment (3 ms on SQLite, where a store's commit is dear; none on PostgreSQL) before asking
+    moment (8 ms on SQLite, where a store's commit is dear; none on PostgreSQL) before asking
     for the next, and what arrived meanwhile is stored in one statement."""
     intake = bot_app.intake
-    assert intake.batch_wait_s == (0.003 if engine.dialect.name == "sqlite" else 0.0)
+    assert intake.batch_wait_s == (0.008 if engine.dialect.name == "sqlite" else 0.0)
     intake.batch_wait_s = 0.5
     stores: list[int] = []
 
@@ -140,7 +140,7 @@ def test_the_batch_wait_is_a_setting(settings: Settings, engine: AsyncEngine) ->
     application.engine = engine
     assert application._batch_wait_s() == 0.007
     application.settings = settings
-    assert application._batch_wait_s() == (0.003 if engine.dialect.name == "sqlite" else 0.0)
+    assert application._batch_wait_s() == (0.008 if engine.dialect.name == "sqlite" else 0.0)
 
 
 class FailOnce:
