@@ -21,7 +21,7 @@ from bot.services.send_budget import LocalBudget
 from storage.database import create_engine, create_session_factory
 from storage.enums import OutboxKind, OutboxStatus, TicketStatus
 from storage.models import OutboxMessage, Ticket, User
-from storage.repositories.outbox import OutboxRepository
+from storage.repositories.outbox import Claim, OutboxRepository
 from tests.factories import make_org, make_user, make_webinar
 from tests.reminders.conftest import (
     FakeBot,
@@ -227,6 +227,38 @@ async def test_each_chat_gets_at_most_one_message_per_interval() -> None:
     assert len(bot.sent) == 14
     assert time.monotonic() - started >= 0.3  # four to one chat: three intervals
     assert [item.chat_id for item in bot.sent].count(7) == 4
+
+
+async def test_kicks_in_quick_succession_are_claimed_together(
+    session: AsyncSession, app_context: AppContext, fake_bot: FakeBot
+) -> None:
+    """While kicks keep coming, a kicked drain claims at most once per ``claim_interval_s``:
+    the rows of the kicks meanwhile come in one claim, and every one of them is sent."""
+    dispatcher = OutboxDispatcher(
+        app_context, fast_sender(fake_bot), batch_size=50, claim_interval_s=0.3
+    )
+    claims: list[int] = []
+    claim = dispatcher.claim
+
+    async def counted() -> list[Claim]:
+        claimed = await claim()
+        claims.append(len(claimed))
+        return claimed
+
+    dispatcher.claim = counted  # type: ignore[method-assign]
+    started = time.monotonic()
+    await _notices(session, app_context, range(1, 2))
+    dispatcher.kick()
+    await dispatcher.idle()  # the first kick claims at once
+    assert claims == [1]
+    for chat_id in range(2, 5):  # three payments' rows, say, each committed and kicked
+        await _notices(session, app_context, range(chat_id, chat_id + 1))
+        dispatcher.kick()
+        await asyncio.sleep(0.02)  # time enough for a drain that did not wait to claim it
+    await dispatcher.idle()
+    assert claims == [1, 3]  # one claim for the three, once the interval was over
+    assert time.monotonic() - started >= 0.3
+    _once_each(fake_bot, range(1, 5))
 
 
 async def test_the_kind_of_each_sent_row_is_counted(
