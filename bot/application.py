@@ -32,7 +32,7 @@ from bot.intake import Intake
 from bot.jobs import create_scheduler
 from bot.ops_routes import add_ops_routes
 from bot.services import Services
-from bot.services.dispatcher import OutboxDispatcher
+from bot.services.dispatcher import SQLITE_CLAIM_INTERVAL_S, OutboxDispatcher
 from bot.services.refund_worker import RefundWorker
 from bot.services.sender import ReplyBudgetMiddleware
 from bot.settings import Settings, require_token, require_webhook_secret
@@ -102,6 +102,7 @@ class BotApplication:
             create_sender(self.settings, self.bot),
             batch_size=self.settings.outbox_batch_size,
             lease=timedelta(seconds=self.settings.outbox_lease_s),
+            claim_interval_s=SQLITE_CLAIM_INTERVAL_S if self.engine.dialect.name == "sqlite" else 0,
         )
         # Replies count against Telegram's limits too: they draw from the outbox's budget.
         self.bot.session.middleware(ReplyBudgetMiddleware(self.outbox.sender.budget))

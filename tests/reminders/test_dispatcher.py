@@ -10,12 +10,18 @@ import pytest
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.methods import SendMessage
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bot.application import BotApplication
 from bot.clock import FakeClock
 from bot.context import AppContext
 from bot.services import Services
-from bot.services.dispatcher import BACKOFF_SECONDS, MAX_ATTEMPTS, OutboxDispatcher
+from bot.services.dispatcher import (
+    BACKOFF_SECONDS,
+    MAX_ATTEMPTS,
+    SQLITE_CLAIM_INTERVAL_S,
+    OutboxDispatcher,
+)
 from bot.services.outbox import Outgoing
 from bot.services.send_budget import LocalBudget
 from storage.database import create_engine, create_session_factory
@@ -259,6 +265,15 @@ async def test_kicks_in_quick_succession_are_claimed_together(
     assert claims == [1, 3]  # one claim for the three, once the interval was over
     assert time.monotonic() - started >= 0.3
     _once_each(fake_bot, range(1, 5))
+
+
+async def test_the_claim_interval_is_sqlites_only(
+    bot_app: BotApplication, engine: AsyncEngine
+) -> None:
+    """On SQLite a claim is a write transaction of its own, worth gathering; on PostgreSQL it
+    is one statement, and the bursts of deliveries would only cost pre-checkout latency."""
+    sqlite = engine.dialect.name == "sqlite"
+    assert bot_app.outbox.claim_interval_s == (SQLITE_CLAIM_INTERVAL_S if sqlite else 0)
 
 
 async def test_the_kind_of_each_sent_row_is_counted(
