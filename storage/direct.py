@@ -51,7 +51,7 @@ _PG_COUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
 class _Plan:
     """One statement compiled for one dialect: its SQL and how to fill and read it."""
 
-    __slots__ = ("binds", "results", "sql")
+    __slots__ = ("binds", "processed", "sql", "width")
 
     def __init__(
         self, statement: ClauseElement, dialect: Dialect, column_keys: Sequence[str] | None
@@ -79,9 +79,12 @@ class _Plan:
                 raise ValueError(msg)
             default = _MISSING if bind.required else bind.value
             self.binds.append((bind.key, name, default, processors.get(name)))
-        self.results: list[Processor] = [
+        results = [
             column[3]._cached_result_processor(dialect, None) for column in compiled._result_columns
         ]
+        self.width = len(results)
+        # (column index, processor) of the columns whose values need one: most need none.
+        self.processed = [(index, process) for index, process in enumerate(results) if process]
 
     def arguments(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         values = []
@@ -96,16 +99,19 @@ class _Plan:
         return tuple(values)
 
     def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-        results = self.results
-        if not any(results):
+        processed = self.processed
+        if not processed:
             return [tuple(row) for row in raw]
-        return [
-            tuple(
-                value if process is None else process(value)
-                for process, value in zip(results, row, strict=True)
-            )
-            for row in raw
-        ]
+        rows = []
+        for row in raw:
+            if len(row) != self.width:
+                msg = f"a row of {len(row)} values for a statement of {self.width} columns"
+                raise ValueError(msg)
+            values = list(row)
+            for index, process in processed:
+                values[index] = process(values[index])
+            rows.append(tuple(values))
+        return rows
 
 
 class Prebuilt:
