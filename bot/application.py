@@ -31,6 +31,7 @@ from bot.i18n import Translator
 from bot.intake import Intake
 from bot.jobs import create_scheduler
 from bot.ops_routes import add_ops_routes
+from bot.priority import prefer_replies
 from bot.services import Services
 from bot.services.dispatcher import SQLITE_CLAIM_INTERVAL_S, OutboxDispatcher
 from bot.services.refund_worker import RefundWorker
@@ -91,6 +92,8 @@ class BotApplication:
         )
         if self.migrate:
             await upgrade_if_behind(self.engine)
+        # Replies ahead of each turn's other work where statements are network round trips.
+        prefer_replies(self.engine.dialect.name != "sqlite")
         self.bot = create_bot(self.settings, self.token)
         me = await self.bot.get_me()
         self.app.bot = self.bot

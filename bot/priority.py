@@ -88,6 +88,9 @@ class UrgentFirstLoop(asyncio.SelectorEventLoop):
     most the rest of the turn in which it arrived.
     """
 
+    # Replies first (set by :func:`prefer_replies`): see :meth:`_process_events`.
+    replies_first = False
+
     def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
         handle = super().call_soon(callback, *args, context=context)
         if _urgent(handle._context):  # type: ignore[attr-defined]
@@ -102,6 +105,40 @@ class UrgentFirstLoop(asyncio.SelectorEventLoop):
                     position += 1
                 ready.insert(position, handle)
         return handle
+
+    def _process_events(self, event_list: Any) -> None:
+        """With :attr:`replies_first`, sockets' readiness (replies from PostgreSQL, from
+        Telegram) goes right behind the urgent callbacks, ahead of the rest of the turn: the task
+        a reply wakes (a checkout's first, by :meth:`call_soon`) then runs in this turn, not
+        after a whole turn of other updates' work."""
+        ready = self._ready  # type: ignore[attr-defined]
+        before = len(ready)
+        super()._process_events(event_list)  # type: ignore[misc]
+        added = len(ready) - before
+        if not self.replies_first or not added or not before:
+            return
+        position = 0
+        while position < before and _urgent(ready[position]._context):
+            position += 1
+        if position == before:
+            return  # only urgent callbacks were waiting: the replies follow them as they are
+        replies = [ready.pop() for _ in range(added)]  # the last first: extendleft restores order
+        ready.rotate(-position)  # the urgent ones to the back for a moment
+        ready.extendleft(replies)
+        ready.rotate(position)
+
+
+def prefer_replies(on: bool) -> None:
+    """Run sockets' readiness ahead of each turn's other work, if this is an
+    :class:`UrgentFirstLoop` (``python -m bot``, the benchmarks). On PostgreSQL a checkout
+    awaits about five replies (the poll's, its store's, its read's and hold's, its answer's),
+    and each waited for a whole turn of other updates' work: over six alternated pairs of a
+    1,000-buyer rush, pre-checkout p99 53.7 -> 41.0 ms (median), inside 50 ms in all six runs,
+    for about 2% more CPU per update. On SQLite, whose statements are calls in this process, it
+    only cost CPU (2.35, 2.42 -> 2.44, 2.49 ms), so it is off there (``bot.application``)."""
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, UrgentFirstLoop):
+        loop.replies_first = on
 
 
 def _urgent(context: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import socket
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from bot.priority import (
     PrioritySlots,
     UpdatePriorityMiddleware,
     UrgentFirstLoop,
+    prefer_replies,
     priority_of,
     run,
 )
@@ -240,3 +242,39 @@ def test_urgent_callbacks_keep_their_order_among_themselves() -> None:
         return order
 
     assert run(main()) == [0, 1, 2, "other", b"seat\n"]
+
+
+@pytest.mark.parametrize("replies_first", [False, True])
+def test_a_reply_runs_ahead_of_the_turns_other_work_when_asked(replies_first: bool) -> None:
+    """With ``prefer_replies`` (PostgreSQL), a socket's readiness runs right behind the urgent
+    callbacks and ahead of the rest of the turn; without it, behind the whole turn."""
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        prefer_replies(replies_first)
+        order: list[str] = []
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        replied = loop.create_future()
+
+        def reply() -> None:
+            order.append(ours.recv(16).decode())
+            loop.remove_reader(ours.fileno())
+            replied.set_result(None)
+
+        try:
+            loop.add_reader(ours.fileno(), reply)
+            theirs.send(b"reply")
+            context = contextvars.copy_context()
+            context.run(connection_priority.set, Priority.CHECKOUT)
+            loop.call_soon(order.append, "urgent", context=context)
+            loop.call_soon(order.append, "other")
+            await replied
+            await asyncio.sleep(0)
+        finally:
+            ours.close()
+            theirs.close()
+        return order
+
+    expected = ["urgent", "reply", "other"] if replies_first else ["urgent", "other", "reply"]
+    assert run(main()) == expected
