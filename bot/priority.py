@@ -84,8 +84,9 @@ class UrgentFirstLoop(asyncio.SelectorEventLoop):
     holding one, and for the polling task that brings them in) goes to the front of the ready
     queue instead of its back: a checkout's task runs as soon as what it waited for is done.
     Everything else keeps its order. Socket
-    readiness is still read once per turn, so a checkout's answer from the network waits for at
-    most the rest of the turn in which it arrived.
+    readiness is still read once per turn; with :attr:`replies_first` (on PostgreSQL, see
+    :func:`prefer_replies`) what it brings runs right behind the urgent callbacks, so a
+    checkout's answer from the network no longer waits for the rest of the turn's work.
     """
 
     # Replies first (set by :func:`prefer_replies`): see :meth:`_process_events`.
