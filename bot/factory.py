@@ -110,6 +110,7 @@ def create_fsm_storage(settings: Settings) -> BaseStorage:
 def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Dispatcher:
     from handlers import get_routers
     from handlers.errors import on_error
+    from handlers.participant import stores_its_user
 
     dispatcher = Dispatcher(storage=storage or MemoryStorage(), app=app)
     # Updates come from the intake (bot/intake.py), which stores them first, de-duplicates them
@@ -118,7 +119,7 @@ def create_dispatcher(app: AppContext, storage: BaseStorage | None = None) -> Di
     dispatcher.update.outer_middleware(UpdateMetricsMiddleware())
     dispatcher.update.outer_middleware(LogContextMiddleware())
     dispatcher.update.outer_middleware(DatabaseMiddleware(app))
-    dispatcher.update.outer_middleware(UserMiddleware(app))
+    dispatcher.update.outer_middleware(UserMiddleware(app, stored_by_handler=stores_its_user))
     dispatcher.include_routers(*get_routers())
     resolve_pure_filters_inline(dispatcher)
     dispatcher.errors.register(on_error)

@@ -28,12 +28,15 @@ from aiogram.types import User as TelegramUser
 from bot.context import AppContext
 from bot.logs import current_update_id
 from bot.services import Services
+from bot.services.users import Touch
 
 if TYPE_CHECKING:
     from aiogram import Bot
     from aiogram.client.session.middlewares.base import TelegramType
     from aiogram.methods import Response, TelegramMethod
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from storage.models import User
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 log = logging.getLogger(__name__)
@@ -160,12 +163,25 @@ class UserMiddleware(BaseMiddleware):
     once); checking a version is a read of the same row. A stale organization would act on the
     wrong one, a stale "not blocked" would leave a user who writes recorded as blocked: the read
     costs less than either.
+
+    The updates ``stored_by_handler`` picks (the webinar's deep link and the buy buttons: see
+    ``handlers.participant``) are touched too, on every update, but not here: their handler's use
+    case stores the user in the transaction of its own it runs anyway, from the :class:`Touch`
+    left in the update's data (``touch``; ``user`` is then ``None``), instead of in the
+    session's, which would cost a session's transaction for one or two statements. The locale
+    the handler runs in is the one this process last found for the user, else the client's;
+    the stored row's (``touch.locale``) is used once it is known, by the handler for what it
+    says in the user's language and by an error's apology. An update no such use case takes
+    (a malformed button, say) leaves the row as it was until the user's next update.
     """
 
     MAX_SEEN = 50_000  # users remembered per process; the oldest are forgotten first
 
-    def __init__(self, app: AppContext) -> None:
+    def __init__(
+        self, app: AppContext, *, stored_by_handler: Callable[[Update], bool] | None = None
+    ) -> None:
         self.app = app
+        self._stored_by_handler = stored_by_handler or _never
         self._seen: dict[int, tuple[Profile, str]] = {}
 
     def _remember(self, user_id: int, profile: Profile, locale: str) -> None:
@@ -175,11 +191,19 @@ class UserMiddleware(BaseMiddleware):
             del seen[next(iter(seen))]
         seen[user_id] = (profile, locale)
 
+    def _found(self, user_id: int, profile: Profile, user: User, locale: str) -> None:
+        """Note what a touch found: a user not blocked is remembered (see the class doc)."""
+        if user.blocked_at is None:
+            self._remember(user_id, profile, locale)
+        else:
+            self._seen.pop(user_id, None)
+
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         telegram_user: TelegramUser | None = data.get("event_from_user")
         services: Services = data["services"]
         translator = self.app.translator
         user = None
+        touch: Touch | None = None
         locale: str | None = None
         if telegram_user is not None and not telegram_user.is_bot:
             user_id = telegram_user.id
@@ -190,13 +214,22 @@ class UserMiddleware(BaseMiddleware):
                 telegram_user.language_code,
             )
             seen = self._seen.get(user_id)
-            if (
-                seen is not None
-                and seen[0] == profile
+            known = seen[1] if seen is not None and seen[0] == profile else None
+            if isinstance(event, Update) and self._stored_by_handler(event):
+                touch = Touch(
+                    user_id,
+                    *profile,
+                    reachable=True,  # a message or a button: the user wrote to the bot
+                    locale=known or services.users.client_locale(profile[3]),
+                )
+                data["touch"] = touch
+                locale = touch.locale
+            elif (
+                known is not None
                 and isinstance(event, Update)
                 and event.pre_checkout_query is not None
             ):
-                locale = seen[1]
+                locale = known
             else:
                 user = await services.users.touch(
                     user_id,
@@ -208,13 +241,19 @@ class UserMiddleware(BaseMiddleware):
                     reachable=not (isinstance(event, Update) and event.my_chat_member is not None),
                 )
                 locale = services.users.locale_of(user)
-                if user.blocked_at is None:
-                    self._remember(user_id, profile, locale)
-                else:
-                    self._seen.pop(user_id, None)
+                self._found(user_id, profile, user, locale)
         if locale is None:
             locale = services.users.locale_of(user)
         data["user"] = user
         data["locale"] = locale
-        with translator.context(), translator.use_locale(locale):
-            return await handler(event, data)
+        try:
+            with translator.context(), translator.use_locale(locale):
+                return await handler(event, data)
+        finally:
+            if touch is not None and touch.user is not None:
+                data["locale"] = touch.locale  # for an error's apology, which runs after this
+                self._found(touch.user_id, profile, touch.user, touch.locale)
+
+
+def _never(_update: Update) -> bool:
+    return False

@@ -14,6 +14,7 @@ from aiogram.types import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
+    Update,
 )
 
 from bot.formatting import escape, money
@@ -22,6 +23,7 @@ from bot.services import Services
 from bot.services.purchases import PaymentResult
 from bot.services.sales import Offer, Price, SaleState
 from bot.services.timezones import show_time
+from bot.services.users import Touch
 from bot.telegram_session import unread_answer
 from storage.enums import PaymentMethod, Product
 
@@ -41,6 +43,27 @@ class BuyCallback(CallbackData, prefix="buy"):
 class BuyRecording(CallbackData, prefix="buyrec"):
     webinar_id: int
     method: str  # a PaymentMethod value
+
+
+_CARD_LINK = f"/start {DEEP_LINK_PREFIX}"
+_PAID_BUTTON = f"{BuyCallback.__prefix__}{BuyCallback.__separator__}"
+_FREE_BUTTON = f"{BuyCallback.__separator__}{FREE}"
+
+
+def stores_its_user(update: Update) -> bool:
+    """Whether ``update`` is a webinar's deep link or a paid buy button in a private chat: the
+    two updates of every purchase whose handlers (:func:`webinar_card`, :func:`buy`) have their
+    use case store the user in its own transaction, from the user middleware's ``touch``
+    (``bot.middlewares.UserMiddleware``). Read from the update as the routes' filters read it;
+    an update picked here that no such handler takes is simply not stored."""
+    message = update.message
+    if message is not None:
+        text = message.text
+        return text is not None and text.startswith(_CARD_LINK) and message.chat.type == "private"
+    query = update.callback_query
+    if query is None or query.data is None:
+        return False
+    return query.data.startswith(_PAID_BUTTON) and not query.data.endswith(_FREE_BUTTON)
 
 
 def recording_label(price: Price, lang: str) -> str:
@@ -145,14 +168,19 @@ def render_card(offer: Offer) -> tuple[str, InlineKeyboardMarkup | None]:
 
 
 @router.message(CommandStart(deep_link=True, magic=F.args.startswith(DEEP_LINK_PREFIX)))
-async def webinar_card(message: Message, command: CommandObject, services: Services) -> None:
+async def webinar_card(
+    message: Message, command: CommandObject, services: Services, touch: Touch | None = None
+) -> None:
     """Show the card of the webinar behind a ``t.me/<bot>?start=w_<code>`` link."""
     code = (command.args or "")[len(DEEP_LINK_PREFIX) :]
     assert message.from_user is not None
-    offer = await services.sales.offer(code, message.from_user.id) if code else None
+    offer = await services.sales.offer(code, message.from_user.id, touch=touch)
     if offer is None:
         await message.answer(
-            _("I could not find this webinar. Please check the link with the organizer.")
+            _(
+                "I could not find this webinar. Please check the link with the organizer.",
+                locale=touch.locale if touch is not None else None,
+            )
         )
         return
     text, markup = render_card(offer)
@@ -164,7 +192,11 @@ async def webinar_card(message: Message, command: CommandObject, services: Servi
     BuyCallback.filter(F.method.in_([*(method.value for method in PaymentMethod), FREE]))
 )
 async def buy(
-    query: CallbackQuery, callback_data: BuyCallback, services: Services, bot: Bot
+    query: CallbackQuery,
+    callback_data: BuyCallback,
+    services: Services,
+    bot: Bot,
+    touch: Touch | None = None,
 ) -> None:
     """Send the invoice of the chosen payment method (or issue a free ticket)."""
     user_id = query.from_user.id
@@ -182,7 +214,7 @@ async def buy(
             )
         return
     result = await services.sales.create_invoice(
-        user_id, callback_data.webinar_id, PaymentMethod(callback_data.method)
+        user_id, callback_data.webinar_id, PaymentMethod(callback_data.method), touch=touch
     )
     if result.invoice is None:
         await query.answer(result.refusal, show_alert=True)

@@ -68,7 +68,7 @@ class Services:
 
     @cached_property
     def sales(self) -> SalesService:
-        return SalesService(self.session, self.app)
+        return SalesService(self.session, self.app, users=self.users)
 
     @cached_property
     def purchases(self) -> PurchaseService:

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.context import AppContext
+from storage.database import holds_connection
+from storage.direct import Transaction
 
 
 class Service:
@@ -19,3 +24,22 @@ class Service:
     @property
     def settings(self):
         return self.app.settings
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[AsyncSession | Transaction]:
+        """Where a use case of prebuilt statements (``storage.direct``) runs and commits: the
+        update's transaction, when its session holds one already (the user middleware stored
+        the user there), else a transaction of its own without the session, which costs a
+        fraction of a session's (about 190 us of CPU on SQLite) and commits each statement on
+        its own on PostgreSQL: use it only for statements that each stand on their own.
+
+        Committed when the block ends, before the handler talks to Telegram. A block that raises
+        is rolled back, but on PostgreSQL, where each statement of a transaction of its own
+        commits as it runs.
+        """
+        if holds_connection(self.session):
+            yield self.session
+            await self.session.commit()
+            return
+        async with self.app.transaction(autocommit=True) as transaction:
+            yield transaction

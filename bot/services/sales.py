@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.context import AppContext
 from bot.formatting import STARS, local_datetime
 from bot.i18n import _
 from bot.services import orders
 from bot.services.base import Service
+from bot.services.users import Touch, UserService
 from payments import ReceiptSpec, build_invoice
 from payments.base import CURRENCY_EXPONENTS
 from storage.enums import (
@@ -37,7 +40,12 @@ from storage.enums import (
     WebinarStatus,
 )
 from storage.models import Order, Organization, Webinar
-from storage.repositories.sales import CheckoutRepository, HoldOutcome, SalesRepository
+from storage.repositories.sales import (
+    CheckoutRepository,
+    HoldOutcome,
+    OfferRepository,
+    SalesRepository,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +101,10 @@ class CheckoutAnswer:
 
 
 class SalesService(Service):
+    def __init__(self, session: AsyncSession, app: AppContext, *, users: UserService) -> None:
+        super().__init__(session, app)
+        self.users = users
+
     @property
     def repo(self) -> SalesRepository:
         return SalesRepository(self.session)
@@ -143,14 +155,18 @@ class SalesService(Service):
             return SaleState.SOLD_OUT
         return SaleState.ON_SALE
 
-    async def offer(self, code: str, user_id: int) -> Offer | None:
+    async def offer(self, code: str, user_id: int, *, touch: Touch | None = None) -> Offer | None:
         """The card of the webinar behind a deep-link code, or ``None`` if there is none.
 
-        One statement: the webinar, its organization, the seats taken and the viewer's ticket.
+        One statement: the webinar, its organization, the seats taken and the viewer's ticket;
+        with ``touch`` (the viewer, left by the user middleware), the viewer is stored first, in
+        the same transaction (see :meth:`Service.unit`).
         """
-        card = await self.repo.card(code, user_id, self.clock.now())
+        async with self.unit() as on:
+            if touch is not None:
+                await self.users.store(on, touch)
+            card = await OfferRepository(on).card(code, user_id, self.clock.now()) if code else None
         if card is None:
-            await self.session.commit()
             return None
         webinar, org = card.webinar, card.org
         seats_left = (
@@ -162,7 +178,7 @@ class SalesService(Service):
         recording: list[Price] = []
         if state == SaleState.STARTED and self.recording_refusal(webinar, org.language) is None:
             recording = self.prices(webinar, org, Product.RECORDING)
-        offer = Offer(
+        return Offer(
             webinar=webinar,
             org=org,
             state=state,
@@ -172,8 +188,6 @@ class SalesService(Service):
             recording_prices=recording,
             viewer_timezone=card.viewer_timezone,
         )
-        await self.session.commit()  # end the read before the handler talks to Telegram
-        return offer
 
     # -- invoices ------------------------------------------------------------------------------
 
@@ -183,16 +197,43 @@ class SalesService(Service):
         webinar_id: int,
         method: PaymentMethod,
         product: Product = Product.SEAT,
+        *,
+        touch: Touch | None = None,
     ) -> InvoiceResult:
         """Open (or reuse) an order and build its invoice; the payload is the order's token.
 
         ``product`` is a seat of the live session, or the recording (sold after the event).
         One read (the webinar, its organization, the buyer's ticket and reusable order), and an
-        insert when there is no order to reuse."""
-        purchase = await self.repo.purchase(webinar_id, user_id, method, product)
+        insert when there is no order to reuse; with ``touch`` (the buyer, left by the user
+        middleware), the buyer is stored first, in the same transaction (see
+        :meth:`Service.unit`). Each statement stands on its own: two presses at once may open
+        two orders, as they could in one transaction, and either invoice can be paid."""
+        async with self.unit() as on:
+            if touch is not None:
+                await self.users.store(on, touch)
+            return await self._invoice(
+                OfferRepository(on),
+                user_id,
+                webinar_id,
+                method,
+                product,
+                viewer_locale=touch.locale if touch is not None else None,
+            )
+
+    async def _invoice(
+        self,
+        repo: OfferRepository,
+        user_id: int,
+        webinar_id: int,
+        method: PaymentMethod,
+        product: Product,
+        *,
+        viewer_locale: str | None,
+    ) -> InvoiceResult:
+        purchase = await repo.purchase(webinar_id, user_id, method, product)
         if purchase is None:
-            await self.session.commit()
-            return InvoiceResult(refusal=_("This webinar no longer exists."))
+            # No organization to speak for: the buyer's own language.
+            return InvoiceResult(refusal=_("This webinar no longer exists.", locale=viewer_locale))
         webinar, org = purchase.webinar, purchase.org
         lang = org.language
         refusal = self.refusal(webinar, product, lang)
@@ -205,7 +246,6 @@ class SalesService(Service):
         if refusal is None and price is None:
             refusal = _("This payment method is not available for this webinar.", locale=lang)
         if refusal is not None or price is None:
-            await self.session.commit()
             return InvoiceResult(refusal=refusal)
 
         order = purchase.open_order
@@ -215,7 +255,7 @@ class SalesService(Service):
         ):
             # No order of this purchase to reuse, or one at an older price: a new one.
             now = self.clock.now()
-            order = await self.repo.insert_order(
+            order = await repo.insert_order(
                 Order(
                     token=secrets.token_urlsafe(24),
                     webinar_id=webinar.id,
@@ -232,7 +272,6 @@ class SalesService(Service):
                 )
             )
         invoice = self._invoice_kwargs(order, webinar, org, chat_id=user_id)
-        await self.session.commit()
         return InvoiceResult(invoice=invoice, order=order)
 
     def _invoice_kwargs(
@@ -412,4 +451,4 @@ def _local(webinar: Webinar, org: Organization) -> str:
 async def sales_maintenance(app: AppContext) -> int:
     """The job: mark lapsed seat holds expired (they stopped counting when they lapsed)."""
     async with app.session_factory() as session:
-        return await SalesService(session, app).expire_holds()
+        return await SalesService(session, app, users=UserService(session, app)).expire_holds()

@@ -97,3 +97,38 @@ class DirectRepository:
     def _orm(self) -> AsyncSession:
         assert isinstance(self.session, AsyncSession), "this statement needs a session"
         return self.session
+
+    def _model(self, model: type[M], keys: Sequence[str], values: Sequence[Any]) -> M:
+        """A row read by a prebuilt statement as an instance of ``model``: in a session, the
+        persistent one (:func:`attached`, changes to it are flushed); in a
+        :class:`~storage.direct.Transaction`, a :func:`built` one, only to be read."""
+        on = self.session
+        if isinstance(on, Transaction):
+            return built(model, keys, values)
+        return attached(on, model, keys, values)
+
+    def _written(self, instance: M) -> M:
+        """``instance``, just written with every column set and its id filled in: made the
+        persistent object of its row in a session (:func:`adopt`), left as it is in a
+        :class:`~storage.direct.Transaction`."""
+        on = self.session
+        if isinstance(on, AsyncSession):
+            state: InstanceState[Any] = instance._sa_instance_state  # type: ignore[attr-defined]
+            key = state.mapper.identity_key_from_primary_key([instance.id])  # type: ignore[attr-defined]
+            adopt(on.sync_session, instance, key)
+        return instance
+
+
+def insert_values(instance: object) -> dict[str, Any]:
+    """The values of a new ``instance`` for a prebuilt ``INSERT`` of every column but the id.
+
+    Every such column must be set: the row is written with exactly these values, and an
+    attribute left unset would be an expired attribute of the persistent object it becomes.
+    """
+    state: InstanceState[Any] = instance._sa_instance_state  # type: ignore[attr-defined]
+    columns = [column.key for column in state.mapper.local_table.columns if column.key != "id"]
+    missing = [key for key in columns if key not in state.dict]
+    if missing:
+        msg = f"{type(instance).__name__} inserted without {', '.join(missing)}"
+        raise ValueError(msg)
+    return {key: state.dict[key] for key in columns}

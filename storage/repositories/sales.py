@@ -85,7 +85,14 @@ from storage.models import (
     User,
     Webinar,
 )
-from storage.repositories.base import DirectRepository, Repository, adopt, attached, built
+from storage.repositories.base import (
+    DirectRepository,
+    Repository,
+    adopt,
+    attached,
+    built,
+    insert_values,
+)
 
 OPEN_ORDER_STATUSES = (OrderStatus.CREATED, OrderStatus.HELD, OrderStatus.EXPIRED)
 OWED_STATUSES = (PaymentStatus.REFUND_PENDING, PaymentStatus.REFUND_FAILED)
@@ -570,30 +577,6 @@ class SalesRepository(Repository):
 
     # -- the selling path: one read per use case, Core writes -----------------------------------
 
-    async def card(self, code: str, user_id: int, now: datetime) -> Card | None:
-        """The webinar behind a deep-link code, with what its card shows to this viewer."""
-        row = await _CARD.first(self.session, {"code": code, "user_id": user_id, "now": now})
-        if row is None:
-            return None
-        webinar, org, (taken, own_ticket_id, timezone) = self._models(row, Webinar, Organization)
-        return Card(webinar, org, None if taken is None else int(taken), own_ticket_id, timezone)
-
-    async def purchase(
-        self, webinar_id: int, user_id: int, method: PaymentMethod, product: Product
-    ) -> Purchase | None:
-        """The webinar being bought, with the buyer's ticket and reusable order."""
-        row = await _INVOICE.first(
-            self.session,
-            {"webinar_id": webinar_id, "user_id": user_id, "method": method, "product": product},
-        )
-        if row is None:
-            return None
-        webinar, org, (own_ticket_id, *order_values) = self._models(row, Webinar, Organization)
-        order = None
-        if order_values[0] is not None:  # the outer join found a reusable order
-            order = attached(self.session, Order, _ORDER_KEYS, order_values)
-        return Purchase(webinar, org, own_ticket_id, order)
-
     async def order_context(
         self, token: str, *, lock: OrderLock | None = None
     ) -> OrderContext | None:
@@ -627,10 +610,6 @@ class SalesRepository(Repository):
         ):
             set_committed_value(order, key, value)
 
-    async def insert_order(self, order: Order) -> Order:
-        """Write a new order with one Core statement (see :meth:`_inserted`)."""
-        return await self._inserted(_NEW_ORDER, order)
-
     async def insert_ticket(self, ticket: Ticket) -> Ticket:
         """Write a new ticket with one Core statement (see :meth:`_inserted`)."""
         return await self._inserted(_NEW_TICKET, ticket)
@@ -642,21 +621,12 @@ class SalesRepository(Repository):
 
     async def _inserted(self, statement: Prebuilt, obj: Any) -> Any:
         """Insert a new object without the unit of work (a flush of one object costs about
-        twice the statement), then attach it to the session as the persistent row it now is.
-
-        Every column but the id must be set on ``obj``: the row is written with exactly these
-        values, and an attribute left unset would be an expired attribute of a loaded object.
-        """
-        state = inspect(obj)
-        columns = [column.key for column in state.mapper.local_table.columns if column.key != "id"]
-        missing = [key for key in columns if key not in state.dict]
-        if missing:
-            msg = f"{type(obj).__name__} inserted without {', '.join(missing)}"
-            raise ValueError(msg)
-        values = {key: state.dict[key] for key in columns}
-        found = await statement.first(self.session, values)
+        twice the statement), then attach it to the session as the persistent row it now is
+        (every column but the id set: see ``insert_values``)."""
+        found = await statement.first(self.session, insert_values(obj))
         assert found is not None
         obj.id = found[0]
+        state = inspect(obj)
         adopt(self.session.sync_session, obj, state.mapper.identity_key_from_primary_key([obj.id]))
         return obj
 
@@ -1113,6 +1083,48 @@ def _cut(row: Sequence[Any], models: Sequence[type[Any]], make: Callable[..., An
         start += len(keys)
     found.append(list(row[start:]))
     return found
+
+
+class OfferRepository(DirectRepository):
+    """The card's read and the invoice's read and order, in the update's transaction or, for an
+    update whose user the use case stores itself, in a transaction of their own without a
+    session (``storage.direct``; see ``SalesService.offer``). Rows come back as
+    :meth:`DirectRepository._model` makes them: persistent in a session, read-only otherwise."""
+
+    async def card(self, code: str, user_id: int, now: datetime) -> Card | None:
+        """The webinar behind a deep-link code, with what its card shows to this viewer."""
+        row = await _CARD.first(self.session, {"code": code, "user_id": user_id, "now": now})
+        if row is None:
+            return None
+        webinar, org, (taken, own_ticket_id, timezone) = _cut(
+            row, (Webinar, Organization), self._model
+        )
+        return Card(webinar, org, None if taken is None else int(taken), own_ticket_id, timezone)
+
+    async def purchase(
+        self, webinar_id: int, user_id: int, method: PaymentMethod, product: Product
+    ) -> Purchase | None:
+        """The webinar being bought, with the buyer's ticket and reusable order."""
+        row = await _INVOICE.first(
+            self.session,
+            {"webinar_id": webinar_id, "user_id": user_id, "method": method, "product": product},
+        )
+        if row is None:
+            return None
+        webinar, org, (own_ticket_id, *order_values) = _cut(
+            row, (Webinar, Organization), self._model
+        )
+        order = None
+        if order_values[0] is not None:  # the outer join found a reusable order
+            order = self._model(Order, _ORDER_KEYS, order_values)
+        return Purchase(webinar, org, own_ticket_id, order)
+
+    async def insert_order(self, order: Order) -> Order:
+        """Write a new order with one Core statement, without the unit of work."""
+        found = await _NEW_ORDER.first(self.session, insert_values(order))
+        assert found is not None
+        order.id = found[0]
+        return self._written(order)
 
 
 class CheckoutRepository(DirectRepository):

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.direct import Prebuilt
 from storage.models import User
-from storage.repositories.base import Repository, attached
+from storage.repositories.base import DirectRepository
 
 _USERS = User.__table__
 _COLUMNS = tuple(column.key for column in _USERS.columns)
@@ -47,9 +47,9 @@ _NEW_PROFILE_UNBLOCKED = Prebuilt(
 )
 
 
-class UserRepository(Repository):
+class UserRepository(DirectRepository):
     async def get(self, user_id: int) -> User | None:
-        return await self.session.get(User, user_id)
+        return await self._orm.get(User, user_id)
 
     async def upsert(
         self,
@@ -65,7 +65,8 @@ class UserRepository(Repository):
         """Create the user or refresh the profile fields Telegram sends with every update.
 
         The first read of the user in the update's session (the middleware's); an instance the
-        session already held would be handed back refreshed (``attached``).
+        session already held would be handed back refreshed (``attached``). In a transaction
+        without a session, a read-only ``User``.
         """
         session = self.session
         found = await _BY_ID.first(session, {"user_id": user_id})
@@ -79,7 +80,7 @@ class UserRepository(Repository):
             values = dict.fromkeys(_COLUMNS)
             values.update(profile, id=user_id, created_at=now)
             if await _INSERT[self.dialect].rowcount(session, values):
-                return attached(session, User, _COLUMNS, tuple(values[key] for key in _COLUMNS))
+                return self._model(User, _COLUMNS, tuple(values[key] for key in _COLUMNS))
             # A new user's second update (a double tap) stored them first, in another
             # transaction: theirs is the row. A plain INSERT failed this update on PostgreSQL.
             found = await _BY_ID.first(session, {"user_id": user_id})
@@ -96,20 +97,20 @@ class UserRepository(Repository):
             values = {f"{key}_": value for key, value in changes.items()}
             await refresh.rowcount(session, {"user_id": user_id, **values})
             row.update(changes)
-        return attached(session, User, _COLUMNS, tuple(row[key] for key in _COLUMNS))
+        return self._model(User, _COLUMNS, tuple(row[key] for key in _COLUMNS))
 
     async def mark_blocked(self, user_id: int, now: datetime) -> None:
-        await self.session.execute(
+        await self._orm.execute(
             update(User).where(User.id == user_id, User.blocked_at.is_(None)).values(blocked_at=now)
         )
 
     async def mark_reachable(self, user_id: int, now: datetime) -> None:
-        await self.session.execute(
+        await self._orm.execute(
             update(User).where(User.id == user_id).values(blocked_at=None, updated_at=now)
         )
 
     async def by_ids(self, user_ids: list[int]) -> dict[int, User]:
         if not user_ids:
             return {}
-        rows = await self.session.scalars(select(User).where(User.id.in_(user_ids)))
+        rows = await self._orm.scalars(select(User).where(User.id.in_(user_ids)))
         return {user.id: user for user in rows}

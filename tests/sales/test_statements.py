@@ -271,9 +271,13 @@ async def test_a_payment_that_takes_a_link_adds_only_that_statement(
     one_transaction(trace)
 
 
-# Through the real bot: the middleware's user (a read, and an insert the first time) plus the
-# use case, one transaction per update, and nothing read again by the handler.
+# Through the real bot: the user (a read, and an insert the first time) plus the use case, one
+# transaction per update, and nothing read again by the handler. The card, the invoice and the
+# pre-checkout run in a transaction without a session (``storage.direct``, no ``begin`` event):
+# the card's and the invoice's use cases store the user themselves, and the pre-checkout skips a
+# user this process has just stored. The payment's is the session's.
 PER_UPDATE = {"card": 3, "invoice": 3, "pre-checkout": 3, "payment": 7}
+SESSION_TRANSACTIONS = {"card": 0, "invoice": 0, "pre-checkout": 0, "payment": 1}
 
 
 async def test_each_update_of_a_purchase_is_one_transaction_of_a_few_statements(
@@ -295,6 +299,13 @@ async def test_each_update_of_a_purchase_is_one_transaction_of_a_few_statements(
     for update_id, (step, most) in zip(updates, PER_UPDATE.items(), strict=True):
         assert len(trace.of(update_id)) <= most, f"{step}:\n{trace}"
         assert trace.count("commit", update_id) == 1, f"{step}:\n{trace}"
+        assert trace.count("begin", update_id) == SESSION_TRANSACTIONS[step], f"{step}:\n{trace}"
+    card = trace.of(updates[0])
+    assert card[0].startswith("SELECT users.id"), trace  # Bob, stored by the card's use case
+    assert card[1].startswith("INSERT INTO users"), trace
+    stored = await session.get(User, 2001)
+    assert stored is not None
+    assert (stored.first_name, stored.language_code) == ("Bob", "en")
 
 
 async def test_seats_are_counted_from_the_seat_index_alone(engine: AsyncEngine) -> None:
