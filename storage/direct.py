@@ -37,8 +37,8 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
-from sqlalchemy.util import greenlet_spawn
 
+from storage.greenlets import in_greenlet
 from storage.sqlite_inline import begin_inline
 
 __all__ = ["Prebuilt", "Transaction"]
@@ -186,7 +186,7 @@ class Prebuilt:
         try:
             raw, count = await _on_driver(dialect, adapted, sql, arguments, many)
         except Exception as error:
-            await greenlet_spawn(_raise_as_sqlalchemy, connection, error, sql, arguments)
+            await in_greenlet(_raise_as_sqlalchemy, connection, error, sql, arguments)
             raise  # unreachable: the connection's handler raises
         if events:
             connection.dispatch.after_cursor_execute(connection, None, sql, arguments, None, many)
@@ -314,7 +314,7 @@ class Transaction:
         self.adapted: Any = None
 
     async def __aenter__(self) -> Transaction:
-        self._fairy = await greenlet_spawn(self._engine.raw_connection)
+        self._fairy = await in_greenlet(self._engine.raw_connection)
         self.adapted = self._fairy.dbapi_connection
         if self._autocommit:
             self.adapted.autocommit = True  # the adapter begins nothing (given back as it was)
@@ -351,7 +351,7 @@ class Transaction:
         # interrupted. Not shielded, which would cost a task and a turn of the event loop.
         fairy, self._fairy = self._fairy, None
         self._end_autocommit()
-        await greenlet_spawn(fairy.close)
+        await in_greenlet(fairy.close)
 
     def _end_autocommit(self) -> None:
         if self._autocommit:
@@ -379,7 +379,7 @@ class Transaction:
         if fairy is not None:
             self._end_autocommit()
             # Shielded: a connection is never left half given back by a cancellation.
-            await asyncio.shield(greenlet_spawn(fairy.close))
+            await asyncio.shield(in_greenlet(fairy.close))
 
     async def run(
         self,
@@ -418,7 +418,7 @@ class Transaction:
         if disconnect and self._fairy is not None:
             fairy, self._fairy = self._fairy, None
             # As a Connection does: this connection is closed, and the pool's older ones too.
-            await asyncio.shield(greenlet_spawn(self._engine.pool._invalidate, fairy, error))
+            await asyncio.shield(in_greenlet(self._engine.pool._invalidate, fairy, error))
         raise exc.DBAPIError.instance(
             sql,
             arguments,
