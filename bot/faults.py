@@ -7,7 +7,8 @@ that is not armed costs one comparison.
 
 Points: ``intake.stored`` (updates stored and committed, not handled nor acknowledged yet),
 ``payments.recorded`` (a successful payment committed, the buyer not answered yet),
-``intake.handled`` (an update handled and answered, not yet marked done). The intake's points
+``intake.handled`` (an update handled and answered, not yet marked done), ``sales.ordered`` (a buy
+button's order committed, its invoice not sent yet). The intake's points
 take the detail ``payment`` when the update is a successful or refunded payment.
 """
 

@@ -17,6 +17,7 @@ from aiogram.types import (
     Update,
 )
 
+from bot.faults import crash_point
 from bot.formatting import escape, money
 from bot.i18n import _, _n
 from bot.services import Services
@@ -216,6 +217,7 @@ async def buy(
     result = await services.sales.create_invoice(
         user_id, callback_data.webinar_id, PaymentMethod(callback_data.method), touch=touch
     )
+    crash_point("sales.ordered")
     if result.invoice is None:
         await query.answer(result.refusal, show_alert=True)
         return

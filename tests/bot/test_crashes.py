@@ -25,7 +25,7 @@ from bot.sandbox import SandboxServer, SimUser
 from storage.database import create_engine, create_session_factory
 from storage.enums import InboundStatus, OutboxKind, OutboxStatus
 from storage.migrate import upgrade
-from storage.models import InboundUpdate, OutboxMessage, Payment, Ticket, Webinar
+from storage.models import InboundUpdate, Order, OutboxMessage, Payment, Ticket, Webinar
 from tests.conftest import BACKEND, OWNER_ID, TEST_TOKEN, _truncate
 from tests.factories import make_org, make_webinar
 
@@ -225,6 +225,38 @@ async def test_a_crash_while_a_payment_is_handled_loses_nothing_and_doubles_noth
     await bob.expect_silence(1.0)
     assert count(bob, ACCESS) == 1
     assert count(bob, CONFIRMATION) == confirmations
+    assert await second.terminate() == 0, second.output()
+
+
+async def test_a_crash_between_an_order_and_its_invoice_sends_one_invoice_for_one_order(
+    sandbox: SandboxServer, database: AsyncEngine, processes: list[BotProcess], tmp_path: Path
+) -> None:
+    """The buy button's buyer and order are committed (in the use case's own transaction), the
+    invoice not sent: the button's update is handled again after the restart, reuses the order
+    and sends its invoice once, which pays for one ticket."""
+    webinar = await world(database)
+    url = database.url.render_as_string(hide_password=False)
+    env = {"TELEGRAM_API_URL": sandbox.url, "DATABASE_URL": url}
+    first = BotProcess(tmp_path, "first", **env, **{CRASH_ENV: "sales.ordered"})
+    processes.append(await first.start())
+    eve = sandbox.user(6005, first_name="Eve", language_code="en")
+    await eve.command("/start", f"w_{webinar.code}")
+    await eve.press(await eve.next_message(timeout=START_S), text=STARS_BUTTON)
+    assert await first.exit_code() == CRASH_EXIT, first.output()
+
+    second = BotProcess(tmp_path, "second", **env)
+    processes.append(await second.start())
+    invoice = await eve.next_message(timeout=START_S)
+    assert invoice.invoice is not None
+    assert (await eve.pay(invoice)).ok
+    await sandbox.wait_until(lambda: count(eve, ACCESS), timeout=START_S, message="access")
+    await wait_settled(database, sandbox, {"payments": 1, "tickets": 1, "open": []})
+    async with create_session_factory(database)() as session:
+        orders = (await session.scalars(select(Order))).all()
+    assert len(orders) == 1
+    eve.drain()
+    await eve.expect_silence(0.5)
+    assert sum(1 for message in eve.messages if message.invoice is not None) == 1
     assert await second.terminate() == 0, second.output()
 
 
