@@ -113,10 +113,16 @@ class DirectRepository:
         :class:`~storage.direct.Transaction`."""
         on = self.session
         if isinstance(on, AsyncSession):
-            state: InstanceState[Any] = instance._sa_instance_state  # type: ignore[attr-defined]
-            key = state.mapper.identity_key_from_primary_key([instance.id])  # type: ignore[attr-defined]
-            adopt(on.sync_session, instance, key)
+            adopt_inserted(on, instance)
         return instance
+
+
+def adopt_inserted(session: AsyncSession, instance: object) -> None:
+    """Make ``instance``, just inserted with every column set and its id filled in, the
+    persistent object of its row in ``session`` (:func:`adopt`)."""
+    state: InstanceState[Any] = instance._sa_instance_state  # type: ignore[attr-defined]
+    key = state.mapper.identity_key_from_primary_key([instance.id])  # type: ignore[attr-defined]
+    adopt(session.sync_session, instance, key)
 
 
 def insert_values(instance: object) -> dict[str, Any]:

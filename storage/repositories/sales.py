@@ -47,7 +47,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    inspect,
     literal_column,
     or_,
     select,
@@ -88,7 +87,7 @@ from storage.models import (
 from storage.repositories.base import (
     DirectRepository,
     Repository,
-    adopt,
+    adopt_inserted,
     attached,
     built,
     insert_values,
@@ -626,8 +625,7 @@ class SalesRepository(Repository):
         found = await statement.first(self.session, insert_values(obj))
         assert found is not None
         obj.id = found[0]
-        state = inspect(obj)
-        adopt(self.session.sync_session, obj, state.mapper.identity_key_from_primary_key([obj.id]))
+        adopt_inserted(self.session, obj)
         return obj
 
     # -- webinars and organizations ------------------------------------------------------------
