@@ -5,7 +5,7 @@ open the webinar's deep link, press the Stars button, pay the invoice in the cha
 access message (the calendar file, the access as its caption). Then, in the same run and against
 the same server, a bare aiogram echo bot answers as many messages (four per buyer: as many
 updates as the rush had), and a floor bot serves the same buyers the same flow: plain aiogram
-making the bot's six Bot API calls per purchase from constant texts, with no database behind it
+making the bot's five Bot API calls per purchase from constant texts, with no database behind it
 (``_serve_floor``).
 
     python -m bench.rush --buyers 1000 --concurrency 100
@@ -14,19 +14,18 @@ making the bot's six Bot API calls per purchase from constant texts, with no dat
 As in a deployment, the bot runs alone in its own process (polling, with its scheduler), and so
 does the echo bot; this process runs the sandbox server and the simulated buyers.
 
-Prints purchase flows per second, pre-checkout answer latency (p50/p99, as the buyer's client
-sees it), how long a buyer waited at each step (the card, the invoice, the checkout, the
-confirmation, the access message: where a rush queues), the bot's messages per flow, the bot's
-CPU time per update, the echo bot's and the floor bot's, each read from its own process's
-counters over its own run, and the ratios to the echo bot's (a flow is four updates and six Bot
-API calls: four messages and the answers to the button and the pre-checkout query; an echo one
-update and one call). The floor bot's ratio is what aiogram itself sets for this flow; the
-bot's ratio above it is what the database, the durable intake, the outbox and the rules add.
-The floor bot's pre-checkout p99 is printed too: plain aiogram's, under the same rush.
-The last line is for scripts: ``rush: flows_per_s=F cpu_per_update_ms=B
-echo_cpu_per_update_ms=E cpu_ratio=R precheckout_p99_ms=P precheckout_bot_p99_ms=Q
-floor_cpu_per_update_ms=L floor_ratio=X``, where Q is P without the simulated round trip
-(below): the part of the wait the bot itself adds.
+Prints purchase flows per second, pre-checkout answer latency (p50/p99, as the buyer's client sees
+it), how long a buyer waited at each step (the card, the invoice, the checkout, the access message,
+which confirms the payment: where a rush queues), the bot's messages per flow, the bot's CPU time
+per update, the echo bot's and the floor bot's, each read from its own process's counters over its
+own run, and the ratios to the echo bot's (a flow is four updates and five Bot API calls: three
+messages and the answers to the button and the pre-checkout query; an echo one update and one call).
+The floor bot's ratio is what aiogram itself sets for this flow; the bot's ratio above it is what
+the database, the durable intake, the outbox and the rules add. The floor bot's pre-checkout p99 is
+printed too: plain aiogram's, under the same rush. The last line is for scripts: ``rush:
+flows_per_s=F cpu_per_update_ms=B echo_cpu_per_update_ms=E cpu_ratio=R precheckout_p99_ms=P
+precheckout_bot_p99_ms=Q floor_cpu_per_update_ms=L floor_ratio=X``, where Q is P without the
+simulated round trip (below): the part of the wait the bot itself adds.
 
 The sandbox runs without flood limits and the bot's paced sender is opened up, so the figures
 measure the bot's own work, not Telegram's 30 messages per second. ``--rtt-ms 80`` makes every
@@ -134,7 +133,7 @@ async def create_webinar(url: str, seats: int) -> str:
     return code
 
 
-STEPS = ("card", "invoice", "checkout", "confirmation", "access")
+STEPS = ("card", "invoice", "checkout", "access")
 
 
 async def buyer_flow(
@@ -154,11 +153,9 @@ async def buyer_flow(
     marks.append(time.perf_counter())
     if not result.ok:
         raise RuntimeError(f"buyer {user_id}: checkout refused: {result.error_message}")
-    received = [await user.next_message(timeout=60)]  # the payment's confirmation
-    marks.append(time.perf_counter())
-    # Then the calendar file with the access as its caption (after the access text, when that
-    # is too long for a caption).
-    received.append(await user.next_message(timeout=60))
+    # The access message, which confirms the payment: the calendar file with the access as its
+    # caption (after the access text, when that is too long for a caption).
+    received = [await user.next_message(timeout=60)]
     while not any(message.document for message in received):
         received.append(await user.next_message(timeout=60))
     marks.append(time.perf_counter())
@@ -275,7 +272,7 @@ def _floor_process(api_url: str, ready: Any, stop: Any) -> None:
 
 
 # What the floor bot sends: about the size of the bot's own messages (the card, the invoice, the
-# confirmation, the calendar file with the access as its caption).
+# calendar file with the payment's confirmation and the access as its caption).
 _FLOOR_CARD = (
     "<b>The big rush</b>\n\nEveryone at once.\n\n🗓 Monday, 30 November 2026, 17:00 "
     "(Europe/Rome)\n⏱ 60 min\n💰 1 ⭐\n🎟 1000 seats left\n\nOrganizer: Rush Webinars"
@@ -291,12 +288,12 @@ _FLOOR_ICS = (
 async def _serve_floor(api_url: str, ready: Any, stop: Any) -> None:
     """The same flow as the bot's, in plain aiogram with nothing behind it: the floor.
 
-    Its four handlers make the bot's six Bot API calls per purchase (the card with its button;
-    the button's answer and the invoice; the pre-checkout answer; the confirmation and the
-    calendar file) from constant texts: no database, no intake, no outbox, no scheduler, no
-    locale. Its CPU per update against the echo bot's is what aiogram alone sets for this flow,
-    the floor under the bot's own ratio; the difference is what the bot adds to keep the money
-    and the access safe.
+    Its four handlers make the bot's five Bot API calls per purchase (the card with its button; the
+    button's answer and the invoice; the pre-checkout answer; the calendar file with the
+    confirmation and the access as its caption) from constant texts: no database, no intake, no
+    outbox, no scheduler, no locale. Its CPU per update against the echo bot's is what aiogram alone
+    sets for this flow, the floor under the bot's own ratio; the difference is what the bot adds to
+    keep the money and the access safe.
     """
     from aiogram import F
     from aiogram.filters import CommandStart
@@ -337,10 +334,10 @@ async def _serve_floor(api_url: str, ready: Any, stop: Any) -> None:
 
     @dispatcher.message(F.successful_payment)
     async def paid(message: Message) -> None:
-        await message.answer("<b>Payment received.</b> Thank you!", parse_mode="HTML")
         await message.answer_document(
             BufferedInputFile(_FLOOR_ICS, filename="webinar.ics"),
-            caption="Your access: https://meet.example.org/rush\nPassword: <code>rush</code>",
+            caption="<b>Payment received.</b> Your access: https://meet.example.org/rush\n"
+            "Password: <code>rush</code>",
             parse_mode="HTML",
         )
 

@@ -496,7 +496,7 @@ class Intake:
 
         The sweep goes on renewing until the last handler ends: a lease left to lapse while a
         handler still runs would let another replica handle the same update again (a second
-        card, a second confirmation), and fence this one's done mark.
+        card, a second invoice), and fence this one's done mark.
         """
         self.stopping = True
         if self._polling is not None:

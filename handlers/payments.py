@@ -12,7 +12,6 @@ from bot.formatting import escape
 from bot.i18n import _
 from bot.services import Services
 from bot.services.purchases import PaymentResult
-from bot.telegram_session import unread_answer
 from storage.enums import Product, TicketStatus
 
 router = Router(name=__name__)
@@ -49,7 +48,9 @@ async def pre_checkout(query: PreCheckoutQuery, services: Services) -> None:
 
 @router.message(F.successful_payment)
 async def successful_payment(message: Message, services: Services) -> None:
-    """Record the payment and issue the ticket; the access message follows from the outbox."""
+    """Record the payment and issue the ticket. The access message that follows from the
+    outbox is the confirmation too ("Payment received ... Here is your access"), written in the
+    payment's transaction: nothing to send here, and nothing to send again for a replay."""
     payment = message.successful_payment
     assert payment is not None
     assert message.from_user is not None
@@ -62,39 +63,28 @@ async def successful_payment(message: Message, services: Services) -> None:
         provider_charge_id=payment.provider_payment_charge_id,
     )
     crash_point("payments.recorded")
-    # A replay whose charge bought a ticket is an update handled again after an attempt that
-    # did not finish (Telegram's own redeliveries never get here: the intake drops them): the
-    # confirmation may not have gone out, so it is sent (again).
-    confirmed = outcome.result == PaymentResult.ISSUED or (
-        outcome.result == PaymentResult.REPLAY
-        and outcome.ticket is not None
-        and outcome.ticket.status == TicketStatus.ACTIVE
-    )
-    if confirmed:
+    ticket = outcome.ticket
+    if ticket is None or ticket.product != Product.RECORDING:
+        # A seat: its access message confirms the payment. Waiting for a link and automatic
+        # refunds (a payment that matches no order included) are told through the outbox too.
+        return
+    # A recording goes as a video or a file, which carries no confirmation. A replay whose
+    # charge bought it is an update handled again after an attempt that did not finish
+    # (Telegram's own redeliveries never get here: the intake drops them): the confirmation
+    # may not have gone out, so it is sent (again).
+    if outcome.result == PaymentResult.ISSUED or (
+        outcome.result == PaymentResult.REPLAY and ticket.status == TicketStatus.ACTIVE
+    ):
         assert outcome.org is not None
         assert outcome.webinar is not None
-        if outcome.ticket is not None and outcome.ticket.product == Product.RECORDING:
-            await message.answer(
-                _(
-                    "✅ Payment received: the recording of «{title}» is yours. "
-                    "It follows in the next message.",
-                    locale=outcome.org.language,
-                    title=escape(outcome.webinar.title),
-                )
+        await message.answer(
+            _(
+                "✅ Payment received: the recording of «{title}» is yours. "
+                "It follows in the next message.",
+                locale=outcome.org.language,
+                title=escape(outcome.webinar.title),
             )
-            return
-        with unread_answer():
-            await message.answer(
-                _(
-                    "✅ Payment received: your ticket for «{title}» is confirmed. "
-                    "Your access follows in the next message.",
-                    locale=outcome.org.language,
-                    title=escape(outcome.webinar.title),
-                )
-            )
-    # Waiting for a link and automatic refunds (a payment that matches no order included) are
-    # told through the outbox, written in the payment's transaction; a replayed update changes
-    # nothing and says nothing.
+        )
 
 
 @router.message(F.refunded_payment)

@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INVITE_NAME_MAX = 32  # Telegram's limit for an invite link's name
+# In an ACCESS row's payload: the payment that bought the ticket has no confirmation of its own.
+# Its access message opens with it: one message instead of two, so a purchase costs one Bot
+# API call and one of Telegram's 30 messages a second less, and the buyer's first answer to
+# paying is the access itself.
+PAID_ACCESS = "paid"
 
 
 def access_key(ticket_id: int) -> str:
@@ -69,10 +74,13 @@ class AccessService(Service):
             org_id=webinar.org_id,
         )
 
-    def access_row(self, ticket: Ticket, webinar: Webinar) -> dict[str, Any]:
+    def access_row(self, ticket: Ticket, webinar: Webinar, *, paid: bool = False) -> dict[str, Any]:
         """The outbox row :meth:`enqueue` writes, for a caller that plans it with other rows
-        in one statement (``OutboxRepository.enqueue_many``, idempotent by the same key)."""
-        return {
+        in one statement (``OutboxRepository.enqueue_many``, idempotent by the same key).
+
+        ``paid``: the access message of a payment that just bought the ticket, which is also
+        the payment's confirmation (``PAID_ACCESS``)."""
+        row = {
             "kind": OutboxKind.ACCESS,
             "dedupe_key": access_key(ticket.id),
             "chat_id": ticket.user_id,
@@ -81,6 +89,9 @@ class AccessService(Service):
             "webinar_id": webinar.id,
             "org_id": webinar.org_id,
         }
+        if paid:
+            row["payload"] = {PAID_ACCESS: True}
+        return row
 
     async def tell_waiting(self, ticket: Ticket, webinar: Webinar, org: Organization) -> None:
         """The pool is empty: tell the buyer the link follows, and alert the organizers."""
@@ -423,7 +434,13 @@ class AccessService(Service):
         if item.webinar.access_mode == AccessMode.LINKS and item.link is None:
             return None  # no link yet: assign_waiting plans the access when one arrives
         lang = item.org.language
-        parts = [_("Here is your access:", locale=lang), self.access_text(item)]
+        if (row.payload or {}).get(PAID_ACCESS):
+            heading = _(
+                "✅ Payment received: your ticket is confirmed. Here is your access:", locale=lang
+            )
+        else:
+            heading = _("Here is your access:", locale=lang)
+        parts = [heading, self.access_text(item)]
         if folded_offsets(item.webinar, item.ticket.created_at):
             # A reminder that was due within a minute of the purchase is this very message.
             minutes = max(

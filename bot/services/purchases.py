@@ -288,7 +288,7 @@ class PurchaseService(Service):
             )
         )
         outcome.ticket = ticket
-        outcome.result = await self.issue_access(ticket, webinar, org)
+        outcome.result = await self.issue_access(ticket, webinar, org, paid=True)
         log.info(
             "payment %s of order %s (%s %s from user %s) bought ticket %s",
             payment_id,
@@ -449,10 +449,13 @@ class PurchaseService(Service):
         return outcome
 
     async def issue_access(
-        self, ticket: Ticket, webinar: Webinar, org: Organization
+        self, ticket: Ticket, webinar: Webinar, org: Organization, *, paid: bool = False
     ) -> PaymentResult:
         """A new ticket's link (links and template modes), access message and reminders, in
-        this transaction; a recording ticket gets the recording instead, and nothing else."""
+        this transaction; a recording ticket gets the recording instead, and nothing else.
+
+        ``paid``: a payment bought the ticket, and its access message confirms the payment
+        (``access.PAID_ACCESS``); the handler sends no confirmation of its own."""
         result = PaymentResult.ISSUED
         if ticket.product == Product.RECORDING:
             await self.recordings.plan(ticket, webinar)
@@ -468,7 +471,7 @@ class PurchaseService(Service):
         # The access message and the reminders: one statement for all their outbox rows.
         rows = self.reminders.rows_for_ticket(ticket, webinar)
         if result == PaymentResult.ISSUED:
-            rows.insert(0, self.access.access_row(ticket, webinar))
+            rows.insert(0, self.access.access_row(ticket, webinar, paid=paid))
         if rows:
             await self.outbox.repo.enqueue_many(rows, now=self.clock.now())
         if webinar.has_recording:

@@ -184,9 +184,9 @@ async def wait_settled(engine: AsyncEngine, sandbox: SandboxServer, want: dict[s
     [
         # Stored and committed, neither handled nor acknowledged: handled once after the restart.
         ("intake.stored:payment", 1),
-        # The payment committed, the buyer not answered: the retry finds it recorded, changes
-        # nothing, and confirms it (the first attempt never did); the access message was
-        # planned in the payment's transaction.
+        # The payment committed, the update not finished: the retry finds it recorded and
+        # changes nothing. The access message, which confirms the payment, was planned in the
+        # payment's transaction: one confirmation, in it.
         ("payments.recorded", 1),
     ],
 )

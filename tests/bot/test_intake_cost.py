@@ -339,7 +339,7 @@ async def test_a_pre_checkout_query_does_not_read_a_user_this_process_just_saw(
         await bob.press(card, text=STARS_BUTTON)
         invoice = await bob.next_message()
         assert (await bob.pay(invoice)).ok
-        assert "Pagamento ricevuto" in (await bob.next_message()).text
+        assert "Pagamento ricevuto" in (await bob.next_message()).body  # the access message
         stored = list(
             (await session.scalars(select(InboundUpdate).order_by(InboundUpdate.update_id))).all()
         )

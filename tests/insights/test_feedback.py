@@ -74,8 +74,7 @@ async def test_participants_are_asked_once_and_the_organizer_reads_the_answers(
     carol.started = True
     _card, _invoice, paid = await buy(bob, webinar)
     assert paid.ok
-    for _ in range(2):  # payment confirmed, access (the calendar file with its caption)
-        await bob.next_message()
+    await bob.next_message()  # the calendar file, the payment confirmed and the access its caption
     async with session_factory() as session:
         bob_ticket = await session.scalar(select(Ticket.id).where(Ticket.user_id == 3001))
         carol_ticket = await session.scalar(select(Ticket.id).where(Ticket.user_id == 3002))

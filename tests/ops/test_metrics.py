@@ -109,8 +109,8 @@ async def test_a_purchase_shows_in_update_metrics_and_in_the_log_without_secrets
     bob = sandbox.user(2001, first_name="Bob", language_code="en")
     _card, _invoice, result = await buy(bob, webinar)
     assert result.ok
-    await bob.next_message()  # the confirmation
-    access = await bob.next_message()  # the calendar file, the access as its caption
+    # The calendar file, the payment's confirmation and the access as its caption.
+    access = await bob.next_message()
     assert "s3cret" in (access.caption or "")
     after = await scrape(bot_app.app)
 

@@ -287,7 +287,8 @@ async def test_the_access_message_and_calendar_file_in_the_organizations_languag
     assert "https://meet.example.org/room/42" in caption
     assert "s3cret" in caption
     assert "UTC+01:00" in caption
-    assert "Ecco il tuo accesso" in caption  # Italian
+    # The payment's confirmation opens it (Italian, the organization's language).
+    assert caption.startswith("✅ Pagamento ricevuto: il tuo biglietto è confermato. Ecco il tuo")
     assert caption.endswith("Aggiungi il webinar al tuo calendario.")
     assert calendar_part.document is not None
     filename, data = calendar_part.document
@@ -300,6 +301,40 @@ async def test_the_access_message_and_calendar_file_in_the_organizations_languag
     assert str(event["SUMMARY"]) == webinar.title
     assert str(event["URL"]) == "https://meet.example.org/room/42"
     assert "s3cret" in str(event["DESCRIPTION"])
+
+
+async def test_only_the_access_message_a_payment_plans_confirms_the_payment(
+    session: AsyncSession, stars_app: AppContext
+) -> None:
+    """The payment's access message is its confirmation; the buyer who waited for a link had
+    theirs in the waiting notice, and a free registration paid nothing."""
+    org = await make_org(session, OWNER_ID)
+    webinar = await make_webinar(session, org, access_mode=AccessMode.LINKS)
+    free = await make_webinar(session, org, price_stars=None)
+    await add_links(session, webinar, 1)
+    await add_buyers(session, 2001, 3)
+    for uid in (2001, 2002):
+        await Buyer(stars_app, uid).buy(webinar)
+    async with stars_app.session_factory() as s:
+        await Services(s, stars_app).purchases.register_free(2003, free.id)
+    [waiting] = [row for row in await outbox(session, OutboxKind.NOTICE) if row.chat_id == 2002]
+    assert waiting.payload["text"].startswith("✅ Payment received: your ticket for")
+    session.add(AccessLink(webinar_id=webinar.id, url="https://meet.example.org/j/new"))
+    await session.commit()
+    async with stars_app.session_factory() as s:
+        assert await Services(s, stars_app).access.assign_waiting(webinar.id) == 1
+
+    headings = {}
+    for row in await outbox(session, OutboxKind.ACCESS):
+        async with stars_app.session_factory() as s:
+            parts = await Services(s, stars_app).access.render(row)
+        assert parts is not None
+        headings[row.chat_id] = (parts[0].caption or parts[0].text or "").split("\n")[0]
+    assert headings == {
+        2001: "✅ Payment received: your ticket is confirmed. Here is your access:",
+        2002: "Here is your access:",
+        2003: "Here is your access:",
+    }
 
 
 async def test_outbox_access_row_is_dropped_for_a_refunded_ticket(

@@ -293,7 +293,8 @@ async def test_each_update_of_a_purchase_is_one_transaction_of_a_few_statements(
         await bob.press(card, callback_data=card.buttons[0]["callback_data"])
         invoice = await bob.next_message()
         assert (await bob.pay(invoice)).ok
-        assert "✅" in (await bob.next_message()).text  # the confirmation: the payment is in
+        # The access message, which confirms the payment: the payment is in.
+        assert "✅" in (await bob.next_message()).body
     updates = sorted({u for u, _s in trace.statements if u is not None})
     assert len(updates) == len(PER_UPDATE), trace
     for update_id, (step, most) in zip(updates, PER_UPDATE.items(), strict=True):
