@@ -123,6 +123,8 @@ class BotApplication:
             max_attempts=self.settings.intake_max_attempts,
             batch_wait_s=self._batch_wait_s(),
         )
+        # The outbox's calls take update slots too (``PacedSender._in_slot``).
+        self.outbox.sender.slots = self.intake.slots
         with self.app.translator.context():
             await set_commands(self.bot)
         if self.run_scheduler:

@@ -11,7 +11,8 @@ load, up to ``UPDATE_SLOTS``); a pre-checkout query starts at once, whatever the
 update finishes, the next to start is a payment (money has moved: the buyer waits for the
 access), then everything else in arrival order. Updates waiting for a
 slot hold nothing: no database session, no lock. :class:`UpdatePriorityMiddleware` does the same
-for a dispatcher fed directly.
+for a dispatcher fed directly. The outbox's calls to Telegram take the same slots, after their
+pace wait (``PacedSender._in_slot``): an access message with a payment's priority.
 
 The same urgency orders the database pool's waiters (``storage.pool``) and the event loop itself
 (:class:`UrgentFirstLoop`): a checkout's task is woken ahead of every callback already waiting

@@ -61,6 +61,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.context import AppContext
 from bot.logs import current_update_id
 from bot.metrics import REMINDER_LATENESS
+from bot.priority import Priority
 from bot.redaction import redact, redact_error
 from bot.services import Services
 from bot.services.access import render_access
@@ -291,6 +292,8 @@ class OutboxDispatcher:
                 return
             payload = dict(row.payload or {})
             start = int(payload.get("parts_sent", 0))
+            # An access message's buyer waits for it (see ``PacedSender._in_slot``).
+            priority = Priority.PAYMENT if row.kind == OutboxKind.ACCESS else Priority.OTHER
             render = partial(_held_then, held, claim, partial(self._render, session, row))
             try:
                 held.check(claim)
@@ -303,7 +306,9 @@ class OutboxDispatcher:
                     if parts is None:
                         rendered: list[Outgoing] = []
                         await self.sender.send_rendered(
-                            claim.chat_id, partial(_first_part, render, rendered)
+                            claim.chat_id,
+                            partial(_first_part, render, rendered),
+                            priority=priority,
                         )
                         parts = rendered
                     else:
@@ -319,6 +324,7 @@ class OutboxDispatcher:
                                 claim,
                                 (guard or _wanted) if index == start else _wanted,
                             ),
+                            priority=priority,
                         )
                     index += 1
                     if index < len(parts):

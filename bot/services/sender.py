@@ -39,6 +39,7 @@ from aiogram.methods import (
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 
 from bot.metrics import MESSAGES_SENT, SEND_GAVE_UP, TELEGRAM_429
+from bot.priority import Priority, PrioritySlots
 from bot.services.outbox import Drop, Outgoing
 from bot.services.send_budget import LocalBudget, SendBudget
 from bot.telegram_session import unread_answer
@@ -130,6 +131,9 @@ class PacedSender:
         self.max_429_attempts = max(1, max_429_attempts)
         self.max_429_wait_s = max_429_wait_s
         self.stats = SenderStats()
+        # The update slots (``Intake.slots``), when the sender runs beside an intake: each call
+        # takes one, after its pace wait, as a handler does (see :meth:`_in_slot`).
+        self.slots: PrioritySlots | None = None
 
     async def send(
         self,
@@ -137,16 +141,17 @@ class PacedSender:
         message: Outgoing,
         *,
         still_wanted: Callable[[], Awaitable[bool]] | None = None,
+        priority: Priority = Priority.OTHER,
     ) -> None:
         """Send one message, waiting for the pace and through a bounded number of 429s.
 
         ``still_wanted`` is asked right before each call to Telegram, after every wait: a pace
         or a 429 pause can last minutes, and what was true when the message was rendered (the
         ticket is active) may not be any more. If it says no, :class:`Drop` is raised and
-        nothing is sent.
+        nothing is sent. ``priority``: the call's turn for an update slot (:meth:`_in_slot`).
         """
         if still_wanted is None:
-            await self._paced(chat_id, partial(self._call, chat_id, message))
+            await self._paced(chat_id, partial(self._call, chat_id, message), priority)
             return
 
         async def checked() -> None:
@@ -154,21 +159,28 @@ class PacedSender:
                 raise Drop("no longer wanted at the moment of sending")
             await self._call(chat_id, message)
 
-        await self._paced(chat_id, checked)
+        await self._paced(chat_id, checked, priority)
 
-    async def send_rendered(self, chat_id: int, render: Callable[[], Awaitable[Outgoing]]) -> None:
+    async def send_rendered(
+        self,
+        chat_id: int,
+        render: Callable[[], Awaitable[Outgoing]],
+        *,
+        priority: Priority = Priority.OTHER,
+    ) -> None:
         """Send the message ``render`` makes once the pace (or a 429 pause) lets it go.
 
         ``render`` runs after every wait, right before the call to Telegram, so what it reads
         is as fresh as ``still_wanted``'s check would be: for a message built from state that
         may change while it waits (a ticket refunded), rendering it late *is* the check, at no
-        cost of its own. It raises :class:`Drop` to send nothing.
+        cost of its own. It raises :class:`Drop` to send nothing. ``priority`` as for
+        :meth:`send`.
         """
 
         async def rendered() -> None:
             await self._call(chat_id, await render())
 
-        await self._paced(chat_id, rendered)
+        await self._paced(chat_id, rendered, priority)
 
     async def edit_text(
         self,
@@ -194,13 +206,15 @@ class PacedSender:
             if "not modified" not in error.message.lower():
                 raise
 
-    async def _paced(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
+    async def _paced(
+        self, chat_id: int, call: Callable[[], Awaitable[T]], priority: Priority = Priority.OTHER
+    ) -> T:
         answers = 0
         waited = 0.0
         while True:
             await self.budget.acquire(chat_id)
             try:
-                result = await call()
+                result = await self._in_slot(call, priority)
             except TelegramRetryAfter as error:
                 self.stats.retry_after += 1
                 TELEGRAM_429.inc()
@@ -242,6 +256,28 @@ class PacedSender:
         if message.photo_file_id is not None:
             return self.bot.send_photo, message.photo_file_id
         return None
+
+    async def _in_slot(self, call: Callable[[], Awaitable[T]], priority: Priority) -> T:
+        """Make the call holding one of the update slots (:attr:`slots`), if any.
+
+        The outbox's deliveries are work of the same event loop as the updates, outside the
+        slots that bound the updates in flight: in a rush, each payment's access message
+        (rendered from a read, then sent) came on top of whatever the slots let in, and made
+        every turn of the loop longer, a checkout's turns included. Taking a slot for the call
+        lets the slots' adaptive limit, which follows the loop's lag, bound them too; a
+        pre-checkout query still never waits for one. Only the call holds it, never the pace
+        or a 429 pause, which may last minutes and would keep updates waiting for nothing.
+        An access message asks with a payment's priority (:class:`bot.priority.Priority`): its
+        buyer has paid and waits for it, ahead of the next buyer's card.
+        """
+        slots = self.slots
+        if slots is None:
+            return await call()
+        await slots.acquire(priority)
+        try:
+            return await call()
+        finally:
+            slots.release()
 
     async def _call(self, chat_id: int, message: Outgoing) -> None:
         # The budget was waited for: the reply budget middleware lets this call through.
