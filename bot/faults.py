@@ -6,7 +6,8 @@ names that point; otherwise it does nothing. The variable is read once, at impor
 that is not armed costs one comparison.
 
 Points: ``intake.stored`` (updates stored and committed, not handled nor acknowledged yet),
-``payments.recorded`` (a successful payment committed, the buyer not answered yet),
+``payments.recorded`` (a successful payment committed, its update not finished: a recording's
+confirmation not sent yet; a seat's is its access message, in the outbox),
 ``intake.handled`` (an update handled and answered, not yet marked done), ``sales.ordered`` (a buy
 button's order committed, its invoice not sent yet). The intake's points
 take the detail ``payment`` when the update is a successful or refunded payment.
